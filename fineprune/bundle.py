@@ -1,0 +1,98 @@
+"""Saving and loading models as safe, self-describing bundles.
+
+A bundle file is a dict of plain types and tensors -- ``{"format", "config", "card",
+"state_dict"}`` -- so ``torch.load(weights_only=True)`` can read it and a hostile pickle is
+refused. Pruning masks saved by ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask``)
+are re-attached on load, so a pruned model round-trips with its masks.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .errors import ModelFileError
+from .models import ModelConfig, build_model
+
+BUNDLE_FORMAT = "fineprune-bundle/1"
+
+
+@dataclass
+class ModelBundle:
+    """A model together with what is needed to feed it and to read its outputs."""
+
+    model: nn.Module
+    config: ModelConfig
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        return self.card.get("domain", "generic")
+
+    @property
+    def classes(self) -> list[str]:
+        n = self.config.get("n_classes")
+        return list(self.card.get("classes") or [str(i) for i in range(n or 0)])
+
+    def copy(self) -> "ModelBundle":
+        """A deep copy whose model can be pruned without touching this one."""
+        return ModelBundle(copy.deepcopy(self.model), copy.deepcopy(self.config), copy.deepcopy(self.card))
+
+
+def save_bundle(path: str | Path | io.BytesIO, model: nn.Module, config: ModelConfig, card: dict | None = None) -> None:
+    payload = {
+        "format": BUNDLE_FORMAT,
+        "config": config,
+        "card": json.loads(json.dumps(card or {})),  # plain JSON types only
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+    torch.save(payload, path)
+
+
+def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Give every module whose saved state has ``<p>_mask`` a prune parametrization for ``p``."""
+    modules = dict(model.named_modules())
+    for key in state_dict:
+        if not key.endswith("_mask"):
+            continue
+        module_name, _, param = key[: -len("_mask")].rpartition(".")
+        module = modules.get(module_name)
+        if module is not None and hasattr(module, param) and not hasattr(module, param + "_mask"):
+            prune.custom_from_mask(module, param, torch.ones_like(getattr(module, param)))
+
+
+def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
+    """Load a bundle safely. Raises ``ModelFileError`` with a plain message on any bad file."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    name = getattr(source, "name", None) or str(source) if not isinstance(source, io.BytesIO) else "upload"
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {name}") from None
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(
+            f"{name} was refused: it is not a plain weights file (it may try to run code). "
+            f"Only fineprune bundles and state dicts are loaded. ({str(exc).splitlines()[0][:120]})"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/zipfile errors on non-torch bytes
+        raise ModelFileError(f"{name} is not a PyTorch model file ({type(exc).__name__}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise ModelFileError(f"{name} is a torch file but not a fineprune model bundle (no config/card).")
+    config, state = payload["config"], payload["state_dict"]
+    model = build_model(config)
+    reattach_masks(model, state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{name}: weights do not match its architecture ({str(exc)[:200]})") from None
+    model.eval()
+    return ModelBundle(model, config, payload.get("card") or {})
