@@ -6,6 +6,7 @@ one way to turn a config back into a module.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
@@ -55,28 +56,35 @@ def vgg(
     BN = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
     Pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
     AdaptivePool = nn.AdaptiveAvgPool1d if dims == 1 else nn.AdaptiveAvgPool2d
-    layers: list[nn.Module] = []
-    channels = in_channels
+    features: dict[str, nn.Module] = {}
+    channels, n_conv, n_pool = in_channels, 0, 0
     for item in conv:
         if item == "M":
-            layers.append(Pool(2))
+            n_pool += 1
+            features[f"pool{n_pool}"] = Pool(2)
             continue
-        layers.append(Conv(channels, int(item), kernel_size=3, padding=1, bias=not batch_norm))
+        n_conv += 1
+        features[f"conv{n_conv}"] = Conv(channels, int(item), kernel_size=3, padding=1, bias=not batch_norm)
         if batch_norm:
-            layers.append(BN(int(item)))
-        layers.append(nn.ReLU(inplace=True))
+            features[f"bn{n_conv}"] = BN(int(item))
+        features[f"relu{n_conv}"] = nn.ReLU(inplace=True)
         channels = int(item)
     pool_to_t = tuple(pool_to) if isinstance(pool_to, (list, tuple)) else (int(pool_to),) * dims
     flat = channels * int(torch.tensor(pool_to_t).prod())
-    head: list[nn.Module] = [nn.Flatten()]
-    for width in fc:
-        head += [nn.Dropout(dropout), nn.Linear(flat, int(width)), nn.ReLU(inplace=True)]
+    head: dict[str, nn.Module] = {"flatten": nn.Flatten()}
+    for i, width in enumerate(fc, start=1):
+        head[f"drop{i}"] = nn.Dropout(dropout)
+        head[f"fc{i}"] = nn.Linear(flat, int(width))
+        head[f"relu{i}"] = nn.ReLU(inplace=True)
         flat = int(width)
-    head += [nn.Dropout(dropout), nn.Linear(flat, n_classes)]
+    head["drop_out"] = nn.Dropout(dropout)
+    head["fc_out"] = nn.Linear(flat, n_classes)
     return nn.Sequential(
-        nn.Sequential(*layers),
-        AdaptivePool(pool_to_t if dims == 2 else pool_to_t[0]),
-        nn.Sequential(*head),
+        OrderedDict(
+            features=nn.Sequential(OrderedDict(features)),
+            pool=AdaptivePool(pool_to_t if dims == 2 else pool_to_t[0]),
+            classifier=nn.Sequential(OrderedDict(head)),
+        )
     )
 
 

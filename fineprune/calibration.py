@@ -1,0 +1,54 @@
+"""Label-free recalibration: re-estimate BatchNorm statistics on the person's data."""
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from .energy import iter_batches
+from .errors import JobCancelled
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int = 64, cancel: threading.Event | None = None) -> nn.Module:
+    """Replace every BatchNorm's running mean/var by the exact average over ``data`` (in place).
+
+    Uses momentum=None (a cumulative average), BN layers in train mode and everything else in
+    eval mode (dropout off). Affine weights are untouched; no labels, no gradients.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    was_training = model.training
+    saved = [(m, m.momentum) for m in norms]
+    backup = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    used = 0
+    try:
+        for xb in iter_batches(data, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("cancelled while recalibrating BatchNorm")
+            if len(xb) < 2:  # a batch of one has no variance
+                continue
+            model(xb)
+            used += len(xb)
+    except BaseException:
+        used = 0
+        raise
+    finally:
+        if used == 0:  # nothing usable (or interrupted): keep the statistics the model had
+            for m, (mean, var, n) in zip(norms, backup):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+        if not was_training:
+            model.eval()
+    return model

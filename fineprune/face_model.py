@@ -1,0 +1,179 @@
+"""The shipped face-expression network and its training on FER2013.
+
+Architecture (``FACE_MODEL_CONFIG``): a VGG-style stack for 48x48 grayscale faces,
+``24 | M | 48 48 | M | 96 96 | M | 192 192 | M`` (3x3 conv + BatchNorm + ReLU, 2x2 max-pool),
+adaptive average pool to 3x3 (keeps the coarse layout: eyes above mouth), then FC 1728->256->7.
+About 0.11 GFLOP per face and 0.9 M parameters.
+
+Why this size: the paper's author used a VGG-19-style stack with FC 4096-4096 for CK+
+(~100x the compute). Here the model must train on 2 CPU cores in about half an hour and run
+live in a browser session. A throughput probe (torch, 2 threads, batch 64) gave per-epoch times
+of ~145 s for 32-64-128-256 double-conv blocks, ~100 s for 32-64-128-256 with a single first
+conv, ~62 s for this 24-48-96-192 net and ~40 s for 16-32-64-128. Epochs matter more than width
+for FER2013 under augmentation, so the 24-48-96-192 net at ~25 epochs is the best accuracy we
+can buy in the time budget; the first block has a single conv because at 48x48 it dominates
+the cost. Architecture choices were made on a validation split carved from the training set
+(never on the test split).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+FACE_MODEL_CONFIG = {
+    "arch": "vgg",
+    "conv": [24, "M", 48, 48, "M", 96, 96, "M", 192, 192, "M"],
+    "in_channels": 1,
+    "n_classes": 7,
+    "dims": 2,
+    "fc": [256],
+    "batch_norm": True,
+    "dropout": 0.3,
+    "pool_to": 3,
+}
+
+DEFAULT_EPOCHS = 25
+VAL_FRACTION = 0.1
+
+
+def load_fer2013(data_dir: str | Path) -> dict[str, np.ndarray]:
+    """FER2013 as shipped in ../shared/data/fer2013/fer2013_48.npz (uint8 crops + labels)."""
+    from .errors import InputDataError
+
+    path = Path(data_dir)
+    if path.is_dir():
+        path = path / "fer2013_48.npz"
+    if not path.exists():
+        raise InputDataError(f"FER2013 not found at {path} (expected fer2013_48.npz)")
+    with np.load(path) as data:
+        out = {k: data[k] for k in ("x_train", "y_train", "x_test", "y_test", "classes")}
+    if [str(c) for c in out["classes"]] != FER_CLASSES:
+        raise InputDataError(f"unexpected FER2013 class order {list(out['classes'])}")
+    return out
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with ``fraction`` of every class in val; seeded."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(len(idx) * fraction))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
+def augment_faces(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-4 px), and a
+    mild brightness/contrast jitter -- one affine warp per image, on the normalised batch."""
+    n = len(xb)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.1
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (4 / 24)  # 4 px in [-1, 1] coordinates
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
+    out = F.grid_sample(xb, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gain = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.15
+    bias = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.15
+    return out * gain + bias
+
+
+def train_main(argv: list[str]) -> int:
+    """``python -m fineprune train face --data ../shared/data/fer2013 --out FILE [--seed] [--epochs]``"""
+    from .bundle import save_bundle
+    from .evaluation import evaluate
+    from .face import FACE_INPUT, normalise_crops
+    from .models import build_model
+    from .training import seed_everything, train_classifier
+
+    parser = argparse.ArgumentParser(prog="python -m fineprune train face")
+    parser.add_argument("--data", required=True, help="folder holding fer2013_48.npz")
+    parser.add_argument("--out", required=True, help="model bundle to write (a .json card is written beside it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = load_fer2013(args.data)
+    train_idx, val_idx = stratified_split(data["y_train"], VAL_FRACTION, args.seed)
+    if args.limit:
+        train_idx = train_idx[: args.limit]
+        val_idx = val_idx[: max(1, args.limit // 5)]
+    x_all = normalise_crops(data["x_train"])
+    y_all = torch.from_numpy(data["y_train"].astype(np.int64))
+    x_train, y_train = x_all[train_idx], y_all[train_idx]
+    x_val, y_val = x_all[val_idx], y_all[val_idx]
+    x_test = normalise_crops(data["x_test"])
+    y_test = torch.from_numpy(data["y_test"].astype(np.int64))
+
+    seed_everything(args.seed)
+    model = build_model(FACE_MODEL_CONFIG)
+    checkpoint = out.with_suffix(".checkpoint.pt")
+    started = time.time()
+
+    def log(message: str) -> None:
+        # called once per epoch: keep a checkpoint so a killed run leaves something usable
+        torch.save({"state_dict": model.state_dict(), "message": message}, checkpoint)
+        print(f"[{time.time() - started:7.0f}s] {message}", flush=True)
+
+    result = train_classifier(
+        model, x_train, y_train, epochs=args.epochs, batch_size=64, lr=2e-3, weight_decay=5e-4,
+        seed=args.seed, augment=augment_faces, val=(x_val, y_val), label_smoothing=0.05, log=log,
+    )
+    test = evaluate(model, x_test, y_test, len(FER_CLASSES))
+    command = "python -m fineprune train face " + " ".join(shlex.quote(a) for a in argv)
+    card = {
+        "domain": "face",
+        "name": "FER2013 expression VGG",
+        "classes": FER_CLASSES,
+        "input": FACE_INPUT,
+        "architecture": "VGG-style 24|M|48-48|M|96-96|M|192-192|M, avgpool 3x3, FC 1728-256-7 (BatchNorm, ReLU)",
+        "training": {
+            "data": "FER2013 train split (28,709 crops) minus a stratified 10% validation split",
+            "command": command,
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "optimizer": "AdamW lr 2e-3 wd 5e-4, one-cycle, batch 64, label smoothing 0.05",
+            "augmentation": "flip, rotation +-10 deg, scale 0.9-1.1, shift +-4 px, brightness/contrast +-15%",
+            "seconds": round(result.seconds, 1),
+            "threads": args.threads,
+            "n_train": int(len(x_train)),
+            "n_val": int(len(x_val)),
+            "val_accuracy_per_epoch": [round(a, 4) for a in result.val_accuracy],
+        },
+        "val_accuracy": round(result.val_accuracy[-1], 4) if result.val_accuracy else None,
+        "test_accuracy": round(test.accuracy, 4),
+        "test_split": "FER2013 test (PublicTest+PrivateTest, 7,178 crops); evaluated once after training, never used for selection",
+        "test_per_class": {c: (round(a, 4) if a is not None else None) for c, a in zip(FER_CLASSES, test.per_class)},
+        "test_confusion": test.confusion,
+        "license": "trained on FER2013 (Goodfellow et al. 2013, ICML representation-learning challenge); research use",
+    }
+    save_bundle(out, model, FACE_MODEL_CONFIG, card)
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    print(f"test accuracy {test.accuracy:.4f} ({len(x_test)} images); wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main(sys.argv[1:]))

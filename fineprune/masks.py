@@ -1,0 +1,119 @@
+"""From scores to masks, and masks onto a model through ``torch.nn.utils.prune``.
+
+Masks live as ``weight_mask`` beside ``weight_orig`` (torch's own mechanism), survive
+``state_dict`` save/load (see ``bundle.reattach_masks``), and ``make_permanent`` folds them in.
+Sparsity is exact: a layer with n weights at target s loses exactly round(s*n) of them
+(ties broken by position, deterministically).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .errors import ConfigError
+
+SCOPES = ("layer", "row", "global")
+
+
+def check_sparsity(sparsity: float) -> float:
+    s = float(sparsity)
+    if not 0.0 <= s < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
+    return s
+
+
+class RankedScores:
+    """Scores sorted once, so masks for any sparsity are derived without re-sorting (slider path)."""
+
+    def __init__(self, scores: dict[str, torch.Tensor], shapes: dict[str, torch.Size], scope: str = "layer"):
+        if scope not in SCOPES:
+            raise ConfigError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+        self.scope = scope
+        self.shapes = shapes
+        self.structured = {n: s.shape != shapes[n] for n, s in scores.items()}
+        if scope == "global":
+            names = list(scores)
+            flat = torch.cat([scores[n].flatten().float() for n in names])
+            self._global_order = torch.argsort(flat, stable=True)
+            self._global_sizes = [scores[n].numel() for n in names]
+            self._names = names
+        else:
+            # per layer: one ordering; per row: an ordering inside every output unit
+            self._orders = {
+                n: torch.argsort(s.reshape(s.shape[0], -1).float() if scope == "row" and s.dim() > 1 else s.flatten().float(), dim=-1, stable=True)
+                for n, s in scores.items()
+            }
+
+    def masks(self, sparsity: float) -> dict[str, torch.Tensor]:
+        sparsity = check_sparsity(sparsity)
+        if self.scope == "global":
+            keep = torch.ones(sum(self._global_sizes))
+            keep[self._global_order[: round(sparsity * len(keep))]] = 0
+            parts = torch.split(keep, self._global_sizes)
+            unit_masks = {n: p for n, p in zip(self._names, parts)}
+        else:
+            unit_masks = {}
+            for n, order in self._orders.items():
+                if order.dim() == 2:  # per row
+                    keep = torch.ones(order.shape)
+                    k = round(sparsity * order.shape[1])
+                    keep.scatter_(1, order[:, :k], 0.0)
+                else:
+                    keep = torch.ones(order.numel())
+                    keep[order[: round(sparsity * order.numel())]] = 0
+                unit_masks[n] = keep
+        return {n: self._expand(n, m) for n, m in unit_masks.items()}
+
+    def _expand(self, name: str, unit_mask: torch.Tensor) -> torch.Tensor:
+        shape = self.shapes[name]
+        if self.structured[name]:  # one value per output unit -> whole rows
+            return unit_mask.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+        return unit_mask.reshape(shape)
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], *, mask_bias_of_dead_units: bool = False) -> None:
+    """Attach masks as torch pruning parametrizations (``weight_orig``/``weight_mask``)."""
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        module = modules[name]
+        prune.custom_from_mask(module, "weight", mask.to(module.weight.dtype))
+        if mask_bias_of_dead_units and getattr(module, "bias", None) is not None:
+            alive = mask.reshape(mask.shape[0], -1).any(1).to(module.bias.dtype)
+            prune.custom_from_mask(module, "bias", alive)
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every pruning mask into its parameter (``prune.remove``); zeros stay zeros."""
+    for module in model.modules():
+        for param in ("weight", "bias"):
+            if prune.is_pruned(module) and hasattr(module, param + "_mask"):
+                prune.remove(module, param)
+    return model
+
+
+def layer_sparsity(model: nn.Module, layer_names) -> list[dict]:
+    """Exact per-layer accounting of zero weights (masked or literally zero)."""
+    modules = dict(model.named_modules())
+    rows = []
+    for name in layer_names:
+        w = modules[name].weight
+        zeros = int((w == 0).sum())
+        rows.append({"name": name, "weights": int(w.numel()), "pruned": zeros, "sparsity": zeros / max(1, w.numel())})
+    return rows
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total parameters, nonzero parameters) of the effective model (masks applied)."""
+    total = nonzero = 0
+    seen_orig = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname.endswith("_orig"):
+                effective = getattr(module, pname[: -len("_orig")])
+                seen_orig.add(id(p))
+            else:
+                effective = p
+            total += effective.numel()
+            nonzero += int((effective != 0).sum())
+    return total, nonzero

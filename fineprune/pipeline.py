@@ -1,0 +1,220 @@
+"""``fine_prune``: personalize a general model to one person's unlabeled data, without backprop.
+
+Pipeline (each step optional through ``PruneSettings``):
+1. recalibrate BatchNorm statistics on the person's data (label-free),
+2. record activation energies over the person's data (one forward pass),
+3. score every connection of the prunable layers with the chosen criterion,
+4. mask the lowest-scoring fraction (per layer, per output row, or globally),
+5. fold the expected contribution of pruned connections into the bias (bias correction),
+6. recalibrate BatchNorm again, since pruning shifted every downstream statistic.
+
+``PruningSweep`` does 1-3 once and derives 4-6 for any sparsity cheaply (slider, curves);
+``fine_prune`` is one sweep evaluated at one sparsity, so both always agree.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .calibration import recalibrate_batchnorm
+from .criteria import get_criterion, input_energy_per_weight
+from .energy import EnergyRecord, reiterable, record_energy
+from .errors import ConfigError, JobCancelled
+from .masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
+from .models import prunable_layers
+
+Progress = Callable[[float, str], None]
+RECALIBRATION_MODES = ("none", "before", "after", "both")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Everything that decides the pruned model. Defaults are chosen by the FSDD benchmark."""
+
+    sparsity: float = 0.5
+    criterion: str = "energy"
+    scope: str = "layer"  # "layer": same sparsity in every layer; "row": in every output unit; "global"
+    spare_first: bool = True  # keep the first prunable layer dense (it sees raw input)
+    spare_last: bool = True  # keep the classifier dense
+    recalibrate_bn: str = "both"  # "none" | "before" | "after" | "both" (relative to pruning)
+    bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
+    seed: int = 0  # only the "random" criterion draws numbers
+    batch_size: int = 64
+
+    def replace(self, **changes) -> "PruneSettings":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "PruneSettings":
+        check_sparsity(self.sparsity)
+        get_criterion(self.criterion)
+        if self.recalibrate_bn not in RECALIBRATION_MODES:
+            raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
+        return self
+
+
+DEFAULT_SETTINGS = PruneSettings()
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # a pruned copy; masks attached via torch.nn.utils.prune
+    report: dict
+    masks: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    energies: EnergyRecord | None = field(repr=False, default=None)
+
+
+def select_layers(model: nn.Module, settings: PruneSettings) -> list[str]:
+    names = list(prunable_layers(model))
+    if settings.spare_first and names:
+        names = names[1:]
+    if settings.spare_last and names:
+        names = names[:-1]
+    return names
+
+
+def _stage(progress: Progress | None, lo: float, hi: float) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda frac, label: progress(lo + (hi - lo) * frac, label)
+
+
+def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: EnergyRecord) -> None:
+    """bias_i += sum_j w_ij (1 - m_ij) E[a_j]: keep each unit's expected input after pruning.
+
+    Layers without a bias are skipped (a following BatchNorm recalibration absorbs the shift).
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            module = modules[name]
+            bias = getattr(module, "bias", None)
+            if bias is None or name not in energies:
+                continue
+            weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+            removed = weight * (1 - mask) * input_energy_per_weight(module, energies[name].in_mean)
+            bias.add_(removed.reshape(removed.shape[0], -1).sum(1))
+
+
+def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
+    all_layers = list(prunable_layers(model))
+    rows = layer_sparsity(model, all_layers)
+    chosen = set(pruned_layers)
+    for row in rows:
+        row["spared"] = row["name"] not in chosen
+    pruned_rows = [r for r in rows if not r["spared"]]
+    weights = sum(r["weights"] for r in pruned_rows)
+    total_params, nonzero = count_parameters(model)
+    all_weights = sum(r["weights"] for r in rows)
+    return {
+        "criterion": settings.criterion,
+        "sparsity_target": settings.sparsity,
+        "sparsity": sum(r["pruned"] for r in pruned_rows) / max(1, weights),  # over prunable weights
+        "sparsity_all_weights": sum(r["pruned"] for r in rows) / max(1, all_weights),
+        "sparsity_all_params": 1 - nonzero / max(1, total_params),
+        "parameters": total_params,
+        "parameters_nonzero": nonzero,
+        "layers": rows,
+        "settings": settings.to_dict(),
+        "seconds": seconds,
+    }
+
+
+class PruningSweep:
+    """Record the person's energies once; derive a pruned model for any sparsity cheaply."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        settings: PruneSettings | None = None,
+        *,
+        energy_data=None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        start = time.perf_counter()
+        self.settings = (settings or DEFAULT_SETTINGS).validate()
+        self.cancel = cancel
+        self.data = reiterable(data, self.settings.batch_size)
+        s = self.settings
+        self.base = copy.deepcopy(model).eval()  # never touch the caller's model
+        if s.recalibrate_bn in ("before", "both"):
+            if progress:
+                progress(0.0, "recalibrating BatchNorm on your data")
+            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, cancel=cancel)
+        self.layers = select_layers(self.base, s)
+        criterion = get_criterion(s.criterion)
+        self.energies = record_energy(
+            self.base,
+            self.data if energy_data is None else reiterable(energy_data, s.batch_size),
+            layers=prunable_layers(self.base),  # all layers: heatmaps show the spared ones too
+            batch_size=s.batch_size,
+            progress=_stage(progress, 0.3, 0.6),
+            cancel=cancel,
+        )
+        if progress:
+            progress(0.6, f"scoring connections ({s.criterion})")
+        generator = torch.Generator().manual_seed(s.seed)
+        modules = dict(self.base.named_modules())
+        scores = {n: criterion.fn(modules[n], self.energies.get(n), generator) for n in self.layers}
+        shapes = {n: modules[n].weight.shape for n in self.layers}
+        scope = "layer" if criterion.structured and s.scope == "row" else s.scope
+        self.ranked = RankedScores(scores, shapes, scope)
+        self.record_seconds = time.perf_counter() - start
+        self._progress = progress
+
+    def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
+        return self.ranked.masks(sparsity)
+
+    def result_at(self, sparsity: float, *, progress: Progress | None = None) -> PruneResult:
+        start = time.perf_counter()
+        progress = progress or self._progress
+        s = self.settings.replace(sparsity=check_sparsity(sparsity))
+        if self.cancel is not None and self.cancel.is_set():
+            raise JobCancelled("cancelled before pruning")
+        if progress:
+            progress(0.65, f"pruning {sparsity:.0%} of the connections")
+        model = copy.deepcopy(self.base)
+        masks = self.masks_at(sparsity)
+        apply_masks(model, masks)
+        if s.bias_correction:
+            correct_biases(model, masks, self.energies)
+        if s.recalibrate_bn in ("after", "both"):
+            if progress:
+                progress(0.75, "recalibrating BatchNorm after pruning")
+            recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, cancel=self.cancel)
+        model.eval()
+        seconds = self.record_seconds + time.perf_counter() - start
+        report = pruning_report(model, s, self.layers, seconds)
+        if progress:
+            progress(1.0, "done")
+        return PruneResult(model, report, masks, self.energies)
+
+
+def fine_prune(
+    model: nn.Module,
+    data,
+    settings: PruneSettings | None = None,
+    *,
+    energy_data=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    **overrides,
+) -> PruneResult:
+    """Return a pruned copy of ``model`` personalized to unlabeled ``data`` (input untouched).
+
+    ``energy_data``: score with energies from other data (the "general data" control).
+    ``overrides``: shorthand for ``settings.replace(...)``, e.g. ``fine_prune(m, x, sparsity=0.7)``.
+    """
+    settings = (settings or DEFAULT_SETTINGS).replace(**overrides)
+    sweep = PruningSweep(model, data, settings, energy_data=energy_data, progress=progress, cancel=cancel)
+    return sweep.result_at(settings.sparsity)
