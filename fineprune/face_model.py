@@ -117,8 +117,10 @@ def train_main(argv: list[str]) -> int:
     data = load_fer2013(args.data)
     train_idx, val_idx = stratified_split(data["y_train"], VAL_FRACTION, args.seed)
     if args.limit:
-        train_idx = train_idx[: args.limit]
-        val_idx = val_idx[: max(1, args.limit // 5)]
+        # the npz is ordered by class: take a random subset, not the first N
+        rng = np.random.default_rng(args.seed)
+        train_idx = np.sort(rng.permutation(train_idx)[: args.limit])
+        val_idx = np.sort(rng.permutation(val_idx)[: max(1, args.limit // 5)])
     x_all = normalise_crops(data["x_train"])
     y_all = torch.from_numpy(data["y_train"].astype(np.int64))
     x_train, y_train = x_all[train_idx], y_all[train_idx]
