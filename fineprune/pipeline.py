@@ -64,6 +64,16 @@ class PruneSettings:
 DEFAULT_SETTINGS = PruneSettings()
 
 
+def settings_for(card: dict | None, **overrides) -> PruneSettings:
+    """Default settings, then the model card's ``prune_defaults``, then explicit overrides."""
+    merged = {**DEFAULT_SETTINGS.to_dict(), **((card or {}).get("prune_defaults") or {})}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(merged) - set(DEFAULT_SETTINGS.to_dict())
+    if unknown:
+        raise ConfigError(f"unknown pruning settings: {sorted(unknown)}")
+    return PruneSettings(**merged).validate()
+
+
 @dataclass
 class PruneResult:
     model: nn.Module  # a pruned copy; masks attached via torch.nn.utils.prune

@@ -23,6 +23,7 @@ SHIPPED_MODELS: dict[str, str] = {"voice": "voice.pt", "face": "face.pt"}
 
 # domain name -> "module:attribute" of an object implementing ``Domain``
 DOMAINS: dict[str, str] = {
+    "generic": "fineprune.arrays:ARRAY_DOMAIN",
     "voice": "fineprune.audio:VOICE_DOMAIN",
     "face": "fineprune.face:FACE_DOMAIN",
     "image": "fineprune.torchvision_models:IMAGE_DOMAIN",

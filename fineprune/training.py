@@ -80,7 +80,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             result.flops += 3 * forward_flops_per_example * len(idx)
             if progress is not None:
                 progress((epoch + (step + 1) / steps_per_epoch) / epochs, f"epoch {epoch + 1}/{epochs}")

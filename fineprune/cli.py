@@ -1,0 +1,191 @@
+"""Command line: ``python -m fineprune {personalize,info,train,bench} ...``.
+
+Contract (kept stable): bad input exits with code 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import ConfigError, FinePruneError, InputDataError
+
+EXIT_BAD_INPUT = 2
+BENCHMARKS = {"fsdd": "fineprune.bench_fsdd", "face": "fineprune.bench_face", "perf": "fineprune.bench_perf"}
+TRAINERS = {"voice": "fineprune.voice", "face": "fineprune.face"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def label_of(path: Path) -> str:
+    """The label of a test file is its name up to the first '_' (``7_a.wav`` -> ``7``)."""
+    stem = path.name
+    if "_" not in stem:
+        raise InputDataError(f"test file {path.name} has no label: name it LABEL_anything (e.g. 7_a.wav, happy_01.jpg)")
+    return stem.split("_", 1)[0]
+
+
+def list_input_files(folder: str | Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputDataError(f"{what} folder not found: {folder}")
+    if not folder.is_dir():
+        raise InputDataError(f"{what} must be a folder of files, got a file: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
+    if not files:
+        raise InputDataError(f"{what} folder {folder} has no {'/'.join(suffixes)} files")
+    return files
+
+
+def load_labelled(domain, folder, card, classes: list[str]):
+    import torch
+
+    files = list_input_files(folder, domain.suffixes, "--test")
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    labels = {}
+    for f in files:
+        label = label_of(f).lower()
+        if label not in lookup:
+            raise InputDataError(f"test file {f.name}: label {label!r} is not a class of this model ({', '.join(classes)})")
+        labels[f] = lookup[label]
+    loaded = domain.load_files(files, card)
+    y = torch.tensor([labels[p] for p in loaded.paths], dtype=torch.long)
+    return loaded, y
+
+
+def cmd_personalize(args) -> int:
+    from .bundle import save_bundle
+    from .evaluation import evaluate
+    from .pipeline import fine_prune, settings_for
+    from .registry import get_domain, load_model
+
+    start = time.perf_counter()
+    settings = None
+    bundle = load_model(args.model)
+    settings = settings_for(bundle.card, sparsity=args.sparsity, criterion=args.criterion)
+    domain = get_domain(bundle.domain)
+    files = list_input_files(args.data, domain.suffixes, "--data")
+    unlabeled = domain.load_files(files, bundle.card)
+    if len(unlabeled.x) == 0:
+        reasons = "; ".join(f"{p.name}: {r}" for p, r in unlabeled.skipped[:3])
+        raise InputDataError(f"no usable file in {args.data} ({len(unlabeled.skipped)} skipped: {reasons})")
+    test = None
+    if args.test:
+        test = load_labelled(domain, args.test, bundle.card, bundle.classes)
+        if len(test[0].x) == 0:
+            raise InputDataError(f"no usable test file in {args.test}")
+    result = fine_prune(bundle.model, unlabeled.x, settings)
+    n_classes = len(bundle.classes)
+    baseline = evaluate(bundle.model, test[0].x, test[1], n_classes) if test else None
+    after = evaluate(result.model, test[0].x, test[1], n_classes) if test else None
+    report = {
+        "model": args.model,
+        "criterion": settings.criterion,
+        "sparsity_target": settings.sparsity,
+        "sparsity": result.report["sparsity"],
+        "n_unlabeled": len(unlabeled.x),
+        "n_test": len(test[0].x) if test else 0,
+        "baseline_accuracy": baseline.accuracy if baseline else None,
+        "accuracy": after.accuracy if after else None,
+        "layers": [{k: row[k] for k in ("name", "weights", "sparsity", "spared")} for row in result.report["layers"]],
+        "seconds": time.perf_counter() - start,
+        "sparsity_all_params": result.report["sparsity_all_params"],
+        "settings": settings.to_dict(),
+        "n_skipped": len(unlabeled.skipped) + (len(test[0].skipped) if test else 0),
+        "skipped": [{"file": str(p), "reason": r} for p, r in unlabeled.skipped + (test[0].skipped if test else [])],
+        "classes": bundle.classes,
+        "baseline_per_class": baseline.per_class if baseline else None,
+        "per_class": after.per_class if after else None,
+    }
+    if args.out:
+        card = {**bundle.card, "personalized": True, "base_model": args.model, "prune_report": {k: report[k] for k in ("criterion", "sparsity", "n_unlabeled")}}
+        save_bundle(args.out, result.model, bundle.config, card)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    acc_txt = f", accuracy {report['baseline_accuracy']:.1%} -> {report['accuracy']:.1%} on {report['n_test']} test files" if test else ""
+    print(f"personalized {args.model} on {report['n_unlabeled']} unlabeled files: sparsity {report['sparsity']:.1%} ({settings.criterion}){acc_txt}; {report['seconds']:.1f}s")
+    if report["n_skipped"]:
+        print(f"skipped {report['n_skipped']} unusable files (see the report's 'skipped')")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .registry import SHIPPED_MODELS, available_shipped_models, load_model
+
+    available = available_shipped_models()
+    for name in SHIPPED_MODELS:
+        if name not in available:
+            print(f"{name}: not shipped in this checkout (assets/{SHIPPED_MODELS[name]} missing)")
+            continue
+        bundle = load_model(name)
+        card = bundle.card
+        n_params = sum(p.numel() for p in bundle.model.parameters())
+        print(f"{name}: {card.get('description', card.get('name', name))}")
+        print(f"  classes: {', '.join(bundle.classes)}")
+        print(f"  input:   {card.get('input_format') or json.dumps(card.get('input', {}))}")
+        print(f"  params:  {n_params:,}; test accuracy: {card.get('test_accuracy', 'n/a')}")
+    print("also: torchvision:resnet50, torchvision:mobilenet_v2 (where torchvision and its weights are available), or a saved model path")
+    return 0
+
+
+def cmd_delegate(table: dict, kind: str, argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m fineprune {kind} {{{','.join(table)}}} [options]")
+        return 0 if argv else EXIT_BAD_INPUT
+    name, rest = argv[0], argv[1:]
+    if name not in table:
+        raise ConfigError(f"unknown {kind} target {name!r}; choose one of {', '.join(table)}")
+    module = importlib.import_module(table[name])
+    entry = getattr(module, "train_main" if kind == "train" else "main")
+    return int(entry(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m fineprune", description="Fine-pruning: personalize a network without labels or backprop.")
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+    p = sub.add_parser("personalize", help="fine-prune a model to a person's unlabeled files")
+    p.add_argument("--model", required=True, help="voice | face | torchvision:NAME | path to a saved model")
+    p.add_argument("--data", required=True, help="folder of the person's unlabeled files (any names)")
+    p.add_argument("--test", help="folder of labelled files (label = name up to the first '_') to score before/after")
+    p.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in [0, 1)")
+    p.add_argument("--criterion", help="energy | energy_rms | channel | magnitude | random | ...")
+    p.add_argument("--out", help="save the personalized model (masks kept) to this .pt file")
+    p.add_argument("--report", help="write the JSON report to this file")
+    sub.add_parser("info", help="list the shipped models, their classes and input format")
+    sub.add_parser("train", help="train a general model: train {voice,face} ...", add_help=False)
+    sub.add_parser("bench", help="run a benchmark: bench {fsdd,face,perf} ...", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in ("train", "bench"):
+            return cmd_delegate(TRAINERS if argv[0] == "train" else BENCHMARKS, argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command == "personalize":
+            return cmd_personalize(args)
+        if args.command == "info":
+            return cmd_info(args)
+        build_parser().print_help()
+        return EXIT_BAD_INPUT
+    except FinePruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, traceback only on request
+        if os.environ.get("FINEPRUNE_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (set FINEPRUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
