@@ -68,3 +68,7 @@ class ConfigError(FinePruneError):
 
 class JobCancelled(FinePruneError):
     """A background job was cancelled by the user."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than we decode (memory bound; guards against decompression bombs)."""
