@@ -72,3 +72,7 @@ class JobCancelled(FinePruneError):
 
 class ImageTooLargeError(ImageError):
     """The image has more pixels than we decode (memory bound; guards against decompression bombs)."""
+
+
+class RecordingLimitError(InputDataError):
+    """The session already holds as many recordings as it accepts (memory bound), or a zip holds too much."""
