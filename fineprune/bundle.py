@@ -11,6 +11,7 @@ import copy
 import io
 import json
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .errors import ModelFileError
 from .models import ModelConfig, build_model
 
 BUNDLE_FORMAT = "fineprune-bundle/1"
+SPARSE_FORMAT = "fineprune-sparse/1"  # written by fineprune.export (bitmask + values)
 
 
 @dataclass
@@ -69,30 +71,44 @@ def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> Non
             prune.custom_from_mask(module, param, torch.ones_like(getattr(module, param)))
 
 
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` now (torch does it only at the next forward)."""
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                setattr(module, hook._tensor_name, hook.apply_mask(module))
+
+
 def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
     """Load a bundle safely. Raises ``ModelFileError`` with a plain message on any bad file."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     name = getattr(source, "name", None) or str(source) if not isinstance(source, io.BytesIO) else "upload"
     try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            payload = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {name}") from None
     except pickle.UnpicklingError as exc:
         raise ModelFileError(
-            f"{name} was refused: it is not a plain weights file (it may try to run code). "
-            f"Only fineprune bundles and state dicts are loaded. ({str(exc).splitlines()[0][:120]})"
+            f"{name} was refused: it is not a plain weights file and may try to run code "
+            f"(only weights are ever loaded, with torch.load(weights_only=True))"
         ) from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/zipfile errors on non-torch bytes
         raise ModelFileError(f"{name} is not a PyTorch model file ({type(exc).__name__}).") from None
-    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (BUNDLE_FORMAT, SPARSE_FORMAT):
         raise ModelFileError(f"{name} is a torch file but not a fineprune model bundle (no config/card).")
-    config, state = payload["config"], payload["state_dict"]
+    from . import export  # registers the "sequential" architecture of structured exports
+
+    config = payload["config"]
+    state = export.state_from_sparse_payload(payload) if payload["format"] == SPARSE_FORMAT else payload["state_dict"]
     model = build_model(config)
     reattach_masks(model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelFileError(f"{name}: weights do not match its architecture ({str(exc)[:200]})") from None
+    refresh_masked_weights(model)
     model.eval()
     return ModelBundle(model, config, payload.get("card") or {})
