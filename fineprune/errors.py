@@ -76,3 +76,7 @@ class ImageTooLargeError(ImageError):
 
 class RecordingLimitError(InputDataError):
     """The session already holds as many recordings as it accepts (memory bound), or a zip holds too much."""
+
+
+class ExportError(FinePruneError):
+    """The model cannot be written in the requested file format (e.g. structured export of a non-VGG network)."""
