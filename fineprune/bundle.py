@@ -71,6 +71,7 @@ def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> Non
             prune.custom_from_mask(module, param, torch.ones_like(getattr(module, param)))
 
 
+@torch.no_grad()  # a leaf tensor, so the loaded model can be deep-copied (ModelBundle.copy)
 def refresh_masked_weights(model: nn.Module) -> None:
     """Recompute ``weight = weight_orig * weight_mask`` now (torch does it only at the next forward)."""
     for module in model.modules():

@@ -72,6 +72,7 @@ class RankedScores:
         return unit_mask.reshape(shape)
 
 
+@torch.no_grad()  # the masked weight torch stores must be a leaf, or the model cannot be deep-copied
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], *, mask_bias_of_dead_units: bool = False) -> None:
     """Attach masks as torch pruning parametrizations (``weight_orig``/``weight_mask``)."""
     modules = dict(model.named_modules())
