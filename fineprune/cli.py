@@ -63,7 +63,6 @@ def load_labelled(domain, folder, card, classes: list[str]):
 
 
 def cmd_personalize(args) -> int:
-    from .bundle import save_bundle
     from .evaluation import evaluate
     from .pipeline import fine_prune, settings_for
     from .registry import get_domain, load_model
@@ -107,12 +106,24 @@ def cmd_personalize(args) -> int:
         "per_class": after.per_class if after else None,
     }
     if args.out:
+        from .export import save_personalized
+
         card = {**bundle.card, "personalized": True, "base_model": args.model, "prune_report": {k: report[k] for k in ("criterion", "sparsity", "n_unlabeled")}}
-        save_bundle(args.out, result.model, bundle.config, card)
+        saved = save_personalized(
+            args.out, result.model, bundle.config, card, args.format,
+            example_input=unlabeled.x[: settings.batch_size], dense_model=bundle.model,
+        )
+        report["file_format"] = args.format
+        report["file_bytes"] = saved["file_bytes"]
+        if "speedup" in saved:
+            report["speedup"] = saved["speedup"]
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
     acc_txt = f", accuracy {report['baseline_accuracy']:.1%} -> {report['accuracy']:.1%} on {report['n_test']} test files" if test else ""
     print(f"personalized {args.model} on {report['n_unlabeled']} unlabeled files: sparsity {report['sparsity']:.1%} ({settings.criterion}){acc_txt}; {report['seconds']:.1f}s")
+    if args.out:
+        speed = f", {report['speedup']:.2f}x faster than the original on your clips" if "speedup" in report else ""
+        print(f"saved {args.out} ({args.format}, {report['file_bytes'] / 1e6:.2f} MB{speed})")
     if report["n_skipped"]:
         print(f"skipped {report['n_skipped']} unusable files (see the report's 'skipped')")
     return 0
@@ -158,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="folder of labelled files (label = name up to the first '_') to score before/after")
     p.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in [0, 1)")
     p.add_argument("--criterion", help="energy | energy_rms | channel | magnitude | random | ...")
-    p.add_argument("--out", help="save the personalized model (masks kept) to this .pt file")
+    p.add_argument("--out", help="save the personalized model to this .pt file")
+    p.add_argument(
+        "--format", choices=("masked", "sparse", "structured"), default="masked",
+        help="--out file format: masked (torch.prune masks), sparse (bitmask + values, smallest for unstructured "
+        "pruning), structured (pruned channels removed: smaller and faster; use with --criterion channel)",
+    )
     p.add_argument("--report", help="write the JSON report to this file")
     sub.add_parser("info", help="list the shipped models, their classes and input format")
     sub.add_parser("train", help="train a general model: train {voice,face} ...", add_help=False)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, ExportError
+from .errors import ConfigError, ExportError, ModelFileError
 from .masks import make_permanent
 from .models import register_architecture
 
@@ -107,7 +107,7 @@ _LAYER_TYPES = {
 
 
 @register_architecture(SEQUENTIAL_ARCH)
-def sequential(layers: list[dict], **_ignored) -> nn.Sequential:
+def sequential(layers: list[dict], **_descriptive) -> nn.Sequential:
     """Rebuild a (nested) ``nn.Sequential`` from ``layer_spec`` entries; dotted names nest.
 
     ``features.conv1`` becomes child ``conv1`` of child ``features``, so the exported model keeps
@@ -117,8 +117,6 @@ def sequential(layers: list[dict], **_ignored) -> nn.Sequential:
     for spec in layers:
         kind = spec["type"]
         if kind not in _LAYER_TYPES:
-            from .errors import ModelFileError
-
             raise ModelFileError(f"unknown layer type {kind!r} in a structured model file")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         node = tree
@@ -334,14 +332,10 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     if config:  # keep the descriptive fields other code reads (n_classes, input layout)
         config_out.update({k: config[k] for k in ("n_classes", "in_channels", "dims") if k in config})
     config_out = json.loads(json.dumps(config_out))
-    exported = build_sequential(config_out)
+    exported = sequential(**config_out)
     exported.load_state_dict(state)
     exported.eval()
     return StructuredExport(exported, config_out, widths, [leaves[q][0] for q in folded_kernel])
-
-
-def build_sequential(config: dict) -> nn.Sequential:
-    return sequential(**{k: v for k, v in config.items() if k != "arch"})
 
 
 # ----------------------------------------------------------------------------- sparse files
@@ -376,8 +370,6 @@ def decode_sparse(entry: dict[str, Any]) -> torch.Tensor:
     nonzero = torch.from_numpy(np.unpackbits(entry["bitmask"].numpy(), count=numel).astype(bool))
     values = entry["values"]
     if int(nonzero.sum()) != values.numel():
-        from .errors import ModelFileError
-
         raise ModelFileError("sparse model file is corrupt: bitmask and values disagree")
     out = torch.zeros(numel, dtype=values.dtype)
     out[nonzero] = values
@@ -406,8 +398,6 @@ def sparse_payload(model: nn.Module, config: dict, card: dict | None = None) -> 
 
 def state_from_sparse_payload(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Rebuild a state dict laid out like a masked bundle's (``weight_orig`` + ``weight_mask``)."""
-    from .errors import ModelFileError
-
     try:
         state = dict(payload["dense"])
         for key, entry in payload["sparse"].items():
