@@ -53,6 +53,7 @@ class FeatureSettings:
     clip_seconds: float = 1.0  # speech is centred in a window this long (longer speech is squeezed)
     top_db: float = 80.0  # dynamic range kept below the clip's loudest mel bin
     trim_db: float = 35.0  # trimming threshold below the loudest 20 ms frame
+    layout: str = "image"  # "image": (1, n_mels, frames) for Conv2d; "sequence": (n_mels, frames) for Conv1d
 
     @property
     def n_samples(self) -> int:
@@ -63,7 +64,9 @@ class FeatureSettings:
         return self.n_samples // self.hop_length + 1  # torch.stft with center=True
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        if self.layout == "sequence":
+            return (self.n_mels, self.n_frames)
         return (1, self.n_mels, self.n_frames)
 
     def to_dict(self) -> dict:
@@ -337,7 +340,7 @@ def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
 
 
 def log_mel_features(trimmed: np.ndarray, settings: FeatureSettings = DEFAULT_FEATURES) -> torch.Tensor:
-    """Fixed-size model input (1, n_mels, n_frames) from a trimmed 8 kHz clip.
+    """Fixed-size model input ``settings.input_shape`` from a trimmed 8 kHz clip.
 
     Level is relative to the clip's loudest bin (so microphone gain does not matter), floored at
     ``top_db`` below it, and scaled to about [-1, 1]. Speech longer than ``clip_seconds`` is
@@ -351,11 +354,12 @@ def log_mel_features(trimmed: np.ndarray, settings: FeatureSettings = DEFAULT_FE
         mel = torch.nn.functional.interpolate(mel[None], size=s.n_frames, mode="linear", align_corners=True)[0]
     db = 10.0 * torch.log10(mel.clamp_min(1e-10))
     db = torch.clamp(db - db.max(), min=-s.top_db)
-    return ((db + s.top_db / 2) / (s.top_db / 2)).unsqueeze(0).float()
+    scaled = ((db + s.top_db / 2) / (s.top_db / 2)).float()
+    return scaled.reshape(s.input_shape)
 
 
 def clip_features(samples: np.ndarray, settings: FeatureSettings = DEFAULT_FEATURES, *, name: str = "the clip") -> torch.Tensor:
-    """Trim an 8 kHz clip and return its model input (1, n_mels, n_frames)."""
+    """Trim an 8 kHz clip and return its model input (``settings.input_shape``)."""
     return log_mel_features(trim_silence(samples, settings.sample_rate, trim_db=settings.trim_db, name=name), settings)
 
 
@@ -393,11 +397,11 @@ class VoiceDomain:
         return LoadedInputs(x=x, paths=used, skipped=skipped)
 
     def load_bytes(self, data: bytes, card: dict) -> torch.Tensor:
-        """Model input (1, 1, n_mels, n_frames) of one recorded digit (e.g. from the browser)."""
+        """Model input batch of one (1, *input_shape) for one recorded digit (e.g. from the browser)."""
         return wav_features(data, self.settings(card)).unsqueeze(0)
 
     def split_bytes(self, data: bytes, card: dict) -> torch.Tensor:
-        """Model inputs (k, 1, n_mels, n_frames) of the k digits spoken in one take."""
+        """Model inputs (k, *input_shape) of the k digits spoken in one take."""
         settings = self.settings(card)
         clips = split_digits(decode_wav_bytes(data), settings.sample_rate, trim_db=settings.trim_db)
         return torch.stack([log_mel_features(c, settings) for c in clips])

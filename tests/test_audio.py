@@ -212,6 +212,10 @@ def test_card_feature_settings_are_honoured(tmp_path):
     card = {"features": {"n_mels": 32, "clip_seconds": 0.5, "unknown_future_key": 1}}
     loaded = VOICE_DOMAIN.load_files([tmp_path / "3_a.wav"], card)
     assert loaded.x.shape == (1, 1, 32, 4000 // 128 + 1)
+    card["features"]["layout"] = "sequence"  # mel bins as channels, for a Conv1d model
+    sequence = VOICE_DOMAIN.load_files([tmp_path / "3_a.wav"], card).x
+    assert sequence.shape == (1, 32, 4000 // 128 + 1)
+    torch.testing.assert_close(sequence[:, None], loaded.x)
 
 
 def test_domain_skips_bad_files_with_a_reason(tmp_path):
