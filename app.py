@@ -1,0 +1,30 @@
+"""Fine-Pruning Studio: ``streamlit run app.py`` (see the README's "The Studio").
+
+Pages are thin views in ``pages/``; the work is done by ``fineprune`` (the engine) through
+``studio`` (session state, cached models, job polling, figures). Page icons are emoji on
+purpose: a ``:material/...:`` icon makes the browser fetch an SVG from fonts.gstatic.com, and
+this app loads nothing from outside the machine it runs on.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂️", layout="wide")
+
+from studio import jobs, state  # noqa: E402  (after set_page_config)
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/voice.py", title="Voice", icon="🎙️"),
+    st.Page("pages/face.py", title="Face", icon="🙂"),
+    st.Page("pages/fine_prune.py", title="Fine-prune", icon="✂️", url_path="fine-prune"),
+    st.Page("pages/explore.py", title="Explore", icon="🔭"),
+    st.Page("pages/export.py", title="Export", icon="📦"),
+]
+PAGES_WITH_OWN_PROGRESS = {"fine-prune", "explore"}
+
+page = st.navigation(PAGES)
+session = state.get()
+jobs.collect(session)  # a job that ended since the last run: its result or message goes into the state
+if page.url_path not in PAGES_WITH_OWN_PROGRESS:
+    with st.sidebar:
+        jobs.progress_panel(session, key="sidebar", compact=True)
+page.run()

@@ -1,0 +1,238 @@
+"""Plotly figures for the Studio: pure functions (data in, ``go.Figure`` out), no streamlit.
+
+Every figure has a title and labelled axes with units, and a font big enough for a projector.
+``figures_html`` writes figures into one self-contained HTML file (plotly.js inlined, no CDN).
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+FONT = dict(size=16)
+PERSON = "#2E7D32"
+GENERAL = "#1565C0"
+SPARED = "#9E9E9E"
+METHOD_LABELS = {
+    "general": "general model (no adaptation)",
+    "fineprune": "fine-pruning (label-free)",
+    "bn_adapt": "BatchNorm adaptation (label-free)",
+    "prior_em": "class-prior EM (label-free)",
+    "svd": "SVD compression (data-free)",
+    "magnitude": "magnitude pruning (data-free)",
+    "random": "random pruning (control)",
+    "general_energy": "energy from general data (control)",
+    "backprop": "backprop fine-tuning (uses labels)",
+}
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=20)),
+        font=FONT,
+        height=height,
+        margin=dict(l=60, r=20, t=60, b=60),
+        xaxis_title=x,
+        yaxis_title=y,
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- clips
+def waveform_figure(samples: np.ndarray, sample_rate: int, title: str = "Waveform") -> go.Figure:
+    samples = np.asarray(samples, dtype=np.float32)
+    step = max(1, len(samples) // 2000)  # a few thousand points are plenty on screen
+    t = np.arange(0, len(samples), step) / sample_rate
+    fig = go.Figure(go.Scatter(x=t, y=samples[::step], mode="lines", line=dict(color=PERSON, width=1)))
+    return _layout(fig, title, "time (s)", "amplitude (full scale = 1)", height=260)
+
+
+def logmel_figure(features: torch.Tensor, *, hop_seconds: float | None = None, title: str = "Log-mel spectrogram") -> go.Figure:
+    """The model input of a voice clip: mel bands x frames (level relative to the loudest bin)."""
+    mel = features.detach().float().reshape(-1, features.shape[-1]).numpy()
+    x = np.arange(mel.shape[1]) * hop_seconds if hop_seconds else np.arange(mel.shape[1])
+    fig = go.Figure(
+        go.Heatmap(z=mel, x=x, colorscale="Viridis", colorbar=dict(title="level<br>(scaled)"))
+    )
+    return _layout(fig, title, "time (s)" if hop_seconds else "frame", "mel band", height=260)
+
+
+def photo_with_box(gray: np.ndarray, box: tuple[int, int, int, int] | None, *, color=(46, 125, 50)) -> np.ndarray:
+    """RGB copy of a gray photo with the detected face box drawn (for ``st.image``)."""
+    rgb = np.repeat(np.asarray(gray, dtype=np.uint8)[..., None], 3, axis=2).copy()
+    if box is None:
+        return rgb
+    x, y, w, h = box
+    thick = max(2, round(max(rgb.shape[:2]) / 160))
+    H, W = rgb.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    for t in range(thick):
+        rgb[max(0, y0 - t) : y1 + t, [max(0, x0 - t), min(W - 1, x1 - 1 + t)]] = color
+        rgb[[max(0, y0 - t), min(H - 1, y1 - 1 + t)], max(0, x0 - t) : x1 + t] = color
+    return rgb
+
+
+def enlarge(crop: np.ndarray, factor: int = 4) -> np.ndarray:
+    """Nearest-neighbour upscaling so a 48x48 crop is visible (what the model sees, pixel for pixel)."""
+    return np.kron(np.asarray(crop, dtype=np.uint8), np.ones((factor, factor), dtype=np.uint8))
+
+
+def counts_figure(counts: dict[str, int], title: str = "Clips per class") -> go.Figure:
+    labels = list(counts)
+    fig = go.Figure(go.Bar(x=labels, y=[counts[k] for k in labels], marker_color=PERSON, text=[counts[k] for k in labels]))
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, "class", "clips", height=280)
+
+
+# --------------------------------------------------------------------------- results
+def sparsity_figure(layers: Sequence[dict], title: str = "Connections removed per layer") -> go.Figure:
+    names = [r["name"] for r in layers]
+    values = [100.0 * r["sparsity"] for r in layers]
+    colors = [SPARED if r.get("spared") else PERSON for r in layers]
+    text = [("kept dense" if r.get("spared") else f"{v:.0f}%") for r, v in zip(layers, values)]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=text, textposition="outside",
+                           customdata=[r["weights"] for r in layers],
+                           hovertemplate="%{x}: %{y:.1f}% of %{customdata} weights<extra></extra>"))
+    fig.update_yaxes(range=[0, 105])
+    return _layout(fig, title, "layer (input → output)", "weights pruned (%)")
+
+
+def _energy_matrix(energies, layers: Sequence[str]) -> np.ndarray:
+    """Layers x units of RMS output energy, each row scaled to its own maximum (NaN pads)."""
+    rows = [energies[n].out_rms.detach().float().numpy() for n in layers]
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r / (r.max() if r.max() > 0 else 1.0)
+    return out
+
+
+def energy_heatmap(energies, layers: Sequence[str], title: str) -> go.Figure:
+    z = _energy_matrix(energies, layers)
+    fig = go.Figure(go.Heatmap(z=z, y=list(layers), colorscale="Greens", zmin=0, zmax=1,
+                               colorbar=dict(title="energy<br>(÷ layer max)"),
+                               hovertemplate="%{y} unit %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, title, "unit (channel / neuron)", "layer", height=max(300, 60 + 38 * len(layers)))
+
+
+def layer_energy_figure(person, general, layer: str) -> go.Figure:
+    """One layer's units: RMS output energy on the person's data vs general data."""
+    p = person[layer].out_rms.detach().float().numpy()
+    units = np.arange(len(p))
+    order = np.argsort(-p)
+    fig = go.Figure(go.Bar(x=units, y=p[order], name="your data", marker_color=PERSON))
+    if general is not None and layer in general:
+        g = general[layer].out_rms.detach().float().numpy()
+        fig.add_trace(go.Bar(x=units, y=g[order], name="general data", marker_color=GENERAL, opacity=0.6))
+    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return _layout(fig, f"{layer}: energy per unit (sorted by your data)", "unit rank (most used by you first)", "RMS activation")
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> go.Figure:
+    cm = np.asarray(confusion, dtype=float)
+    support = cm.sum(1, keepdims=True)
+    share = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
+    fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), colorscale="Blues", zmin=0, zmax=1,
+                               text=cm.astype(int), texttemplate="%{text}", colorbar=dict(title="share of<br>true class"),
+                               hovertemplate="said %{y}, heard %{x}: %{text}<extra></extra>"))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _layout(fig, title, "predicted class", "true class", height=420)
+
+
+def accuracy_curve_figure(points: Sequence[dict], *, current: float | None = None, general_accuracy: float | None = None,
+                          title: str = "Accuracy vs sparsity (your check set)") -> go.Figure:
+    pts = sorted(points, key=lambda p: p["sparsity_target"])
+    fig = go.Figure(go.Scatter(x=[100 * p["sparsity_target"] for p in pts], y=[100 * p["accuracy"] for p in pts],
+                               mode="lines+markers", name="fine-pruned", line=dict(color=PERSON, width=3)))
+    if general_accuracy is not None and not math.isnan(general_accuracy):
+        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color=GENERAL,
+                      annotation_text="general model", annotation_position="bottom right")
+    if current is not None:
+        fig.add_vline(x=100 * current, line_color="#C62828", annotation_text=f"{100 * current:.0f}%")
+    fig.update_xaxes(range=[-2, 97])
+    fig.update_yaxes(range=[0, 102])
+    return _layout(fig, title, "weights pruned (%)", "accuracy (%)")
+
+
+def criteria_figure(rows: Sequence[dict], general_accuracy: float | None = None) -> go.Figure:
+    fig = go.Figure()
+    for criterion in dict.fromkeys(r["criterion"] for r in rows):
+        pts = sorted((r for r in rows if r["criterion"] == criterion), key=lambda r: r["sparsity_target"])
+        fig.add_trace(go.Scatter(x=[100 * r["sparsity_target"] for r in pts], y=[100 * r["accuracy"] for r in pts],
+                                 mode="lines+markers", name=criterion))
+    if general_accuracy is not None and not math.isnan(general_accuracy):
+        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color="black", annotation_text="general model")
+    fig.update_yaxes(range=[0, 102])
+    return _layout(fig, "Criteria compared: accuracy vs sparsity", "weights pruned (%)", "accuracy (%)", height=420)
+
+
+def baselines_figure(rows: Sequence[dict]) -> go.Figure:
+    names = [METHOD_LABELS.get(r["method"], r["method"]) for r in rows]
+    colors = ["#EF6C00" if r["uses_labels"] else (PERSON if r["method"] == "fineprune" else GENERAL) for r in rows]
+    fig = go.Figure(go.Bar(y=names, x=[100 * r["accuracy"] for r in rows], orientation="h", marker_color=colors,
+                           text=[f"{100 * r['accuracy']:.0f}% · {r['seconds']:.2f} s" for r in rows], textposition="auto"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 105])
+    return _layout(fig, "Methods compared on your check set (orange: uses labels)", "accuracy (%)", "", height=80 + 45 * len(rows))
+
+
+# --------------------------------------------------------------------------- home / export
+def pipeline_svg() -> str:
+    """The one picture: general model -> your unlabeled data -> activation energies -> pruned model."""
+    def net(x0, keep=None, color="#455A64"):
+        cols = [(x0, [40, 75, 110, 145]), (x0 + 60, [55, 92, 130]), (x0 + 120, [75, 110])]
+        lines, k = [], 0
+        for (xa, ya), (xb, yb) in zip(cols, cols[1:]):
+            for a in ya:
+                for b in yb:
+                    on = keep is None or keep[k % len(keep)]
+                    k += 1
+                    if on:
+                        lines.append(f'<line x1="{xa}" y1="{a}" x2="{xb}" y2="{b}" stroke="{color}" stroke-width="2"/>')
+        dots = "".join(f'<circle cx="{x}" cy="{y}" r="8" fill="white" stroke="{color}" stroke-width="3"/>' for x, ys in cols for y in ys)
+        return "".join(lines) + dots
+
+    def box(x, title, sub):
+        return (f'<rect x="{x}" y="10" width="190" height="230" rx="16" fill="#F5F5F5" stroke="#BDBDBD"/>'
+                f'<text x="{x + 95}" y="200" text-anchor="middle" font-size="17" font-weight="bold">{html.escape(title)}</text>'
+                f'<text x="{x + 95}" y="224" text-anchor="middle" font-size="14" fill="#555">{html.escape(sub)}</text>')
+
+    def arrow(x):
+        return f'<path d="M{x} 125 h28" stroke="#2E7D32" stroke-width="5" marker-end="url(#head)"/>'
+
+    wave = "".join(f'<rect x="{275 + 9 * i}" y="{105 - h}" width="6" height="{2 * h}" fill="#2E7D32"/>'
+                   for i, h in enumerate([8, 20, 36, 50, 30, 44, 18, 40, 26, 12, 6, 22, 34, 16, 8]))
+    bars = "".join(f'<rect x="{520 + 14 * i}" y="{165 - h}" width="10" height="{h}" fill="{"#2E7D32" if h > 40 else "#BDBDBD"}"/>'
+                   for i, h in enumerate([90, 20, 70, 110, 12, 55, 30, 95, 8, 60]))
+    keep = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0]
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1000 250" width="100%" font-family="sans-serif">'
+        '<defs><marker id="head" markerWidth="6" markerHeight="6" refX="3" refY="3" orient="auto">'
+        '<path d="M0,0 L6,3 L0,6 z" fill="#2E7D32"/></marker></defs>'
+        + box(10, "General model", "trained on many people") + net(45)
+        + arrow(205)
+        + box(245, "Your voice or face", "a few clips, no labels") + wave
+        + '<text x="340" y="165" text-anchor="middle" font-size="14" fill="#555">say 7 · say 3 · ...</text>'
+        + arrow(440)
+        + box(480, "Activation energy", "which connections you use") + bars
+        + arrow(675)
+        + box(715, "Your pruned model", "unused connections cut") + net(750, keep=keep, color="#2E7D32")
+        + "</svg>"
+    )
+
+
+def figures_html(figures: Sequence[tuple[str, go.Figure]], title: str = "Fine-Pruning Studio report") -> str:
+    """One self-contained HTML page: plotly.js is inlined once (works offline, loads nothing from a CDN)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
+             f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'><h1>{html.escape(title)}</h1>"]
+    for i, (heading, fig) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), include_mathjax=False))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,141 @@
+"""Background work of one session: at most one ``fineprune.jobs.Job`` at a time, polled by a
+fragment.
+
+How it works
+- ``JobSlot.start`` wraps the work in a ``Lease`` (``fineprune.session.leased``) and starts a
+  ``Job`` thread. The worker never calls ``st.*``; it reports ``progress(fraction, stage)`` and
+  checks its cancel flag between batches.
+- ``progress_panel`` is an ``st.fragment(run_every=POLL_SECONDS)``: every half second it reruns
+  on its own (the rest of the page stays usable), renews the lease, draws the progress bar with
+  the stage text and a Cancel button. Cancel sets the flag; the engine checks it every batch, so
+  the job ends well within a second. When the job has ended the fragment triggers one full rerun.
+- ``collect`` (called by ``app.py`` on every run) moves a finished job's result into the session
+  state, or turns its error into a message: a ``FinePruneError`` shows its own text; anything
+  else a short generic message (the traceback goes to the server log, never to the page).
+- Lifecycle: starting a job cancels the one before (a rerun never leaves two running); a job
+  whose page stopped polling for ``LEASE_SECONDS`` (tab closed) cancels itself; and when the
+  session's state is garbage-collected (session ended) its job is cancelled too.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import streamlit as st
+
+from fineprune.errors import FinePruneError
+from fineprune.jobs import CANCELLED, DONE, FAILED, Job
+from fineprune.session import Lease, leased
+
+POLL_SECONDS = 0.5
+LEASE_SECONDS = 45.0  # generous: browsers throttle timers of background tabs
+log = logging.getLogger("fineprune.studio")
+
+
+@dataclass
+class ActiveJob:
+    kind: str  # "personalize" | "criteria" | "baselines"
+    label: str  # what the progress bar says it is doing
+    job: Job
+    lease: Lease
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    kind: str
+    status: str  # DONE | FAILED | CANCELLED
+    result: Any = None
+    message: str = ""
+
+
+class JobSlot:
+    """The one job a session may run. Starting another cancels the current one."""
+
+    def __init__(self):
+        self.active: ActiveJob | None = None
+
+    def start(self, kind: str, label: str, fn: Callable, *args, meta: dict | None = None, **kwargs) -> ActiveJob:
+        self.cancel()
+        lease = Lease(LEASE_SECONDS)
+        job = Job(leased(fn, lease), *args, name=kind, **kwargs)
+        self.active = ActiveJob(kind, label, job, lease, meta or {})
+        job.start()
+        return self.active
+
+    @property
+    def running(self) -> bool:
+        return self.active is not None and not self.active.job.finished
+
+    def cancel(self) -> None:
+        if self.active is not None:
+            self.active.job.cancel()
+
+    def collect(self) -> Outcome | None:
+        """The outcome of a job that has ended (once), else None."""
+        active = self.active
+        if active is None or not active.job.finished:
+            return None
+        self.active = None
+        job = active.job
+        if job.status == DONE:
+            return Outcome(active.kind, DONE, job.result)
+        if job.status == CANCELLED:
+            return Outcome(active.kind, CANCELLED, message=f"{active.label} was cancelled.")
+        return Outcome(active.kind, FAILED, message=error_message(job.error, job.error_trace, active.label))
+
+
+def error_message(error: BaseException | None, trace: str = "", what: str = "The job") -> str:
+    """A message a person can act on; never a traceback."""
+    if isinstance(error, FinePruneError):
+        return str(error)
+    log.error("%s failed:\n%s", what, trace or repr(error))
+    name = type(error).__name__ if error is not None else "unknown error"
+    return f"{what} stopped on an unexpected problem ({name}). What you recorded is kept; please try again."
+
+
+def collect(state) -> None:
+    """Move a finished job's result into the session state (called on every app run)."""
+    outcome = state.jobs.collect()
+    if outcome is None:
+        return
+    if outcome.status == DONE:
+        if outcome.kind == "personalize":
+            state.run = outcome.result
+            state.criteria_rows = state.baseline_rows = None  # they belonged to the previous run
+            state.say("success", "Fine-pruning finished: results below.")
+        elif outcome.kind == "criteria":
+            state.criteria_rows = outcome.result
+        elif outcome.kind == "baselines":
+            state.baseline_rows = outcome.result
+    elif outcome.status == CANCELLED:
+        state.say("info", outcome.message)
+    else:
+        state.say("error", outcome.message)
+
+
+def progress_panel(state, *, key: str, compact: bool = False) -> None:
+    """Poll the session's job (if any) in a fragment; draws nothing when no job runs."""
+    if state.jobs.active is None:
+        return
+    _panel(state, key, compact)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _panel(state, key: str, compact: bool) -> None:
+    active = state.jobs.active
+    if active is None:
+        return
+    active.lease.renew()
+    job = active.job
+    if job.finished:
+        st.rerun()  # a full run collects the result and draws it
+    fraction, stage = job.progress
+    text = f"{active.label}: {stage} · {job.elapsed:.0f} s"
+    st.progress(min(1.0, max(0.0, fraction)), text=text)
+    if job.cancel_event.is_set():
+        st.caption("Cancelling…")
+    elif st.button("Cancel", key=f"cancel_{key}", type="secondary", width="stretch" if compact else "content"):
+        state.jobs.cancel()
+        st.caption("Cancelling…")

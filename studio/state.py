@@ -1,0 +1,84 @@
+"""Per-session state: one ``StudioState`` per browser tab in ``st.session_state``.
+
+Nothing here is shared between sessions (two tabs never see each other's recordings or jobs);
+what *is* shared -- the general models and the demo individuals -- comes from
+``studio.models`` and is read-only.
+"""
+from __future__ import annotations
+
+import random
+import weakref
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from fineprune.session import Personalization, Recordings
+
+from .jobs import JobSlot
+
+KEY = "studio"
+
+
+@dataclass
+class SplitChoice:
+    check_per_label: int = 1  # clips of each label scored, never adapted on
+    max_adapt_per_label: int = 20  # clips of each label the pruner sees (unlabeled)
+
+
+@dataclass
+class StudioState:
+    recordings: dict[str, Recordings] = field(default_factory=dict)  # model name -> clips
+    split: dict[str, SplitChoice] = field(default_factory=dict)
+    prompts: dict[str, list[str]] = field(default_factory=dict)  # model name -> labels still to prompt
+    widget_generation: dict[str, int] = field(default_factory=dict)  # bump to reset a widget
+    processed: set[str] = field(default_factory=set)  # upload file ids already taken in
+    jobs: JobSlot = field(default_factory=JobSlot)
+    run: Personalization | None = None
+    criteria_rows: list[dict] | None = None
+    baseline_rows: list[dict] | None = None
+    exports: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (id(run), format) -> model file
+    flash: list[tuple[str, str]] = field(default_factory=list)  # (level, message) shown once
+    seed: int = field(default_factory=lambda: random.SystemRandom().randrange(2**31))
+
+    def recordings_for(self, model_name: str, classes: list[str]) -> Recordings:
+        rec = self.recordings.get(model_name)
+        if rec is None or rec.classes != list(classes):
+            rec = self.recordings[model_name] = Recordings(classes)
+        return rec
+
+    def split_for(self, model_name: str) -> SplitChoice:
+        return self.split.setdefault(model_name, SplitChoice())
+
+    def widget_key(self, name: str) -> str:
+        return f"{name}_{self.widget_generation.get(name, 0)}"
+
+    def reset_widget(self, name: str) -> None:
+        self.widget_generation[name] = self.widget_generation.get(name, 0) + 1
+
+    def next_prompt(self, model_name: str, classes: list[str], takes: int) -> str:
+        """The label to ask for next; a new shuffled round of every class once a round is done."""
+        queue = self.prompts.get(model_name)
+        if not queue:
+            rng = random.Random(self.seed + len(self.recordings.get(model_name, []) or []))
+            queue = [c for c in classes for _ in range(max(1, takes))]
+            rng.shuffle(queue)
+            self.prompts[model_name] = queue
+        return queue[0]
+
+    def prompt_done(self, model_name: str) -> None:
+        queue = self.prompts.get(model_name)
+        if queue:
+            queue.pop(0)
+
+    def say(self, level: str, message: str) -> None:
+        self.flash.append((level, message))
+
+
+def get() -> StudioState:
+    """This session's state (created on first use). Its jobs are cancelled when the session ends."""
+    state = st.session_state.get(KEY)
+    if state is None:
+        state = st.session_state[KEY] = StudioState()
+        # the session's state dies with the session: stop its job then (the callback holds only the slot)
+        weakref.finalize(state, state.jobs.cancel)
+    return state

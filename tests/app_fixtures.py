@@ -1,0 +1,96 @@
+"""Inputs and small models the Studio tests make themselves (no shipped assets or data needed).
+
+- tiny random-init VGG bundles for the voice and face domains (fast, deterministic);
+- spoken digits from espeak-ng (``espeak_wav``), demo individuals built from them;
+- cartoon faces OpenCV's Haar cascade detects (``face_photo``), with a different mouth per expression.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_ESPEAK = shutil.which("espeak-ng") is not None
+DIGITS = [str(d) for d in range(10)]
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FER = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def make_voice_bundle(path: Path) -> Path:
+    from fineprune.audio import DEFAULT_FEATURES
+    from fineprune.bundle import save_bundle
+    from fineprune.models import build_model
+
+    torch.manual_seed(0)
+    config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 10, "dims": 2, "fc": [32]}
+    card = {"domain": "voice", "classes": DIGITS, "features": DEFAULT_FEATURES.to_dict(),
+            "prune_defaults": {"sparsity": 0.5, "criterion": "energy"}}
+    save_bundle(path, build_model(config).eval(), config, card)
+    return path
+
+
+def make_face_bundle(path: Path) -> Path:
+    from fineprune.bundle import save_bundle
+    from fineprune.face import FACE_INPUT
+    from fineprune.models import build_model
+
+    torch.manual_seed(1)
+    config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 7, "dims": 2, "fc": [32]}
+    card = {"domain": "face", "classes": FER, "input": dict(FACE_INPUT)}
+    save_bundle(path, build_model(config).eval(), config, card)
+    return path
+
+
+def espeak_wav(text: str, voice: str = "en", speed: int = 150, pitch: int = 50) -> bytes:
+    """WAV bytes of espeak-ng saying ``text`` (22.05 kHz, 16-bit mono)."""
+    return subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        capture_output=True, check=True, timeout=30,
+    ).stdout
+
+
+def make_demo_voices(root: Path, voices=("en", "en+f3"), takes: int = 3) -> Path:
+    """``root/voice/<voice>/<digit>_<take>.wav`` for a few espeak voices (the demo individuals)."""
+    for voice in voices:
+        folder = root / "voice" / voice.replace("+", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for d, word in enumerate(WORDS):
+            for take in range(takes):
+                (folder / f"{d}_{take}.wav").write_bytes(espeak_wav(word, voice, speed=130 + 20 * take, pitch=40 + 10 * take))
+    return root
+
+
+def draw_face(expression: str = "neutral", size: int = 320) -> np.ndarray:
+    """A blurred cartoon face on a gray background (RGB uint8) that the Haar cascade detects."""
+    img = np.full((size, size), 90, np.uint8)
+    cx, cy = size // 2, size // 2
+    s = size / 320 * 1.2
+
+    def p(x, y):
+        return int(cx + x * s), int(cy + y * s)
+
+    def a(u, v):
+        return max(1, int(u * s)), max(1, int(v * s))
+
+    cv2.ellipse(img, p(0, 0), a(70, 92), 0, 0, 360, 200, -1)
+    for side in (-1, 1):
+        cv2.ellipse(img, p(side * 28, -22), a(16, 8), 0, 0, 360, 40, -1)
+        cv2.ellipse(img, p(side * 28, -42), a(20, 5), 0, 0, 360, 70, -1)
+    cv2.ellipse(img, p(0, 10), a(8, 16), 0, 0, 360, 170, -1)
+    mouth = {"surprise": (14, 16), "happy": (30, 10), "sad": (24, 5)}.get(expression, (26, 8))
+    cv2.ellipse(img, p(0, 45), a(*mouth), 0, 0, 360, 60, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 3 * s)
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def face_photo(expression: str = "neutral", fmt: str = "JPEG", size: int = 320) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(draw_face(expression, size)).save(buf, fmt)
+    return buf.getvalue()
