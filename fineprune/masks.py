@@ -23,8 +23,34 @@ def check_sparsity(sparsity: float) -> float:
     return s
 
 
+def lowest_k_keep(values: torch.Tensor, k: int) -> torch.Tensor:
+    """0/1 mask (float) that drops the ``k`` lowest values along the last dim, ties by position.
+
+    The same set as ``argsort(values, stable=True)[..., :k]`` but O(n) (``kthvalue``) instead of a
+    sort, which is what one-shot pruning needs.
+    """
+    keep = torch.ones(values.shape)
+    if k <= 0:
+        return keep
+    if k >= values.shape[-1]:
+        return torch.zeros(values.shape)
+    if torch.isnan(values).any():  # kthvalue and sort disagree on NaN: fall back to the sort
+        order = torch.argsort(values, dim=-1, stable=True)
+        return keep.scatter_(-1, order[..., :k], 0.0)
+    threshold = torch.kthvalue(values, k, dim=-1, keepdim=True).values
+    below = values < threshold
+    ties = values == threshold
+    room = k - below.sum(-1, keepdim=True)  # how many of the tied values are dropped, first come first
+    dropped = below | (ties & (torch.cumsum(ties, dim=-1) <= room))
+    return keep.masked_fill_(dropped, 0.0)
+
+
 class RankedScores:
-    """Scores sorted once, so masks for any sparsity are derived without re-sorting (slider path)."""
+    """Masks for any sparsity from one set of scores (the slider path).
+
+    The first request selects in O(n); from the second on, the scores are sorted once and every
+    further sparsity is read off the ordering. Both give the same masks (ties broken by position).
+    """
 
     def __init__(self, scores: dict[str, torch.Tensor], shapes: dict[str, torch.Size], scope: str = "layer"):
         if scope not in SCOPES:
@@ -32,37 +58,53 @@ class RankedScores:
         self.scope = scope
         self.shapes = shapes
         self.structured = {n: s.shape != shapes[n] for n, s in scores.items()}
+        self._requests = 0
         if scope == "global":
             names = list(scores)
-            flat = torch.cat([scores[n].flatten().float() for n in names])
-            self._global_order = torch.argsort(flat, stable=True)
+            self._global_values = torch.cat([scores[n].flatten().float() for n in names])
             self._global_sizes = [scores[n].numel() for n in names]
             self._names = names
+            self._global_order: torch.Tensor | None = None
         else:
-            # per layer: one ordering; per row: an ordering inside every output unit
-            self._orders = {
-                n: torch.argsort(s.reshape(s.shape[0], -1).float() if scope == "row" and s.dim() > 1 else s.flatten().float(), dim=-1, stable=True)
+            # per layer: one ranking; per row: a ranking inside every output unit
+            self._values = {
+                n: s.reshape(s.shape[0], -1).float() if scope == "row" and s.dim() > 1 else s.flatten().float()
                 for n, s in scores.items()
             }
+            self._orders: dict[str, torch.Tensor] | None = None
+
+    def _sort_once(self) -> None:
+        if self.scope == "global":
+            if self._global_order is None:
+                self._global_order = torch.argsort(self._global_values, stable=True)
+        elif self._orders is None:
+            self._orders = {n: torch.argsort(v, dim=-1, stable=True) for n, v in self._values.items()}
 
     def masks(self, sparsity: float) -> dict[str, torch.Tensor]:
         sparsity = check_sparsity(sparsity)
+        self._requests += 1
+        if self._requests > 1:  # a sweep: sort now, then every step is a cheap index
+            self._sort_once()
         if self.scope == "global":
-            keep = torch.ones(sum(self._global_sizes))
-            keep[self._global_order[: round(sparsity * len(keep))]] = 0
-            parts = torch.split(keep, self._global_sizes)
-            unit_masks = {n: p for n, p in zip(self._names, parts)}
+            k = round(sparsity * self._global_values.numel())
+            if self._global_order is None:
+                keep = lowest_k_keep(self._global_values, k)
+            else:
+                keep = torch.ones(self._global_values.numel())
+                keep[self._global_order[:k]] = 0
+            unit_masks = dict(zip(self._names, torch.split(keep, self._global_sizes)))
         else:
             unit_masks = {}
-            for n, order in self._orders.items():
-                if order.dim() == 2:  # per row
-                    keep = torch.ones(order.shape)
-                    k = round(sparsity * order.shape[1])
-                    keep.scatter_(1, order[:, :k], 0.0)
+            for n, values in self._values.items():
+                k = round(sparsity * values.shape[-1])
+                if self._orders is None:
+                    unit_masks[n] = lowest_k_keep(values, k)
+                elif values.dim() == 2:  # per row
+                    unit_masks[n] = torch.ones(values.shape).scatter_(1, self._orders[n][:, :k], 0.0)
                 else:
-                    keep = torch.ones(order.numel())
-                    keep[order[: round(sparsity * order.numel())]] = 0
-                unit_masks[n] = keep
+                    keep = torch.ones(values.numel())
+                    keep[self._orders[n][:k]] = 0
+                    unit_masks[n] = keep
         return {n: self._expand(n, m) for n, m in unit_masks.items()}
 
     def _expand(self, name: str, unit_mask: torch.Tensor) -> torch.Tensor:
