@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -130,7 +131,9 @@ def _decode(source: io.BytesIO, name: str, max_seconds: float) -> np.ndarray:
     except (EmptyAudioError, UnreadableAudioError, AudioTooLongError):
         raise
     except Exception as exc:  # libsndfile's errors vary by version (LibsndfileError, RuntimeError, ...)
-        raise UnreadableAudioError(f"{name} is not a readable WAV file ({str(exc).strip()[:100]})") from None
+        # libsndfile says "Error opening <_io.BytesIO object at 0x...>: <reason>"; keep the reason only
+        reason = re.sub(r"^Error opening .*?: ", "", str(exc).strip())
+        raise UnreadableAudioError(f"{name} is not a readable WAV file ({reason[:100]})") from None
     if samples.size == 0:
         raise EmptyAudioError(f"{name} holds no samples")
     if not np.isfinite(samples).all():
