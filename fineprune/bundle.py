@@ -80,6 +80,16 @@ def refresh_masked_weights(model: nn.Module) -> None:
                 setattr(module, hook._tensor_name, hook.apply_mask(module))
 
 
+def _first_bytes(source) -> bytes:
+    try:
+        if isinstance(source, io.BytesIO):
+            return source.getvalue()[:2]
+        with open(source, "rb") as handle:
+            return handle.read(2)
+    except (OSError, TypeError):
+        return b""
+
+
 def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
     """Load a bundle safely. Raises ``ModelFileError`` with a plain message on any bad file."""
     if isinstance(source, bytes):
@@ -92,6 +102,9 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {name}") from None
     except pickle.UnpicklingError as exc:
+        head = _first_bytes(source)
+        if head[:1] != b"\x80" and head != b"PK":  # neither a binary pickle nor a torch zip: just not a model
+            raise ModelFileError(f"{name} is not a PyTorch model file.") from None
         raise ModelFileError(
             f"{name} was refused: it is not a plain weights file and may try to run code "
             f"(only weights are ever loaded, with torch.load(weights_only=True))"
@@ -102,14 +115,24 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
         raise ModelFileError(f"{name} is a torch file but not a fineprune model bundle (no config/card).")
     from . import export  # registers the "sequential" architecture of structured exports
 
-    config = payload["config"]
-    state = export.state_from_sparse_payload(payload) if payload["format"] == SPARSE_FORMAT else payload["state_dict"]
-    model = build_model(config)
-    reattach_masks(model, state)
+    config, card = payload.get("config"), payload.get("card") or {}
+    if not isinstance(config, dict) or not isinstance(card, dict):
+        raise ModelFileError(f"{name} is damaged: its config and card must be dictionaries.")
+    classes, n_classes = card.get("classes"), config.get("n_classes")
+    if isinstance(classes, list) and isinstance(n_classes, int) and len(classes) != n_classes:
+        raise ModelFileError(f"{name} is inconsistent: its card lists {len(classes)} classes but the network has {n_classes} outputs.")
+    try:
+        state = export.state_from_sparse_payload(payload) if payload["format"] == SPARSE_FORMAT else payload["state_dict"]
+        model = build_model(config)
+        reattach_masks(model, state)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{name}: {exc}") from None
+    except Exception as exc:  # a damaged or hand-edited file: wrong config keys or types, no state_dict
+        raise ModelFileError(f"{name} is damaged: its config cannot build a network ({type(exc).__name__}).") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{name}: weights do not match its architecture ({str(exc)[:200]})") from None
+    except RuntimeError as exc:  # torch's message spans lines; the CLI prints one
+        raise ModelFileError(f"{name}: weights do not match its architecture ({' '.join(str(exc).split())[:200]})") from None
     refresh_masked_weights(model)
     model.eval()
-    return ModelBundle(model, config, payload.get("card") or {})
+    return ModelBundle(model, config, card)
