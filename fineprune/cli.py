@@ -35,6 +35,8 @@ def label_of(path: Path) -> str:
 
 
 def list_input_files(folder: str | Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    if str(folder).strip() == "":  # Path("") is the current folder: never scan it by accident
+        raise InputDataError(f"{what} is empty: give the folder of your files")
     folder = Path(folder)
     if not folder.exists():
         raise InputDataError(f"{what} folder not found: {folder}")
@@ -62,12 +64,25 @@ def load_labelled(domain, folder, card, classes: list[str]):
     return loaded, y
 
 
+def check_output_path(path: str | None, what: str) -> None:
+    """Refuse an output file that cannot be written before doing the work, not after."""
+    if path is None:
+        return
+    target = Path(path)
+    if str(path).strip() == "" or target.is_dir():
+        raise ConfigError(f"{what} must be a file name, got the folder {path!r}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"{what}: the folder {target.parent} does not exist")
+
+
 def cmd_personalize(args) -> int:
     from .evaluation import evaluate
     from .pipeline import fine_prune, settings_for
     from .registry import get_domain, load_model
 
     start = time.perf_counter()
+    check_output_path(args.out, "--out")
+    check_output_path(args.report, "--report")
     settings = None
     bundle = load_model(args.model)
     settings = settings_for(bundle.card, sparsity=args.sparsity, criterion=args.criterion)
