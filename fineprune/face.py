@@ -77,11 +77,13 @@ def decode_image(source: bytes | str | Path | BinaryIO) -> np.ndarray:
 
 def _decode(source: bytes | str | Path | BinaryIO) -> tuple[np.ndarray, tuple[int, int]]:
     """(gray, (width, height) of the full-resolution upright photo)."""
-    name = str(source) if isinstance(source, (str, Path)) else "the image"
+    name = Path(source).name if isinstance(source, (str, Path)) else "the image"  # the CLI adds the folder
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise UnreadableImageError("the image is empty (0 bytes)")
         source = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
+        raise UnreadableImageError(f"{name} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
