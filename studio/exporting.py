@@ -6,6 +6,8 @@ import io
 import json
 import re
 
+import torch
+
 from fineprune.bundle import save_bundle
 from fineprune.session import Personalization
 
@@ -37,6 +39,8 @@ def model_file(session, bundle, fmt: str = "masked") -> bytes:
     if key not in session.exports:
         buffer = io.BytesIO()
         card = personalized_card(bundle, run)
+        with torch.no_grad():  # torch.prune recomputes weight = orig * mask per forward; make it a plain leaf again
+            run.result.model.eval()(run.person.adapt_x[:1])
         if fmt == "masked" and available_formats() == ["masked"]:
             save_bundle(buffer, run.result.model, bundle.config, card)
         else:
