@@ -7,19 +7,22 @@ this app loads nothing from outside the machine it runs on.
 """
 import streamlit as st
 
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # a fresh server's first run would otherwise run this file as a v1 page
 st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂️", layout="wide")
 
-from studio import jobs, state  # noqa: E402  (after set_page_config)
+from studio import jobs, state  # noqa: E402
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),
     st.Page("pages/voice.py", title="Voice", icon="🎙️"),
     st.Page("pages/face.py", title="Face", icon="🙂"),
-    st.Page("pages/fine_prune.py", title="Fine-prune", icon="✂️", url_path="fine-prune"),
+    st.Page("pages/fine_prune.py", title="Fine-prune", icon="✂️"),
     st.Page("pages/explore.py", title="Explore", icon="🔭"),
     st.Page("pages/export.py", title="Export", icon="📦"),
 ]
-PAGES_WITH_OWN_PROGRESS = {"fine-prune", "explore"}
+PAGES_WITH_OWN_PROGRESS = {"fine_prune", "explore"}
 
 page = st.navigation(PAGES)
 session = state.get()

@@ -1,4 +1,8 @@
 """Explore: a sparsity slider over energies recorded once, criteria compared, and the baselines."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import pandas as pd
 import streamlit as st
 

@@ -1,4 +1,8 @@
 """Export: the personalized model, the report and the plots, downloaded straight from memory."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import streamlit as st
 
 from studio import exporting, models, state, ui

@@ -1,4 +1,8 @@
 """Face: a guided session of facial expressions (browser camera, or photo uploads)."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import streamlit as st
 
 from fineprune.session import decode_face, ingest_files

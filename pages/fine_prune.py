@@ -1,4 +1,8 @@
 """Fine-prune: choose model, individual, criterion and sparsity; run in the background; results."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import math
 
 import streamlit as st

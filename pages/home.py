@@ -1,4 +1,8 @@
 """Home: fine-pruning in one picture, and a one-click demo that needs no microphone or camera."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import streamlit as st
 
 from fineprune.pipeline import settings_for

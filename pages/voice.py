@@ -1,4 +1,8 @@
 """Voice: a guided session of spoken digits (browser microphone, server microphone, or uploads)."""
+from studio.navigation import require_app_navigation
+
+require_app_navigation()  # before anything is drawn: see studio/navigation.py
+
 import random
 
 import streamlit as st

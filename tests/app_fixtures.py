@@ -94,3 +94,38 @@ def face_photo(expression: str = "neutral", fmt: str = "JPEG", size: int = 320) 
     buf = io.BytesIO()
     Image.fromarray(draw_face(expression, size)).save(buf, fmt)
     return buf.getvalue()
+
+
+def write_y4m(path: Path, rgb: np.ndarray, frames: int = 30) -> Path:
+    """A Y4M video (4:2:0) repeating one RGB image: Chromium's fake camera plays it."""
+    h, w = rgb.shape[:2]
+    h, w = h - h % 2, w - w % 2
+    yuv = cv2.cvtColor(np.ascontiguousarray(rgb[:h, :w]), cv2.COLOR_RGB2YUV_I420)  # Y plane, then U, then V
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n")
+            out.write(yuv.tobytes())
+    return path
+
+
+def face_scene(expression: str = "surprise", width: int = 640, height: int = 480) -> np.ndarray:
+    """A camera-sized frame with one cartoon face in the middle."""
+    frame = np.full((height, width, 3), 90, np.uint8)
+    face = draw_face(expression, 320)
+    y, x = (height - 320) // 2, (width - 320) // 2
+    frame[y : y + 320, x : x + 320] = face
+    return frame
+
+
+def spoken_take(words, pause_seconds: float = 0.5, voice: str = "en") -> bytes:
+    """One WAV of several words with a pause between them (a "long take")."""
+    import soundfile as sf
+
+    parts = []
+    for word in words:
+        samples, rate = sf.read(io.BytesIO(espeak_wav(word, voice)), dtype="float32")
+        parts += [samples, np.zeros(int(pause_seconds * rate), np.float32)]
+    buf = io.BytesIO()
+    sf.write(buf, np.concatenate(parts), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
