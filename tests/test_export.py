@@ -246,3 +246,50 @@ def test_cli_rejects_an_unknown_format(tmp_path, capsys):
     code = main(["personalize", "--model", "x.pt", "--data", str(tmp_path), "--out", "o.pt", "--format", "zip"])
     assert code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- engine fast path
+def test_one_shot_mask_selection_equals_the_stable_sort():
+    """``RankedScores`` selects in O(n) for the first sparsity and sorts for later ones: the masks
+    must equal a stable argsort's (ties broken by position) in every scope."""
+    from fineprune.masks import RankedScores, lowest_k_keep
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n, rows = int(torch.randint(1, 40, (1,), generator=g)), int(torch.randint(1, 5, (1,), generator=g))
+        values = torch.randint(0, 4, (rows, n), generator=g).float() if trial % 2 else torch.rand(rows, n, generator=g)
+        for k in range(n + 1):
+            order = torch.argsort(values, dim=-1, stable=True)
+            assert torch.equal(lowest_k_keep(values, k), torch.ones(rows, n).scatter_(1, order[:, :k], 0.0))
+    scores = {"a": torch.randint(0, 3, (6, 4, 3), generator=g).float(), "b": torch.rand(5, 7, generator=g), "c": torch.randint(0, 2, (8,), generator=g).float()}
+    shapes = {"a": torch.Size([6, 4, 3]), "b": torch.Size([5, 7]), "c": torch.Size([8, 3])}
+    for scope in ("layer", "row", "global"):
+        for sparsity in (0.0, 0.3, 0.5, 0.77, 0.95):
+            first = RankedScores(scores, shapes, scope).masks(sparsity)
+            swept = RankedScores(scores, shapes, scope)
+            swept.masks(0.1)  # the second request sorts
+            later = swept.masks(sparsity)
+            assert all(torch.equal(first[n], later[n]) for n in first), (scope, sparsity)
+
+
+# ----------------------------------------------------------------------------- bench perf (smoke)
+@pytest.mark.slow
+def test_bench_perf_quick_writes_every_key(tmp_path, capsys):
+    """CI smoke test: the command runs end to end and writes the issue's keys (no timing asserted)."""
+    from fineprune.bench_perf import JSON_KEYS, main
+
+    out, md = tmp_path / "perf.json", tmp_path / "PERFORMANCE.md"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--quick", "--json", str(out), "--markdown", str(md)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the bench fixes its own thread count
+    data = json.loads(out.read_text())
+    assert set(data) == {"voice", "face"}
+    for name, values in data.items():
+        assert set(values) == set(JSON_KEYS), name
+        assert all(isinstance(v, float) and v == v and v >= 0 for v in values.values()), name
+    printed = capsys.readouterr().out
+    for target in ("<= 1.3", ">= 50", "<= 150 ms", ">= 2", ">= 2.5", ">= 3"):
+        assert target in printed
+    assert "app start-up" in printed and "python -m fineprune bench perf" in md.read_text()
