@@ -54,8 +54,11 @@ def compare_methods(
     methods: Sequence[str] = METHODS,
     backprop_kwargs: dict | None = None,
     train_prior: torch.Tensor | None = None,
+    cancel=None,
 ) -> list[dict]:
-    """Accuracy, achieved sparsity, FLOPs and seconds of every method for one individual."""
+    """Accuracy, achieved sparsity, FLOPs and seconds of every method for one individual.
+
+    ``cancel`` (a ``threading.Event``) reaches the pruning passes, so a job stops within a batch."""
     n = len(person.adapt_x)
     per_example = count_flops(model, person.adapt_x[:1])
     rows = []
@@ -87,12 +90,12 @@ def compare_methods(
             add(method, model, 0.0, 0.0)
         elif method in ("fineprune", "magnitude", "random"):
             chosen = settings if method == "fineprune" else settings.replace(criterion=method)
-            result, sec = timed(lambda: fine_prune(model, person.adapt_x, chosen))
+            result, sec = timed(lambda: fine_prune(model, person.adapt_x, chosen, cancel=cancel))
             add(method, result.model, sec, prune_flops, result.report["sparsity"], criterion=chosen.criterion)
         elif method == "general_energy":
             if general_x is None:
                 continue
-            result, sec = timed(lambda: fine_prune(model, person.adapt_x, settings, energy_data=general_x))
+            result, sec = timed(lambda: fine_prune(model, person.adapt_x, settings, energy_data=general_x, cancel=cancel))
             add(method, result.model, sec, prune_flops, result.report["sparsity"], criterion=settings.criterion)
         elif method == "bn_adapt":
             adapted, sec = timed(lambda: bn_adapt(model, person.adapt_x))
@@ -122,6 +125,7 @@ def sparsity_curve(
     criteria: Sequence[str] = ("energy", "magnitude", "random"),
     settings: PruneSettings = DEFAULT_SETTINGS,
     general_x: torch.Tensor | None = None,
+    cancel=None,
 ) -> list[dict]:
     """Accuracy vs sparsity per criterion, energies recorded once per criterion (``PruningSweep``).
 
@@ -133,7 +137,7 @@ def sparsity_curve(
     if general_x is not None:
         runs.append(("general_energy", settings, general_x))
     for label, chosen, energy_data in runs:
-        sweep = PruningSweep(model, person.adapt_x, chosen, energy_data=energy_data)
+        sweep = PruningSweep(model, person.adapt_x, chosen, energy_data=energy_data, cancel=cancel)
         for s in sparsities:
             result = sweep.result_at(s)
             rows.append(

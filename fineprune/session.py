@@ -690,7 +690,7 @@ def compare_criteria(
     for i, (label, chosen, general) in enumerate(runs):
         _check(cancel)
         _scaled(progress, 0, 1)(i / len(runs), f"criterion {label}: {len(sparsities)} sparsities")
-        rows.extend(sparsity_curve(model, individual, sparsities, criteria=chosen, settings=settings, general_x=general))
+        rows.extend(sparsity_curve(model, individual, sparsities, criteria=chosen, settings=settings, general_x=general, cancel=cancel))
     _scaled(progress, 0, 1)(1.0, "done")
     return rows
 
@@ -733,7 +733,7 @@ def compare_baselines(
         rows.extend(
             compare_methods(
                 model, who, settings=settings, general_x=general_x, methods=[method],
-                backprop_kwargs={"epochs": backprop_epochs, "cancel": cancel},
+                backprop_kwargs={"epochs": backprop_epochs, "cancel": cancel}, cancel=cancel,
             )
         )
     _scaled(progress, 0, 1)(1.0, "done")
