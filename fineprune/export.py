@@ -466,6 +466,19 @@ def personalized_payload(model: nn.Module, config: dict, card: dict | None, form
     return payload, export
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` completely or not at all: a full disk or Ctrl-C never leaves half a model file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
+        raise
+
+
 def save_personalized(
     path_or_buffer: str | Path | io.IOBase,
     model: nn.Module,
@@ -486,7 +499,7 @@ def save_personalized(
     torch.save(payload, buffer)
     data = buffer.getvalue()
     if isinstance(path_or_buffer, (str, os.PathLike)):
-        Path(path_or_buffer).write_bytes(data)
+        write_atomically(Path(path_or_buffer), data)
     else:
         path_or_buffer.write(data)
     info: dict[str, Any] = {"format": format, "file_bytes": len(data)}
