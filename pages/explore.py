@@ -24,8 +24,7 @@ def slider_ui(run) -> None:
         point = explore_point(run, target)
         before = None if run.before is None else run.before.accuracy
         a, b, c = st.columns(3)
-        a.metric("Accuracy at this sparsity", ui.pct(point["accuracy"]),
-                 delta=None if before is None else f"{100 * (point['accuracy'] - before):+.0f} points vs general")
+        a.metric("Accuracy at this sparsity", ui.pct(point["accuracy"]), **ui.delta_points(point["accuracy"], before, " vs general"))
         b.metric("General model", ui.pct(before))
         c.metric("Weights pruned (prunable layers)", ui.pct(point["sparsity"]))
         left, right = st.columns(2)
@@ -33,11 +32,11 @@ def slider_ui(run) -> None:
                           key="explore_curve")
         right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * target:.0f}%"), key="explore_layers")
         missing = [s for s in CURVE_GRID if round(s, 4) not in run.explored]
-        if missing and st.button(f"Fill in the curve ({len(missing)} more points)", key="explore_fill"):
-            bar = st.progress(0.0, text="computing the curve")
+        if missing:  # first visit: draw the whole curve once (a few masks + BatchNorm passes), then it is cached
+            bar = st.progress(0.0, text="drawing the accuracy-vs-sparsity curve")
             for i, s in enumerate(missing, 1):
                 explore_point(run, s)
-                bar.progress(i / len(missing), text=f"{100 * s:.0f}% done")
+                bar.progress(i / len(missing), text=f"accuracy at {100 * s:.0f}% sparsity measured")
             st.rerun()
 
 
@@ -90,7 +89,7 @@ def explore_ui() -> None:
         st.info("Nothing to explore yet: run fine-pruning first (or the one-click demo on the Home page).")
         st.page_link("pages/fine_prune.py", label="Go to Fine-prune", icon="✂️")
         return
-    st.caption(f"{run.model_name} model, {run.individual}, {run.settings.criterion} criterion")
+    st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.settings.criterion} criterion")
     slider_ui(run)
     st.divider()
     if run.before is None:

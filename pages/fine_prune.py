@@ -3,8 +3,6 @@ from studio.navigation import require_app_navigation
 
 require_app_navigation()  # before anything is drawn: see studio/navigation.py
 
-import math
-
 import streamlit as st
 
 from fineprune.criteria import CRITERIA
@@ -45,11 +43,11 @@ def individual_ui(session, model_name: str, bundle) -> str:
     if key not in st.session_state:
         st.session_state[key] = MINE if len(mine) else options[-1 if len(options) > 1 else 0]
     return st.radio("Individual", options, key=key, horizontal=True,
-                    format_func=lambda o: f"{o} ({len(mine)} clips)" if o == MINE else f"demo: {o}")
+                    format_func=lambda o: f"{o} ({len(mine)} clip{'s' * (len(mine) != 1)})" if o == MINE else f"demo: {o}")
 
 
 def results_ui(run: Personalization) -> None:
-    st.subheader(f"Result: {run.model_name} model for {run.individual}")
+    st.subheader(f"Result: the {run.model_name} model personalized for {ui.who(run.individual)}")
     st.caption(f"{run.settings.criterion} criterion, target {100 * run.settings.sparsity:.0f}% · "
                f"{len(run.person.adapt_ids)} adaptation clips (unlabeled) · {len(run.person.check_ids)} check clips · "
                f"{run.seconds:.1f} s")
@@ -58,8 +56,7 @@ def results_ui(run: Personalization) -> None:
     before = None if run.before is None else run.before.accuracy
     after = None if run.after is None else run.after.accuracy
     a.metric("Accuracy before", ui.pct(before), help="the general model on your check clips")
-    delta = None if before is None or after is None or math.isnan(before) else f"{100 * (after - before):+.0f} points"
-    b.metric("Accuracy after", ui.pct(after), delta=delta, help="the fine-pruned model on the same check clips")
+    b.metric("Accuracy after", ui.pct(after), help="the fine-pruned model on the same check clips", **ui.delta_points(after, before))
     c.metric("Connections removed", ui.pct(s["connections_removed"] / max(1, s["connections"])),
              help=f"{s['connections_removed']:,} of {s['connections']:,} weights in the prunable layers")
     d.metric("FLOPs removed per input", ui.human(s["flops_removed"]),

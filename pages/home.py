@@ -44,6 +44,8 @@ def home_ui() -> None:
                 with ui.friendly_errors("The demo"):
                     bundle = models.bundle_for(name)
                     start_personalization(session, name, individual, settings_for(bundle.card))
+                    st.session_state["fp_model"] = name  # the Fine-prune page shows what is running
+                    st.session_state[f"individual_{name}"] = individual
                     st.switch_page("pages/fine_prune.py")
     with right:
         st.subheader("Or use your own")

@@ -218,7 +218,7 @@ def pipeline_svg() -> str:
         + box(10, "General model", "trained on many people") + net(45)
         + arrow(205)
         + box(245, "Your voice or face", "a few clips, no labels") + wave
-        + '<text x="340" y="165" text-anchor="middle" font-size="14" fill="#555">say 7 · say 3 · ...</text>'
+        + '<text x="340" y="176" text-anchor="middle" font-size="14" fill="#555">say 7 · say 3 · ...</text>'
         + arrow(440)
         + box(480, "Activation energy", "which connections you use") + bars
         + arrow(675)

@@ -49,6 +49,22 @@ def pct(value: float | None, digits: int = 0) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def delta_points(after: float | None, before: float | None, suffix: str = "") -> dict:
+    """``st.metric`` delta arguments: "+12 points" green, "-3 points" red, "±0 points" grey."""
+    if after is None or before is None or after != after or before != before:
+        return {"delta": None}
+    points = 100 * (after - before)
+    if abs(points) < 0.5:
+        return {"delta": f"±0 points{suffix}", "delta_color": "off"}
+    return {"delta": f"{points:+.0f} points{suffix}"}
+
+
+def who(individual: str) -> str:
+    from .models import MINE
+
+    return "you (your recordings)" if individual == MINE else f"demo individual “{individual}”"
+
+
 def human(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:

@@ -1,0 +1,234 @@
+"""End to end: a real ``streamlit run`` server and headless Chromium with fake media devices.
+
+Records a spoken digit through the real microphone widget (Chromium plays an espeak-ng WAV as
+the microphone), takes a photo through the real camera widget (a Y4M video of a cartoon face as
+the camera), runs the one-click demo and reads before/after accuracy, and screenshots every page
+to test-artifacts/. Every request the page makes is recorded and must stay on localhost; the
+server runs with HTTP(S)_PROXY pointing at a local trap that records any outbound attempt.
+
+Uses Debian's /usr/bin/chromium (never ``playwright install``); skipped when it is missing.
+Models: the shipped ones when assets/ has them, else tiny random ones made here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import app_fixtures as fx  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
+    pytest.mark.skipif(not fx.HAS_ESPEAK, reason="espeak-ng is not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OutboundTrap:
+    """A local 'proxy' that accepts connections and records their first line (nothing is forwarded)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.seen.append(conn.recv(200).split(b"\r\n")[0].decode(errors="replace"))
+                except OSError:
+                    self.seen.append("(connection)")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    shipped = all((ROOT / "assets" / f).exists() for f in ("voice.pt", "face.pt")) and (ROOT / "assets" / "demo" / "voice").is_dir()
+    if not shipped:
+        fx.make_voice_bundle(work / "voice.pt")
+        fx.make_face_bundle(work / "face.pt")
+        fx.make_demo_voices(work / "demo", voices=("en", "en+f3"), takes=2)
+        env["FINEPRUNE_STUDIO_MODELS"] = f"voice={work / 'voice.pt'};face={work / 'face.pt'}"
+        env["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(work / "demo")
+    trap = OutboundTrap()
+    proxy = f"http://127.0.0.1:{trap.port}"
+    env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
+               no_proxy="localhost,127.0.0.1")
+    port = free_port()
+    log = open(work / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("the Studio server did not start: " + (work / "server.log").read_text()[-2000:])
+    yield {"url": url, "work": work, "trap": trap, "log": work / "server.log", "shipped": shipped}
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    trap.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    media = server["work"]
+    wav = media / "digit.wav"
+    import soundfile as sf
+    import io
+
+    samples, rate = sf.read(io.BytesIO(fx.spoken_take(["seven"], pause_seconds=1.5)), dtype="float32")
+    sf.write(wav, samples, rate, subtype="PCM_16")
+    y4m = fx.write_y4m(media / "face.y4m", fx.face_scene("surprise"), frames=10)
+    args = [
+        "--headless", "--no-sandbox", "--disable-gpu",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop", f"--use-file-for-fake-video-capture={y4m}",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ]
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.requests = []
+    tab.on("request", lambda request: tab.requests.append(request.url))
+    yield tab
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls an inner container, so grow the viewport to its height."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stMainBlockContainer],"
+        " [data-testid=stAppViewContainer]')].map(e => e.scrollHeight), 1000)"
+    )
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 80, 9000)})
+    page.wait_for_timeout(1200)  # let plots re-layout and finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Until Streamlit's status widget says it is no longer running the script."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+
+
+def no_exceptions(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator("[data-testid='stException']").first.inner_text()
+
+
+def test_record_photo_prune_and_stay_on_localhost(server, page):
+    url = server["url"]
+    # 1. a deep link on a fresh server still gets the app's navigation (studio/navigation.py)
+    page.goto(url + "/voice")
+    page.get_by_role("heading", name=re.compile("Your voice")).wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stSidebarNav']").get_by_text("Fine-prune").count() == 1
+
+    # 2. record one digit through the real microphone widget
+    record = page.locator("[data-testid='stAudioInputActionButton']").first
+    record.click()
+    page.wait_for_timeout(3000)
+    page.locator("[data-testid='stAudioInputActionButton']").first.click()  # stop
+    page.get_by_role("heading", name="Your clips (1)").wait_for(timeout=60_000)
+    wait_idle(page)
+    no_exceptions(page)
+    shot(page, "voice")
+
+    # 3. take a photo through the real camera widget
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Face").click()
+    page.get_by_role("heading", name=re.compile("Your face")).wait_for(timeout=30_000)
+    take = page.get_by_role("button", name=re.compile("Take photo", re.I))
+    take.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)  # the fake camera needs a moment to deliver frames
+    take.click()
+    page.get_by_role("heading", name="Your photos (1)").wait_for(timeout=60_000)
+    wait_idle(page)
+    no_exceptions(page)
+    assert page.locator("[data-testid='stImage']").count() >= 2  # photo with box, 48x48 crop
+    shot(page, "face")
+
+    # 4. the one-click demo: before/after accuracy within a minute
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Home").click()
+    page.get_by_role("button", name=re.compile("Run the demo")).click()
+    started = time.monotonic()
+    page.get_by_text("Accuracy after").first.wait_for(timeout=90_000)
+    assert time.monotonic() - started < 60
+    wait_idle(page)
+    no_exceptions(page)
+    values = page.locator("[data-testid='stMetricValue']").all_inner_texts()
+    assert len(values) >= 2 and all(v.strip().endswith("%") for v in values[:2]), values
+    shot(page, "fine_prune")
+
+    # 5. every other page renders (and gets a screenshot)
+    for name in ("Explore", "Export", "Home"):
+        page.locator("[data-testid='stSidebarNav']").get_by_text(name).click()
+        page.wait_for_timeout(1000)
+        wait_idle(page)
+        no_exceptions(page)
+        shot(page, name.lower())
+
+    # 6. privacy: the page fetched nothing from outside this machine, the server tried nothing either
+    hosts = {urlparse(u).hostname for u in page.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts <= LOCAL_HOSTS, sorted(hosts - LOCAL_HOSTS)
+    assert server["trap"].seen == [], server["trap"].seen
+    log = server["log"].read_text()
+    assert "Traceback" not in log, log[-3000:]
