@@ -1,0 +1,449 @@
+"""Face reproduction benchmark: ``python -m fineprune bench face [--quick]``.
+
+FER2013 has no subject identities, so "individuals" are defined two honest ways:
+
+* **class-subset individuals** show only 2, 3 or 4 of the 7 expressions (as the paper's ImageNet
+  individuals use a few of 1000 classes). Their images come from the FER2013 *test* split, a few
+  per expression, equally many per expression.
+* **capture-condition individuals** show all expressions (natural test-split frequencies) but
+  through one consistent camera/lighting transform per person: gamma, contrast/brightness (a
+  colour cast becomes this once converted to gray), blur, sensor noise, a slight rotation and a
+  lower capture resolution, applied to the 48x48 crop *before* the product's normalisation.
+
+For every individual the unlabeled adaptation images and the labelled test images are disjoint;
+only ``backprop`` sees adaptation labels. Methods and controls come from
+``fineprune.benchmark.compare_methods`` (the same as the voice benchmark), plus
+``drop_unused`` -- a label-free head step that removes classes the general model never (or
+rarely) predicts on the person's unlabeled images -- to test whether *that* is where the
+class-subset gain comes from. Its one threshold is chosen on individuals built from the
+validation split (10% of FER2013 train, unseen in training), never on the test split.
+
+Outputs (``--out``, default docs/results/): face_methods.csv, face_summary.csv,
+face_sparsity.csv, face_adapt_size.csv, face_drop_unused_selection.csv,
+face_crop_calibration.csv and SVG plots; ``--quick`` writes the same files with a
+``face_quick_`` prefix.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .baselines import PriorAdjusted, bn_adapt
+from .benchmark import Individual, compare_methods, sparsity_curve
+from .bundle import load_bundle
+from .evaluation import accuracy, count_flops, predict_logits
+from .face import FACE_INPUT, crop_face, detect_faces, normalise_crops
+from .face_model import VAL_FRACTION, load_fer2013, stratified_split
+from .pipeline import fine_prune, settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013"
+DROP_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15)  # candidate min share of predictions to keep a class
+
+
+@dataclass
+class Plan:
+    per_k: int  # class-subset individuals per k in (2, 3, 4)
+    n_capture: int  # capture-condition individuals
+    adapt_per_class: int
+    test_per_class: int
+    capture_adapt: int
+    capture_test: int
+    sparsities: tuple[float, ...]
+    adapt_sizes: tuple[int, ...]
+    backprop_epochs: int
+    n_general: int
+    n_calibration: int
+    n_val_individuals: int
+
+
+FULL = Plan(4, 6, 30, 50, 150, 300, (0.3, 0.5, 0.7, 0.8, 0.9), (5, 10, 20, 40, 80), 10, 512, 400, 24)
+QUICK = Plan(1, 1, 20, 30, 100, 150, (0.5, 0.8), (10, 40), 3, 128, 100, 9)
+
+
+# ----------------------------------------------------------------------------- individuals
+
+
+def class_subset_individuals(y, n_per_k, adapt_per_class, test_per_class, rng, prefix="subset"):
+    """Individuals who show only k of the 7 expressions; equal images per shown expression."""
+    people = []
+    for k in (2, 3, 4):
+        for i in range(n_per_k):
+            classes = np.sort(rng.choice(7, size=k, replace=False))
+            adapt_idx, test_idx = [], []
+            for c in classes:
+                idx = rng.permutation(np.flatnonzero(y == c))
+                need = adapt_per_class + test_per_class
+                if len(idx) < need:  # only "disgust" is this rare; keep the 40/60 proportion
+                    cut = int(len(idx) * adapt_per_class / need)
+                    adapt_idx.append(idx[:cut]), test_idx.append(idx[cut:])
+                else:
+                    adapt_idx.append(idx[:adapt_per_class]), test_idx.append(idx[adapt_per_class:need])
+            a = rng.permutation(np.concatenate(adapt_idx))
+            t = np.concatenate(test_idx)
+            name = f"{prefix}{k}_{i}"
+            people.append((name, k, [int(c) for c in classes], a, t))
+    return people
+
+
+def capture_condition(rng: np.random.Generator) -> dict:
+    """One person's camera and lighting: drawn once, applied to all of their images."""
+    return {
+        "gamma": float(np.exp(rng.uniform(np.log(0.45), np.log(2.2)))),
+        "contrast": float(rng.uniform(0.35, 0.8)),
+        "brightness": float(rng.uniform(-40, 40)),
+        "blur_sigma": float(rng.uniform(0.6, 1.6)),
+        "noise_std": float(rng.uniform(6, 18)),
+        "rotation_deg": float(rng.uniform(-10, 10)),
+        "resolution": float(rng.uniform(0.5, 0.8)),  # captured at this fraction of 48 px, upscaled
+    }
+
+
+def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> np.ndarray:
+    """Apply a capture condition to raw uint8 48x48 crops (before the product's normalisation)."""
+    out = []
+    rot = cv2.getRotationMatrix2D((23.5, 23.5), cond["rotation_deg"], 1.0)
+    low = max(8, int(round(48 * cond["resolution"])))
+    for img in crops:
+        f = img.astype(np.float32) / 255.0
+        f = np.power(f, cond["gamma"])
+        f = (f - 0.5) * cond["contrast"] + 0.5 + cond["brightness"] / 255.0
+        f = cv2.warpAffine(f, rot, (48, 48), borderMode=cv2.BORDER_REPLICATE)
+        f = cv2.GaussianBlur(f, (0, 0), cond["blur_sigma"])
+        f = cv2.resize(cv2.resize(f, (low, low), interpolation=cv2.INTER_AREA), (48, 48), interpolation=cv2.INTER_LINEAR)
+        f = f * 255.0 + rng.normal(0, cond["noise_std"], f.shape)
+        out.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+# ----------------------------------------------------------------------------- label-free head step
+
+
+def keep_from_predictions(pred: torch.Tensor, min_share: float, n_classes: int) -> torch.Tensor:
+    """Classes predicted on more than ``min_share`` of the images (always at least one)."""
+    share = torch.bincount(pred, minlength=n_classes).float() / max(1, len(pred))
+    keep = share > min_share
+    keep[int(share.argmax())] = True
+    return keep
+
+
+def used_classes(model: nn.Module, x: torch.Tensor, min_share: float) -> torch.Tensor:
+    """Classes the model predicts on more than ``min_share`` of the unlabeled images (>= 1 class)."""
+    logits = predict_logits(model, x)
+    return keep_from_predictions(logits.argmax(1), min_share, logits.shape[1])
+
+
+def drop_unused(model: nn.Module, x: torch.Tensor, min_share: float) -> tuple[nn.Module, list[int]]:
+    """Prune the output units of classes the person (per the model's own predictions on their
+    unlabeled data) does not use: their logits are pushed to -1e4. No labels involved."""
+    keep = used_classes(model, x, min_share)
+    offset = torch.where(keep, 0.0, -1e4)
+    return PriorAdjusted(model, offset).eval(), [int(i) for i in torch.nonzero(keep).flatten()]
+
+
+# ----------------------------------------------------------------------------- crop calibration
+
+
+def crop_calibration(x_raw: np.ndarray, n: int, rng) -> dict:
+    """Where the Haar cascade puts the face box inside FER2013 crops (scaled to 192 px): the
+    camera-time margin is set so the camera crop frames the face the way FER2013 does."""
+    idx = rng.choice(len(x_raw), size=min(n, len(x_raw)), replace=False)
+    ratios, cx, cy = [], [], []
+    for i in idx:
+        big = cv2.resize(x_raw[i], (192, 192), interpolation=cv2.INTER_CUBIC)
+        boxes = detect_faces(big)
+        if boxes:
+            bx, by, bw, bh = boxes[0]
+            ratios.append(bw / 192), cx.append((bx + bw / 2) / 192), cy.append((by + bh / 2) / 192)
+    med = float(np.median(ratios)) if ratios else float("nan")
+    return {
+        "n_images": len(idx),
+        "n_detected": len(ratios),
+        "box_over_crop_median": round(med, 4),
+        "box_over_crop_q25": round(float(np.percentile(ratios, 25)), 4) if ratios else None,
+        "box_over_crop_q75": round(float(np.percentile(ratios, 75)), 4) if ratios else None,
+        "box_centre_x_median": round(float(np.median(cx)), 4) if cx else None,
+        "box_centre_y_median": round(float(np.median(cy)), 4) if cy else None,
+        "implied_margin_per_side": round((1 / med - 1) / 2, 4) if ratios else None,
+        "margin_used": FACE_INPUT["face_margin"],
+    }
+
+
+# ----------------------------------------------------------------------------- output helpers
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def svg_lines(path: Path, series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, *, log_x=False) -> None:
+    """A dependency-free line chart (the project ships no matplotlib)."""
+    W, H, L, R, T, B = 640, 400, 60, 170, 36, 48
+    pts = [p for s in series.values() for p in s if not math.isnan(p[1])]
+    if not pts:
+        return
+    fx = (lambda v: math.log(v)) if log_x else (lambda v: v)
+    xs, ys = [fx(p[0]) for p in pts], [p[1] for p in pts]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = math.floor(min(ys) * 20) / 20, math.ceil(max(ys) * 20) / 20
+    y1 = y1 if y1 > y0 else y0 + 0.05
+
+    def px(v):
+        return L + (fx(v) - x0) / (x1 - x0) * (W - L - R)
+
+    def py(v):
+        return H - B - (v - y0) / (y1 - y0) * (H - T - B)
+
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
+           f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">{xlabel}</text>',
+           f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">{ylabel}</text>']
+    steps = 5
+    for i in range(steps + 1):
+        v = y0 + (y1 - y0) * i / steps
+        out.append(f'<line x1="{L - 4}" y1="{py(v):.1f}" x2="{W - R}" y2="{py(v):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{L - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for xv in sorted({p[0] for p in pts}):
+        out.append(f'<text x="{px(xv):.1f}" y="{H - B + 16}" text-anchor="middle">{xv:g}</text>')
+    for i, (name, s) in enumerate(series.items()):
+        c = colors[i % len(colors)]
+        s = sorted(p for p in s if not math.isnan(p[1]))
+        if not s:
+            continue
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="' + " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in s) + '"/>')
+        out += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{c}"/>' for a, b in s]
+        out.append(f'<rect x="{W - R + 12}" y="{T + 18 * i}" width="12" height="3" fill="{c}"/>')
+        out.append(f'<text x="{W - R + 28}" y="{T + 18 * i + 5}">{name}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean over individuals of each (type, method): accuracy, gain over general, cost."""
+    general = {(r["type"], r["individual"]): r["accuracy"] for r in rows if r["method"] == "general"}
+    out = []
+    for kind in sorted({r["type"] for r in rows}):
+        for method in dict.fromkeys(r["method"] for r in rows if r["type"] == kind):
+            rs = [r for r in rows if r["type"] == kind and r["method"] == method]
+            gains = [r["accuracy"] - general[(kind, r["individual"])] for r in rs]
+            out.append({
+                "type": kind,
+                "method": method,
+                "uses_labels": rs[0]["uses_labels"],
+                "individuals": len(rs),
+                "accuracy_mean": mean(r["accuracy"] for r in rs),
+                "gain_mean": mean(gains),
+                "gain_min": min(gains),
+                "wins": sum(g > 0 for g in gains),
+                "losses": sum(g < 0 for g in gains),
+                "sparsity_mean": mean(r["sparsity"] for r in rs),
+                "seconds_mean": mean(r["seconds"] for r in rs),
+                "gflops_mean": mean(r["flops"] for r in rs) / 1e9,
+            })
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fineprune bench face")
+    parser.add_argument("--quick", action="store_true", help="a ~5 minute smoke run (fewer individuals and points)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding fer2013_48.npz")
+    parser.add_argument("--model", default=str(ROOT / "assets" / "face.pt"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    plan = QUICK if args.quick else FULL
+    prefix = "face_quick_" if args.quick else "face_"
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {msg}", flush=True)
+
+    bundle = load_bundle(args.model)
+    model, card = bundle.model.eval(), bundle.card
+    settings = settings_for(card)
+    norm = {**FACE_INPUT, **(card.get("input") or {})}
+    data = load_fer2013(args.data)
+    rng = np.random.default_rng(args.seed)
+    x_test_raw, y_test = data["x_test"], data["y_test"].astype(np.int64)
+    x_test = normalise_crops(x_test_raw, norm)
+    train_counts = np.bincount(data["y_train"], minlength=7)
+    train_prior = torch.tensor(train_counts / train_counts.sum(), dtype=torch.float32)
+    general_idx = rng.choice(len(data["y_train"]), size=plan.n_general, replace=False)
+    general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm)
+    say(f"model {args.model} (card test accuracy {card.get('test_accuracy')}); settings {settings.to_dict()}")
+
+    calib = crop_calibration(x_test_raw, plan.n_calibration, rng)
+    write_csv(out_dir / f"{prefix}crop_calibration.csv", [calib])
+    say(f"crop calibration: {calib}")
+
+    # --- choose the drop_unused threshold on validation-split individuals (never the test split)
+    _, val_idx = stratified_split(data["y_train"], VAL_FRACTION, int(card.get("training", {}).get("seed", 0)))
+    x_val_raw, y_val = data["x_train"][val_idx], data["y_train"][val_idx].astype(np.int64)
+    x_val = normalise_crops(x_val_raw, norm)
+    val_people = class_subset_individuals(y=y_val, n_per_k=plan.n_val_individuals // 3, adapt_per_class=plan.adapt_per_class,
+                                          test_per_class=plan.test_per_class, rng=rng, prefix="val_subset")
+    val_rng = np.random.default_rng(args.seed + 1)
+    for _ in range(plan.n_val_individuals // 3):
+        cond = capture_condition(val_rng)
+        perm = val_rng.permutation(len(y_val))
+        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
+        val_people.append((f"val_capture_{len(val_people)}", "capture", cond, a, t))
+    selection = []
+    for name, k, extra, a, t in val_people:
+        if k == "capture":
+            xa = normalise_crops(apply_condition(x_val_raw[a], extra, val_rng), norm)
+            xt = normalise_crops(apply_condition(x_val_raw[t], extra, val_rng), norm)
+        else:
+            xa, xt = x_val[a], x_val[t]
+        yt = torch.from_numpy(y_val[t])
+        adapt_pred, test_logits = predict_logits(model, xa).argmax(1), predict_logits(model, xt)
+        base = float((test_logits.argmax(1) == yt).float().mean())
+        for thr in DROP_THRESHOLDS:  # the same rule as drop_unused, on predictions computed once
+            keep = keep_from_predictions(adapt_pred, thr, test_logits.shape[1])
+            masked = test_logits + torch.where(keep, 0.0, -1e4)
+            selection.append({"individual": name, "type": "capture" if k == "capture" else "class_subset",
+                              "min_share": thr, "accuracy": float((masked.argmax(1) == yt).float().mean()),
+                              "general": base, "kept": int(keep.sum())})
+    write_csv(out_dir / f"{prefix}drop_unused_selection.csv", selection)
+    # the threshold must not hurt capture-condition people (all 7 expressions): among thresholds
+    # whose mean gain there is >= -0.5 points, take the best mean gain on class-subset people
+    def gain(th, kind):
+        rs = [r["accuracy"] - r["general"] for r in selection if r["min_share"] == th and r["type"] == kind]
+        return mean(rs) if rs else 0.0
+
+    safe = [th for th in DROP_THRESHOLDS if gain(th, "capture") >= -0.005] or [DROP_THRESHOLDS[0]]
+    best_thr = max(safe, key=lambda th: gain(th, "class_subset"))
+    say("drop_unused gain on validation individuals (min_share: class-subset / capture): " + ", ".join(
+        f"{th:g}: {gain(th, 'class_subset'):+.4f} / {gain(th, 'capture'):+.4f}" for th in DROP_THRESHOLDS
+    ) + f" -> min_share {best_thr:g}")
+
+    # --- test-split individuals
+    people = []
+    for name, k, classes, a, t in class_subset_individuals(y_test, plan.per_k, plan.adapt_per_class, plan.test_per_class, rng):
+        ind = Individual(name, x_test[a], x_test[t], torch.from_numpy(y_test[t]), torch.from_numpy(y_test[a]))
+        people.append(("class_subset", k, "/".join(data["classes"][c] for c in classes), ind))
+    cap_rng = np.random.default_rng(args.seed + 2)
+    for i in range(plan.n_capture):
+        cond = capture_condition(cap_rng)
+        perm = cap_rng.permutation(len(y_test))
+        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
+        xa = normalise_crops(apply_condition(x_test_raw[a], cond, cap_rng), norm)
+        xt = normalise_crops(apply_condition(x_test_raw[t], cond, cap_rng), norm)
+        desc = ", ".join(f"{k}={v:.2g}" for k, v in cond.items())
+        people.append(("capture", 7, desc, Individual(f"capture_{i}", xa, xt, torch.from_numpy(y_test[t]), torch.from_numpy(y_test[a]))))
+
+    per_example = count_flops(model, x_test[:1])
+    method_rows, curve_rows, size_rows = [], [], []
+    for kind, k, desc, person in people:
+        t0 = time.perf_counter()
+        rows = compare_methods(model, person, settings=settings, general_x=general_x, train_prior=train_prior,
+                               backprop_kwargs={"epochs": plan.backprop_epochs})
+        # label-free head step alone, and after default fine-pruning
+        start = time.perf_counter()
+        wrapped, kept = drop_unused(model, person.adapt_x, best_thr)
+        sec = time.perf_counter() - start
+        base_row = {k2: v for k2, v in rows[0].items() if k2 in ("individual", "n_adapt", "n_test")}
+        rows.append({**base_row, "method": "drop_unused", "uses_labels": False, "accuracy": accuracy(wrapped, person.test_x, person.test_y),
+                     "sparsity": 0.0, "flops": per_example * len(person.adapt_x), "seconds": sec, "kept_classes": len(kept)})
+        start = time.perf_counter()
+        pruned = fine_prune(model, person.adapt_x, settings)
+        wrapped, kept = drop_unused(pruned.model, person.adapt_x, best_thr)
+        sec = time.perf_counter() - start
+        rows.append({**base_row, "method": "fineprune+drop_unused", "uses_labels": False,
+                     "accuracy": accuracy(wrapped, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
+                     "flops": per_example * len(person.adapt_x) * 4, "seconds": sec, "kept_classes": len(kept)})
+        for r in rows:
+            r.update(type=kind, k=k, description=desc)
+        method_rows += rows
+        for r in sparsity_curve(model, person, plan.sparsities, settings=settings, general_x=general_x):
+            curve_rows.append({**r, "type": kind, "k": k})
+        # accuracy vs number of unlabeled adaptation images
+        for n in plan.adapt_sizes:
+            if n > len(person.adapt_x):
+                continue
+            sub = person.adapt_x[:n]
+            pruned = fine_prune(model, sub, settings)
+            entries = {
+                "fineprune": pruned.model,
+                "bn_adapt": bn_adapt(model, sub),
+                "drop_unused": drop_unused(model, sub, best_thr)[0],
+                "fineprune+drop_unused": drop_unused(pruned.model, sub, best_thr)[0],
+            }
+            for method, m in entries.items():
+                size_rows.append({"individual": person.name, "type": kind, "k": k, "n_adapt": n, "method": method,
+                                  "accuracy": accuracy(m, person.test_x, person.test_y)})
+        acc = {r["method"]: r["accuracy"] for r in rows}
+        say(f"{person.name:12s} ({desc[:40]}): general {acc['general']:.3f} fineprune {acc['fineprune']:.3f} "
+            f"bn_adapt {acc['bn_adapt']:.3f} drop_unused {acc['drop_unused']:.3f} "
+            f"fp+drop {acc['fineprune+drop_unused']:.3f} backprop {acc.get('backprop', float('nan')):.3f} "
+            f"[{time.perf_counter() - t0:.0f}s]")
+
+    summary = summarise(method_rows)
+    for r in summary:
+        r["drop_unused_min_share"] = best_thr
+        r["settings"] = str(settings.to_dict())
+    write_csv(out_dir / f"{prefix}methods.csv", method_rows)
+    write_csv(out_dir / f"{prefix}summary.csv", summary)
+    write_csv(out_dir / f"{prefix}sparsity.csv", curve_rows)
+    write_csv(out_dir / f"{prefix}adapt_size.csv", size_rows)
+
+    for kind in ("class_subset", "capture"):
+        general_mean = mean(r["accuracy"] for r in method_rows if r["type"] == kind and r["method"] == "general")
+        series = {}
+        for crit in dict.fromkeys(r["criterion"] for r in curve_rows):
+            pts = {}
+            for r in curve_rows:
+                if r["type"] == kind and r["criterion"] == crit:
+                    pts.setdefault(r["sparsity_target"], []).append(r["accuracy"])
+            series[crit] = [(s, mean(v)) for s, v in pts.items()]
+        series["general (dense)"] = [(s, general_mean) for s in plan.sparsities]
+        svg_lines(out_dir / f"{prefix}{kind}_accuracy_vs_sparsity.svg", series,
+                  f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs sparsity", "sparsity (prunable weights)", "mean test accuracy")
+        series = {}
+        for method in dict.fromkeys(r["method"] for r in size_rows):
+            pts = {}
+            for r in size_rows:
+                if r["type"] == kind and r["method"] == method:
+                    pts.setdefault(r["n_adapt"], []).append(r["accuracy"])
+            series[method] = [(n, mean(v)) for n, v in pts.items()]
+        series["general"] = [(n, general_mean) for n in plan.adapt_sizes]
+        svg_lines(out_dir / f"{prefix}{kind}_accuracy_vs_adapt_size.svg", series,
+                  f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs unlabeled images", "unlabeled adaptation images", "mean test accuracy", log_x=True)
+
+    print(f"\n{'type':13s} {'method':22s} {'acc':>6s} {'gain':>7s} {'min':>7s} {'W/L':>5s} {'spars':>5s} {'sec':>6s}")
+    for r in summary:
+        print(f"{r['type']:13s} {r['method']:22s} {r['accuracy_mean']:6.3f} {r['gain_mean']:+7.3f} {r['gain_min']:+7.3f} "
+              f"{r['wins']:2d}/{r['losses']:<2d} {r['sparsity_mean']:5.2f} {r['seconds_mean']:6.2f}")
+    say(f"wrote {prefix}*.csv/svg to {out_dir}")
+    return 0
