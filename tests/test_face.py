@@ -333,3 +333,55 @@ def test_training_command_is_seeded_and_reproducible(tmp_path):
         assert torch.equal(pa, pb), name
     card = json.loads((tmp_path / "a.json").read_text())
     assert card["domain"] == "face" and card["training"]["seed"] == 3
+
+
+# ----------------------------------------------------------------------------- benchmark pieces
+
+
+def test_capture_condition_is_consistent_and_changes_the_image():
+    from fineprune.bench_face import apply_condition, capture_condition
+
+    crops = np.stack([draw_face(48), np.fliplr(draw_face(48)).copy()])
+    cond = capture_condition(np.random.default_rng(0))
+    a = apply_condition(crops, cond, np.random.default_rng(1))
+    b = apply_condition(crops, cond, np.random.default_rng(1))
+    assert a.shape == crops.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b)  # seeded
+    assert np.abs(a.astype(int) - crops.astype(int)).mean() > 3  # it is a real change of camera
+
+
+def test_class_subset_individuals_are_disjoint_and_show_k_classes():
+    from fineprune.bench_face import class_subset_individuals
+
+    y = np.repeat(np.arange(7), 100)
+    y[:30] = 1  # a rare class, like "disgust"
+    people = class_subset_individuals(y, 2, 10, 20, np.random.default_rng(0))
+    assert [p[1] for p in people] == [2, 2, 3, 3, 4, 4]
+    for name, k, classes, adapt, test in people:
+        assert not set(adapt) & set(test)
+        assert set(y[adapt]) == set(classes) == set(y[test]) and len(classes) == k
+
+
+def test_drop_unused_removes_classes_the_person_never_shows():
+    from fineprune.bench_face import drop_unused
+
+    class Fixed(torch.nn.Module):  # predicts class 0 for x>0, class 3 otherwise; class 5 scores second
+        def forward(self, x):
+            s = x.flatten(1).mean(1)
+            logits = torch.zeros(len(x), 7)
+            logits[:, 0], logits[:, 3], logits[:, 5] = s * 10, -s * 10, 1.0
+            return logits
+
+    x = torch.cat([torch.ones(6, 1, 4, 4), -torch.ones(4, 1, 4, 4)])
+    wrapped, kept = drop_unused(Fixed(), x, 0.0)
+    assert kept == [0, 3]
+    zero = torch.zeros(1, 1, 4, 4)  # the general model would say class 5 here
+    assert Fixed()(zero).argmax(1).item() == 5 and wrapped(zero).argmax(1).item() in (0, 3)
+
+
+def test_svg_plot_is_written(tmp_path):
+    from fineprune.bench_face import svg_lines
+
+    svg_lines(tmp_path / "p.svg", {"a": [(0.5, 0.6), (0.8, 0.55)], "b": [(0.5, 0.5), (0.8, float("nan"))]}, "t", "x", "y")
+    text = (tmp_path / "p.svg").read_text()
+    assert text.startswith("<svg") and text.count("<polyline") == 2
