@@ -56,7 +56,7 @@ def logmel_figure(features: torch.Tensor, *, hop_seconds: float | None = None, t
     mel = features.detach().float().reshape(-1, features.shape[-1]).numpy()
     x = np.arange(mel.shape[1]) * hop_seconds if hop_seconds else np.arange(mel.shape[1])
     fig = go.Figure(
-        go.Heatmap(z=mel, x=x, colorscale="Viridis", colorbar=dict(title="level<br>(scaled)"))
+        go.Heatmap(z=mel, x=x, colorscale="Viridis", colorbar=dict(title=dict(text="level", font=dict(size=13))))
     )
     return _layout(fig, title, "time (s)" if hop_seconds else "frame", "mel band", height=260)
 
@@ -114,7 +114,7 @@ def _energy_matrix(energies, layers: Sequence[str]) -> np.ndarray:
 def energy_heatmap(energies, layers: Sequence[str], title: str) -> go.Figure:
     z = _energy_matrix(energies, layers)
     fig = go.Figure(go.Heatmap(z=z, y=list(layers), colorscale="Greens", zmin=0, zmax=1,
-                               colorbar=dict(title="energy<br>(÷ layer max)"),
+                               colorbar=dict(title=dict(text="× layer max", font=dict(size=13))),
                                hovertemplate="%{y} unit %{x}: %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
     return _layout(fig, title, "unit (channel / neuron)", "layer", height=max(300, 60 + 38 * len(layers)))
@@ -128,8 +128,8 @@ def layer_energy_figure(person, general, layer: str) -> go.Figure:
     fig = go.Figure(go.Bar(x=units, y=p[order], name="your data", marker_color=PERSON))
     if general is not None and layer in general:
         g = general[layer].out_rms.detach().float().numpy()
-        fig.add_trace(go.Bar(x=units, y=g[order], name="general data", marker_color=GENERAL, opacity=0.6))
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+        fig.add_trace(go.Bar(x=units, y=g[order], name="general data", marker_color=GENERAL))
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return _layout(fig, f"{layer}: energy per unit (sorted by your data)", "unit rank (most used by you first)", "RMS activation")
 
 
@@ -138,7 +138,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     support = cm.sum(1, keepdims=True)
     share = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
     fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), colorscale="Blues", zmin=0, zmax=1,
-                               text=cm.astype(int), texttemplate="%{text}", colorbar=dict(title="share of<br>true class"),
+                               text=cm.astype(int), texttemplate="%{text}",
+                               colorbar=dict(title=dict(text="share of<br>true class", font=dict(size=13))),
                                hovertemplate="said %{y}, heard %{x}: %{text}<extra></extra>"))
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category", autorange="reversed")

@@ -181,7 +181,7 @@ def test_record_photo_prune_and_stay_on_localhost(server, page):
     # 1. a deep link on a fresh server still gets the app's navigation (studio/navigation.py)
     page.goto(url + "/voice")
     page.get_by_role("heading", name=re.compile("Your voice")).wait_for(timeout=60_000)
-    assert page.locator("[data-testid='stSidebarNav']").get_by_text("Fine-prune").count() == 1
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Fine-prune").wait_for(timeout=30_000)
 
     # 2. record one digit through the real microphone widget
     record = page.locator("[data-testid='stAudioInputActionButton']").first
@@ -218,10 +218,11 @@ def test_record_photo_prune_and_stay_on_localhost(server, page):
     assert len(values) >= 2 and all(v.strip().endswith("%") for v in values[:2]), values
     shot(page, "fine_prune")
 
-    # 5. every other page renders (and gets a screenshot)
-    for name in ("Explore", "Export", "Home"):
+    # 5. every other page renders (and gets a screenshot); Explore draws its curve on the first visit
+    ready = {"Explore": "Criteria compared", "Export": "Plots", "Home": "Try it in one click"}
+    for name, heading in ready.items():
         page.locator("[data-testid='stSidebarNav']").get_by_text(name).click()
-        page.wait_for_timeout(1000)
+        page.get_by_role("heading", name=re.compile(heading)).wait_for(timeout=60_000)
         wait_idle(page)
         no_exceptions(page)
         shot(page, name.lower())
