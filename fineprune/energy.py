@@ -77,16 +77,34 @@ def reiterable(data, batch_size: int = 64):
     return list(iter_batches(data, batch_size))
 
 
+CHUNK_ELEMENTS = 1 << 17  # float64 work in cache-sized slices of the batch: ~4x faster than whole batches
+
+
 def _channel_reduce(t: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Sums of |t|, t^2, t over every dim but ``channel_dim``, in float64, and the position count.
 
-    Reduces over the other dims in place (no channels-last copy): ~3-6x faster on conv activations.
+    Reduces over the other dims in place (no channels-last copy), a few examples at a time so the
+    float64 temporaries stay in cache.
     """
     t = t.detach()
     channel_dim %= t.dim()
     dims = [d for d in range(t.dim()) if d != channel_dim]
-    wide = t.to(torch.float64)
-    return wide.abs().sum(dims), (wide * wide).sum(dims), wide.sum(dims), t.numel() // max(1, t.shape[channel_dim])
+    channels = t.shape[channel_dim]
+    absolute = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    total = torch.zeros(channels, dtype=torch.float64)
+    # a few examples at a time (the batch is dim 0); a tensor whose channels are dim 0 in one go
+    parts = [t] if channel_dim == 0 or len(t) == 0 else t.split(max(1, CHUNK_ELEMENTS // max(1, t[0].numel())))
+    for part in parts:
+        wide = part.to(torch.float64)
+        part_total = wide.sum(dims)
+        total += part_total
+        if part.numel() and bool(part.min() >= 0):  # after ReLU: |t| == t, the sum is the answer
+            absolute += part_total
+        else:  # |t| is exact in float32; taking it before widening halves the traffic
+            absolute += part.abs().to(torch.float64).sum(dims)
+        squares += (wide * wide).sum(dims)
+    return absolute, squares, total, t.numel() // max(1, channels)
 
 
 class _Accumulator:
@@ -94,14 +112,17 @@ class _Accumulator:
         self.sums: dict[str, torch.Tensor] = {}
         self.positions: dict[str, int] = {}
 
-    def add(self, key: str, t: torch.Tensor, channel_dim: int) -> None:
-        s_abs, s_sq, s_sum, n = _channel_reduce(t, channel_dim)
+    def add(self, key: str, t: torch.Tensor, channel_dim: int, reduced: tuple | None = None) -> tuple:
+        """Accumulate the channel sums of ``t`` (or sums already ``reduced`` from the same tensor)."""
+        reduced = reduced if reduced is not None else _channel_reduce(t, channel_dim)
+        s_abs, s_sq, s_sum, n = reduced
         if key in self.sums:
             self.sums[key] += torch.stack([s_abs, s_sq, s_sum])
             self.positions[key] += n
         else:
             self.sums[key] = torch.stack([s_abs, s_sq, s_sum])
             self.positions[key] = n
+        return reduced
 
     def means(self, key: str) -> torch.Tensor:
         return (self.sums[key] / max(1, self.positions[key])).to(torch.float32)
@@ -109,6 +130,20 @@ class _Accumulator:
 
 def _channel_dim(module: nn.Module) -> int:
     return -1 if isinstance(module, nn.Linear) else 1
+
+
+def _norms_fed_directly(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
+    """BatchNorm name -> the conv right before it in an ``nn.Sequential`` (its input *is* that output)."""
+    fed = {}
+    for prefix, container in model.named_modules():
+        if not isinstance(container, nn.Sequential):
+            continue
+        children = list(container.named_children())
+        for (before, _), (name, child) in zip(children, children[1:]):
+            full_before = f"{prefix}.{before}" if prefix else before
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and full_before in layers:
+                fed[f"{prefix}.{name}" if prefix else name] = full_before
+    return fed
 
 
 @torch.inference_mode()
@@ -129,6 +164,9 @@ def record_energy(
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     acc = _Accumulator()
     handles = []
+    fed = _norms_fed_directly(model, targets)  # their input statistics equal the conv's output statistics
+    feeds = set(fed.values())
+    last_output: dict[str, tuple] = {}  # conv name -> (output tensor, its channel sums), until its BN reads them
     for name, module in targets.items():
         dim = _channel_dim(module)
 
@@ -136,12 +174,19 @@ def record_energy(
             acc.add(name + ":in", args[0], dim)
 
         def post_hook(mod, args, out, name=name, dim=dim):
-            acc.add(name + ":out", out, dim)
+            reduced = acc.add(name + ":out", out, dim)
+            if name in feeds:
+                last_output[name] = (out, reduced)
 
         handles.append(module.register_forward_pre_hook(pre_hook))
         handles.append(module.register_forward_hook(post_hook))
     for name, module in norms.items():
-        handles.append(module.register_forward_pre_hook(lambda mod, args, name=name: acc.add(name + ":bn", args[0], 1)))
+
+        def norm_hook(mod, args, name=name):
+            tensor, reduced = last_output.pop(fed.get(name), (None, None))
+            acc.add(name + ":bn", args[0], 1, reduced if tensor is args[0] else None)
+
+        handles.append(module.register_forward_pre_hook(norm_hook))
 
     was_training = model.training
     model.eval()
