@@ -272,6 +272,41 @@ def test_one_shot_mask_selection_equals_the_stable_sort():
             assert all(torch.equal(first[n], later[n]) for n in first), (scope, sparsity)
 
 
+def test_fast_energy_recording_matches_a_plain_float64_reference():
+    """The chunked, deduplicated hooks must give what one float64 pass over all the data gives."""
+    from fineprune.energy import record_energy
+    from fineprune.models import prunable_layers
+
+    model, x = make_vgg(VGG2D), inputs(VGG2D, n=50)
+    captured: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, module in prunable_layers(model).items():
+        hooks.append(module.register_forward_pre_hook(lambda m, a, name=name: captured.setdefault(name + ":in", []).append(a[0].clone())))
+        hooks.append(module.register_forward_hook(lambda m, a, o, name=name: captured.setdefault(name + ":out", []).append(o.clone())))
+    with torch.no_grad():
+        for i in range(0, len(x), 16):
+            model(x[i : i + 16])
+    for h in hooks:
+        h.remove()
+    record = record_energy(model, x, batch_size=16)
+
+    def reference(key):
+        t = torch.cat(captured[key]).double()
+        flat = t.movedim(1, -1).reshape(-1, t.shape[1])
+        return flat.abs().mean(0).float(), (flat * flat).mean(0).float(), flat.mean(0).float()
+
+    for name, energy in record.items():
+        r_abs, r_sq, r_mean = reference(name + ":in")
+        assert torch.allclose(energy.in_abs, r_abs, rtol=1e-6) and torch.allclose(energy.in_sq, r_sq, rtol=1e-6)
+        assert torch.allclose(energy.in_mean, r_mean, rtol=1e-6, atol=1e-9)
+        o_abs, o_sq, o_mean = reference(name + ":out")
+        assert torch.allclose(energy.out_abs, o_abs, rtol=1e-6) and torch.allclose(energy.out_sq, o_sq, rtol=1e-6)
+        norm = name.replace("conv", "bn")
+        if norm in record.batchnorm:  # the BN right after a conv reuses the conv's output sums
+            assert torch.allclose(record.batchnorm[norm].mean, o_mean, rtol=1e-6, atol=1e-9)
+            assert torch.allclose(record.batchnorm[norm].var, (o_sq.double() - o_mean.double() ** 2).clamp_min(0).float(), rtol=1e-5, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- bench perf (smoke)
 @pytest.mark.slow
 def test_bench_perf_quick_writes_every_key(tmp_path, capsys):
