@@ -25,9 +25,10 @@ PAGES = [
 PAGES_WITH_OWN_PROGRESS = {"fine_prune", "explore"}
 
 page = st.navigation(PAGES)
-session = state.get()
-jobs.collect(session)  # a job that ended since the last run: its result or message goes into the state
+# state.get() each time, never a module-level name: the script's module outlives the run and would
+# keep an ended session's state (and its job) alive
+jobs.collect(state.get())  # a job that ended since the last run: its result or message goes into the state
 if page.url_path not in PAGES_WITH_OWN_PROGRESS:
     with st.sidebar:
-        jobs.progress_panel(session, key="sidebar", compact=True)
+        jobs.progress_panel(state.get(), key="sidebar", compact=True)
 page.run()
