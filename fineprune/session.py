@@ -26,7 +26,7 @@ from torch import nn
 
 from .energy import EnergyRecord, record_energy
 from .errors import ConfigError, FinePruneError, InputDataError, JobCancelled, RecordingLimitError
-from .evaluation import Evaluation, count_flops, evaluate
+from .evaluation import Evaluation, evaluate
 from .models import prunable_layers
 from .pipeline import PruneResult, PruneSettings, PruningSweep
 
@@ -529,8 +529,9 @@ def layer_positions(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return positions
 
 
-def compute_savings(report: dict, positions: dict[str, int], total_flops: float) -> dict:
-    """Connections and multiply-add FLOPs (2 per MAC, per input) removed by the masks."""
+def compute_savings(report: dict, positions: dict[str, int]) -> dict:
+    """Connections and multiply-add FLOPs (2 per MAC, per input) of the conv/linear layers removed
+    by the masks. (Counted from shapes: ``torch.utils.flop_counter`` costs seconds on first use.)"""
     dense = removed = 0.0
     rows = []
     for row in report["layers"]:
@@ -547,7 +548,6 @@ def compute_savings(report: dict, positions: dict[str, int], total_flops: float)
         "connections_removed": pruned,
         "layer_flops": dense,
         "flops_removed": removed,
-        "model_flops": total_flops,  # the whole forward pass (incl. BN, pooling), dense
         "layers": rows,
     }
 
@@ -593,7 +593,6 @@ class Personalization:
             "connections_removed": self.savings["connections_removed"],
             "flops_prunable_layers": self.savings["layer_flops"],
             "flops_removed": self.savings["flops_removed"],
-            "flops_model_dense": self.savings["model_flops"],
             "layers": self.savings["layers"],
             "seconds": self.seconds,
         }
@@ -640,7 +639,7 @@ def personalize(
         )
     report(0.98, "counting the connections and FLOPs removed")
     example = person.adapt_x[:1]
-    savings = compute_savings(result.report, layer_positions(copy.deepcopy(general), example), count_flops(general, example))
+    savings = compute_savings(result.report, layer_positions(copy.deepcopy(general), example))
     _check(cancel)
     sweep.cancel = None  # the sweep outlives the job (Explore page); its lease must not cancel it later
     report(1.0, "done")

@@ -60,8 +60,8 @@ def results_ui(run: Personalization) -> None:
     c.metric("Connections removed", ui.pct(s["connections_removed"] / max(1, s["connections"])),
              help=f"{s['connections_removed']:,} of {s['connections']:,} weights in the prunable layers")
     d.metric("FLOPs removed per input", ui.human(s["flops_removed"]),
-             help=f"multiply-adds in pruned weights (2 FLOPs each) of {ui.human(s['layer_flops'])} in the prunable layers; "
-                  f"the whole dense forward pass is {ui.human(s['model_flops'])} FLOPs")
+             help=f"multiply-adds through pruned weights (2 FLOPs each), of {ui.human(s['layer_flops'])} FLOPs "
+                  "in all conv/linear layers for one input")
     if run.before is None:
         st.info("No check clips, so accuracy cannot be measured: give some clips a label and keep them for checking.")
 

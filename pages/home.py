@@ -10,12 +10,12 @@ from studio import figures, models, state, ui
 from studio.actions import start_personalization
 
 
-def demo_choice() -> tuple[str, str] | None:
-    """(model, demo individual) for the one-click demo: the first model that ships demo individuals."""
+def demo_choice() -> tuple[str, list[str]] | None:
+    """(model, its demo individuals) for the one-click demo: the first model that ships some."""
     for name in models.model_specs():
         demos = models.demo_names(name)
         if demos:
-            return name, demos[0]
+            return name, demos
     return None
 
 
@@ -37,9 +37,10 @@ def home_ui() -> None:
             st.info("No demo individuals are installed (assets/demo/ is empty), so the one-click demo is off. "
                     "Record your own clips on the Voice or Face page instead.")
         else:
-            name, individual = choice
-            st.write(f"Personalizes the **{name}** model to the shipped demo speaker **{individual}** "
-                     "(a synthetic voice) and shows accuracy before and after. No microphone needed; about half a minute.")
+            name, demos = choice
+            individual = st.selectbox("Demo individual (synthetic, shipped with the app)", demos, key="home_demo")
+            st.write(f"Personalizes the **{name}** model to **{individual}**, using half of their clips without labels, "
+                     "and scores the other half before and after. No microphone needed; about half a minute.")
             if st.button("Run the demo", type="primary", icon="▶️", disabled=session.jobs.running, key="run_demo"):
                 with ui.friendly_errors("The demo"):
                     bundle = models.bundle_for(name)
