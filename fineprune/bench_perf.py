@@ -669,13 +669,13 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"4. structured speed-up at {s}%", f"{r[key]:.2f}x", target, ok,
                      f"batch of {r['latency_batch']} clips, {layout.replace('_', '-')} layout (the dense model's fastest); "
                      f"batch of 1 {r[f'structured_speedup_batch1_at_{s}']:.2f}x; {'; '.join(other + [''])}"
-                     f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; max |diff| {r[f'structured_max_abs_diff_at_{s}']:.1e}"))
+                     f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; largest output difference {r[f'structured_max_abs_diff_at_{s}']:.1e}"))
     rows.append(("4. masks only (torch.prune) at 50%", f"{r['masked_speedup_at_50']:.2f}x", "--", "--", "what pruning with masks alone buys"))
     add("sparse_file_ratio_at_70", "5. file: dense ÷ sparse 70%",
-        f"{r['dense_bytes'] * mb:.2f} MB -> {r['sparse_70_bytes'] * mb:.2f} MB; reload max |diff| {r['sparse_70_reload_max_abs_diff']:.1e}; "
+        f"{r['dense_bytes'] * mb:.2f} MB -> {r['sparse_70_bytes'] * mb:.2f} MB; reloaded outputs differ by at most {r['sparse_70_reload_max_abs_diff']:.1e}; "
         f"masked file: {r['masked_file_ratio_at_70']:.2f}x")
     add("structured_file_ratio_at_50", "5. file: dense ÷ structured 50%",
-        f"-> {r['structured_50_bytes'] * mb:.2f} MB; reload max |diff| vs the masked model {r['structured_50_reload_max_abs_diff']:.1e}")
+        f"-> {r['structured_50_bytes'] * mb:.2f} MB; reloaded outputs differ from the masked model by at most {r['structured_50_reload_max_abs_diff']:.1e}")
     growth = ""
     if "personalize_peak_bytes_x2" in r:
         growth = f"; at 2x the clips {r['personalize_peak_bytes_x2'] * mb:.1f} MB"

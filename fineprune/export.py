@@ -163,8 +163,18 @@ class _BorderFold:
         self.register_buffer("folded_kernel", torch.zeros(self.out_channels, 1, *self.kernel_size))
         self._fold_cache: dict = {}
 
+    def _kernel_stamp(self):
+        try:
+            return self.folded_kernel._version
+        except RuntimeError:  # an inference tensor (built under inference_mode) keeps no version
+            return None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._fold_cache = {}
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _fold_map(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape[2:]), x.dtype, x.device, self.folded_kernel._version)
+        key = (tuple(x.shape[2:]), x.dtype, x.device, self.folded_kernel.data_ptr(), self._kernel_stamp())
         cached = self._fold_cache.get(key)
         if cached is None:
             with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in any mode

@@ -205,6 +205,15 @@ def test_unknown_format_is_a_config_error():
         save_personalized(io.BytesIO(), make_vgg(VGG2D), VGG2D, {}, "zip")
 
 
+def test_structured_bundle_loads_and_runs_inside_inference_mode():
+    model, x = make_vgg(VGG2D), inputs(VGG2D)
+    pruned = fine_prune(model, x, sparsity=0.5, criterion="channel").model
+    data = save_to_bytes(pruned, VGG2D, "structured")
+    with torch.inference_mode():  # the Studio scores under inference_mode; the border fold must cope
+        loaded = load_bundle(data)
+        assert (loaded.model(x) - outputs(pruned, x)).abs().max() < TOLERANCE
+
+
 def test_exported_model_can_be_personalized_and_exported_again():
     model, x = make_vgg(VGG2D), inputs(VGG2D)
     first = export_structured(fine_prune(model, x, sparsity=0.5, criterion="channel").model, VGG2D)
