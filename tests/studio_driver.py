@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -17,6 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 PAGES = {"home": "pages/home.py", "voice": "pages/voice.py", "face": "pages/face.py",
          "fine_prune": "pages/fine_prune.py", "explore": "pages/explore.py", "export": "pages/export.py"}
+
+
+@pytest.fixture(autouse=True)
+def real_server_navigation(monkeypatch):
+    """Import into a test module that clicks buttons. AppTest resets
+    ``PagesManager.uses_pages_directory`` before every run, so with this app's ``pages/`` folder each
+    run would start in Streamlit's v1 multipage mode, where ``studio.navigation`` reruns once and
+    drops that run's button clicks. A real server leaves that mode after its first run."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def studio_models(folder: Path) -> str:
