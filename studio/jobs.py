@@ -104,7 +104,7 @@ def collect(state) -> None:
         if outcome.kind == "personalize":
             state.run = outcome.result
             state.criteria_rows = state.baseline_rows = None  # they belonged to the previous run
-            state.say("success", "Fine-pruning finished: results below.")
+            state.say("toast", "Fine-pruning finished: results on the Fine-prune page.")
         elif outcome.kind == "criteria":
             state.criteria_rows = outcome.result
         elif outcome.kind == "baselines":

@@ -30,7 +30,10 @@ def friendly_errors(what: str = "That"):
 def show_flash(state) -> None:
     """Messages left by the previous run (job outcomes, what an upload added)."""
     for level, message in state.flash:
-        getattr(st, level if level in ("success", "info", "warning", "error") else "info")(message)
+        if level == "toast":  # brief, on whatever page is open
+            st.toast(message, icon="✅")
+        else:
+            getattr(st, level if level in ("success", "info", "warning", "error") else "info")(message)
     state.flash.clear()
 
 
