@@ -324,11 +324,16 @@ class Recordings:
         """Decide the adaptation set and the check set (disjoint).
 
         ``use`` of a clip wins ("adapt", "check", "skip"); "auto" clips of each label give their
-        first ``check_per_label`` to the check set and the rest to adaptation, at most
-        ``max_adapt_per_label`` per label. Unlabeled clips can only adapt (no label to score).
+        first ``check_per_label`` to the check set -- but always leave at least one of the label's
+        clips to adaptation -- and the rest to adaptation, at most ``max_adapt_per_label`` per
+        label. Unlabeled clips can only adapt (no label to score).
         """
         if check_per_label < 0 or (max_adapt_per_label is not None and max_adapt_per_label < 0):
             raise ConfigError("clip counts per label cannot be negative")
+        auto_counts: dict[str, int] = {}
+        for clip in self.clips:
+            if clip.use == "auto" and clip.label is not None:
+                auto_counts[clip.label] = auto_counts.get(clip.label, 0) + 1
         adapt, check = [], []
         checked: dict[str, int] = {}
         adapted: dict[str, int] = {}
@@ -339,7 +344,8 @@ class Recordings:
             if clip.use == "check" and label is not None:
                 check.append(clip.id)
                 continue
-            if clip.use == "auto" and label is not None and checked.get(label, 0) < check_per_label:
+            if (clip.use == "auto" and label is not None
+                    and checked.get(label, 0) < min(check_per_label, auto_counts[label] - 1)):
                 checked[label] = checked.get(label, 0) + 1
                 check.append(clip.id)
                 continue

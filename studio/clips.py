@@ -27,7 +27,8 @@ def split_ui(session, model_name: str, rec: Recordings, unit: str = "clip") -> S
     a, b = st.columns(2)
     choice.check_per_label = int(a.number_input(
         f"Check {unit}s per class", 0, 20, choice.check_per_label, key=f"check_per_label_{model_name}",
-        help="Labelled clips kept aside to score accuracy before and after. The pruner never sees them.",
+        help="Labelled clips kept aside to score accuracy before and after. The pruner never sees them. "
+             "At least one clip of each class is always left for adaptation.",
     ))
     choice.max_adapt_per_label = int(b.number_input(
         f"Adaptation {unit}s per class (at most)", 1, 200, choice.max_adapt_per_label, key=f"max_adapt_{model_name}",

@@ -440,6 +440,10 @@ def test_split_respects_use_labels_and_caps():
     data = rec.person_data(rec.split(check_per_label=1))
     assert data.adapt_x.shape == (len(data.adapt_ids), 1, 4, 4)
     assert data.check_y.tolist() == [0, 1]
+    lone = rec.add(decoded(), label="b")
+    rec.delete(clips[4].id)
+    rec.delete(clips[3].id)  # "b" now has a single clip: it adapts, even with check_per_label=5
+    assert lone.id in rec.split(check_per_label=5).adapt
     with pytest.raises(ConfigError):
         rec.relabel(clips[0].id, "zebra")
 

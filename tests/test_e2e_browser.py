@@ -146,6 +146,7 @@ def page(server, browser):
     tab = context.new_page()
     tab.requests = []
     tab.on("request", lambda request: tab.requests.append(request.url))
+    tab.on("websocket", lambda ws: tab.requests.append(ws.url))
     yield tab
     context.close()
 
@@ -183,14 +184,15 @@ def test_record_photo_prune_and_stay_on_localhost(server, page):
     page.get_by_role("heading", name=re.compile("Your voice")).wait_for(timeout=60_000)
     page.locator("[data-testid='stSidebarNav']").get_by_text("Fine-prune").wait_for(timeout=30_000)
 
-    # 2. record one digit through the real microphone widget
-    record = page.locator("[data-testid='stAudioInputActionButton']").first
-    record.click()
-    page.wait_for_timeout(3000)
-    page.locator("[data-testid='stAudioInputActionButton']").first.click()  # stop
-    page.get_by_role("heading", name="Your clips (1)").wait_for(timeout=60_000)
-    wait_idle(page)
-    no_exceptions(page)
+    # 2. record two prompted digits through the real microphone widget (Chromium plays digit.wav)
+    for n in (1, 2):
+        page.locator("[data-testid='stAudioInputActionButton']").first.click()  # record
+        page.wait_for_timeout(3000)
+        page.locator("[data-testid='stAudioInputActionButton']").first.click()  # stop
+        page.get_by_role("heading", name=f"Your clips ({n})").wait_for(timeout=60_000)
+        wait_idle(page)
+        no_exceptions(page)
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 3  # counts, waveform, log-mel
     shot(page, "voice")
 
     # 3. take a photo through the real camera widget
