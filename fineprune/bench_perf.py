@@ -87,11 +87,12 @@ class Plan:
     memory_scales: tuple[int, ...] = (1, 2)  # personalization peak at N and 2N clips
     memory_in_subprocess: bool = True
     memory_repeats: int = 3  # fresh processes per phase; the median is reported
+    person_clips: int = 0  # 0: all of the person's clips; else at most this many (quick)
 
     @classmethod
     def quick(cls) -> "Plan":
         return cls(clips=8, repeats=1, slider_steps=1, backprop_max_epochs=1, latency_repeats=1, warmup=0,
-                   memory_scales=(1,), memory_in_subprocess=False, memory_repeats=1)
+                   memory_scales=(1,), memory_in_subprocess=False, memory_repeats=1, person_clips=24)
 
 
 @dataclass
@@ -260,7 +261,18 @@ def load_subject(name: str, plan: Plan) -> Subject:
             f"clips: no demo clips in {DEMO_ROOT.relative_to(REPO)}/{bundle.domain} -- {plan.clips} synthetic inputs of shape "
             f"{tuple(shape)}; person: synthetic (labels = the general model's answers before a gain/offset shift)"
         )
+    if plan.person_clips:
+        person = thin_person(person, plan.person_clips)
     return Subject(name, bundle, clips, person, notes)
+
+
+def thin_person(person: Person, n: int) -> Person:
+    """At most ``n`` adaptation and ``n // 2`` check clips, spread over the (label-ordered) sets."""
+    def spread(x, y, k):
+        idx = torch.linspace(0, len(x) - 1, min(k, len(x))).round().long().unique()
+        return x[idx], y[idx]
+
+    return Person(person.name, *spread(person.adapt_x, person.adapt_y, n), *spread(person.test_x, person.test_y, max(1, n // 2)))
 
 
 # ----------------------------------------------------------------------------- measuring
