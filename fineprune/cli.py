@@ -86,6 +86,10 @@ def cmd_personalize(args) -> int:
     settings = None
     bundle = load_model(args.model)
     settings = settings_for(bundle.card, sparsity=args.sparsity, criterion=args.criterion)
+    if args.out and args.format == "structured":
+        from .export import check_exportable
+
+        check_exportable(bundle.model)  # refuse before the work, not after it
     domain = get_domain(bundle.domain)
     files = list_input_files(args.data, domain.suffixes, "--data")
     unlabeled = domain.load_files(files, bundle.card)

@@ -134,7 +134,10 @@ def sequential(layers: list[dict], **_descriptive) -> nn.Sequential:
 def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The leaf layers of nested ``nn.Sequential`` containers, in execution order."""
     if not isinstance(model, nn.Sequential):
-        raise ExportError(f"structured export needs an nn.Sequential network, got {type(model).__name__}")
+        raise ExportError(
+            f"structured export handles VGG-style nn.Sequential networks only, not a {type(model).__name__}; "
+            "save it as masked or sparse instead"
+        )
     leaves = []
 
     def walk(prefix: str, module: nn.Module):
@@ -147,6 +150,15 @@ def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     walk("", model)
     return leaves
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise ``ExportError`` now if ``model`` cannot be written in the structured format."""
+    leaves = sequential_leaves(model)
+    for name, module in leaves:
+        layer_spec(name, module)
+    if not any(isinstance(m, _PRUNABLE) for _, m in leaves):
+        raise ExportError("the network has no Conv/Linear layer to export")
 
 
 # ----------------------------------------------------------------------------- structured export

@@ -337,3 +337,25 @@ def test_bench_perf_quick_writes_every_key(tmp_path, capsys):
     for target in ("<= 1.3", ">= 50", "<= 150 ms", ">= 2", ">= 2.5", ">= 3"):
         assert target in printed
     assert "app start-up" in printed and "python -m fineprune bench perf" in md.read_text()
+
+
+def test_cli_refuses_structured_export_of_a_non_vgg_model_before_the_work(tmp_path, capsys, monkeypatch):
+    from fineprune import cli, pipeline
+    from fineprune.bundle import ModelBundle
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            return x.sum((1, 2, 3))[:, None] + self.conv(x).mean((1, 2, 3))[:, None]
+
+    bundle = ModelBundle(Residual(), {"arch": "custom"}, {"domain": "generic", "classes": ["a"], "input": {"shape": [1, 20, 18]}})
+    monkeypatch.setattr("fineprune.registry.load_model", lambda spec: bundle)
+    monkeypatch.setattr(pipeline, "fine_prune", lambda *a, **k: pytest.fail("personalized before refusing"))
+    data = write_arrays(tmp_path / "person", 3, (1, 20, 18))
+    code = cli.main(["personalize", "--model", "x", "--data", str(data), "--out", str(tmp_path / "o.pt"), "--format", "structured"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "VGG-style" in err and len(err.strip().splitlines()) == 1
