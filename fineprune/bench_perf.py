@@ -333,10 +333,6 @@ def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
     }
 
 
-class _StopTraining(Exception):
-    pass
-
-
 def measure_backprop(subject: Subject, settings, plan: Plan) -> dict:
     """Backprop epochs until the check accuracy first reaches fine-pruning's, vs fine-pruning."""
     from .training import train_classifier
