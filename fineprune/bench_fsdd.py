@@ -1,0 +1,406 @@
+"""Reproduction benchmark on FSDD: ``python -m fineprune bench fsdd [--quick] [--out docs/results]``.
+
+Protocol (leave-one-speaker-out): for each of the six speakers, a general model trained without
+that speaker (``runs/fsdd/loso_<speaker>.pt``, trained here when missing) is personalized to the
+speaker's takes 5-49 (the unlabeled adaptation pool; labels hidden from every method except
+backprop) and scored on takes 0-4 (the official test split) plus any adaptation takes a run
+leaves unused. Outputs in ``--out``:
+
+- ``fsdd_methods.csv``: general, fine-pruning (default settings), BN-adapt, backprop with
+  labels, SVD at matched parameters, controls (magnitude, random, general-data energies),
+  prior EM -- accuracy, sparsity, FLOPs and seconds per speaker;
+- ``fsdd_sparsity.csv`` / ``.png`` (Fig. 3a analog): accuracy vs sparsity per criterion;
+- ``fsdd_clips.csv`` / ``.png`` (Fig. 3b): accuracy vs adaptation clips per digit;
+- ``fsdd_subsets.csv`` / ``.png`` (Fig. 3c): individuals who use 2, 3, 5 or 10 digits;
+- ``fsdd_selection.csv``: the candidate pipelines the default was chosen from, scored on the
+  *adaptation* clips' hidden labels (never the test takes), with the nested leave-one-speaker-out
+  choice per speaker;
+- ``fsdd_summary.md``: the tables quoted in docs/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .benchmark import Individual, compare_methods, sparsity_curve
+from .bundle import load_bundle
+from .evaluation import accuracy
+from .pipeline import DEFAULT_SETTINGS, PruneSettings, PruningSweep
+from .voice import (
+    DEFAULT_ARCH,
+    DEFAULT_EPOCHS,
+    FSDD_SPEAKERS,
+    REPO,
+    ClipSet,
+    feature_settings,
+    load_fsdd,
+    train_and_save,
+)
+
+SPARSITIES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CURVE_CRITERIA = ("energy", "energy_rms", "channel", "magnitude", "random")
+CLIPS_PER_DIGIT = (1, 2, 5, 10, 20, 45)
+SUBSET_SIZES = (2, 3, 5, 10)
+SUBSETS_PER_SIZE = 2
+SELECTION_SPARSITIES = (0.5, 0.6, 0.7)
+
+
+def candidate_pipelines() -> dict[str, PruneSettings]:
+    """Label-free, backprop-free variants the default is chosen from (sparsity set separately)."""
+    base = PruneSettings()
+    return {
+        "energy/layer": base.replace(criterion="energy", scope="layer"),
+        "energy/row": base.replace(criterion="energy", scope="row"),
+        "energy_rms/layer": base.replace(criterion="energy_rms", scope="layer"),
+        "energy_rms/row": base.replace(criterion="energy_rms", scope="row"),
+        "energy_rms/global": base.replace(criterion="energy_rms", scope="global"),
+        "energy_rms/layer/no-bias-corr": base.replace(criterion="energy_rms", bias_correction=False),
+        "energy_rms/layer/no-recal": base.replace(criterion="energy_rms", recalibrate_bn="none"),
+        "energy_rms/layer/all-layers": base.replace(criterion="energy_rms", spare_first=False, spare_last=False),
+    }
+
+
+@dataclass
+class Speaker:
+    name: str
+    clips: ClipSet  # all 500 of the speaker's clips
+
+
+def individual(speaker: Speaker, per_digit: int = 45, digits: tuple[int, ...] | None = None, name: str | None = None) -> Individual:
+    """Adaptation = the first ``per_digit`` of takes 5-49 of each digit; test = takes 0-4 + unused takes."""
+    c = speaker.clips
+    use = torch.ones(len(c), dtype=torch.bool) if digits is None else torch.isin(c.y, torch.tensor(digits))
+    adapt = use & (c.takes >= 5) & (c.takes < 5 + per_digit)
+    test = use & ~adapt
+    return Individual(
+        name=name or speaker.name,
+        adapt_x=c.x[adapt],
+        test_x=c.x[test],
+        test_y=c.y[test],
+        adapt_y=c.y[adapt],
+    )
+
+
+def general_sample(fsdd: ClipSet, held_out: str, n: int = 450, seed: int = 0) -> torch.Tensor:
+    """Clips of the general model's own training speakers: the 'general data' energy control."""
+    others = fsdd.without_speaker(held_out)
+    idx = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:n]
+    return others.x[idx]
+
+
+def ensure_loso_models(data: Path, folder: Path, speakers, epochs: int, log) -> dict[str, Path]:
+    paths = {}
+    for speaker in speakers:
+        path = folder / f"loso_{speaker}.pt"
+        if not path.exists():
+            log(f"training the general model without {speaker} ({epochs} epochs) -> {path}")
+            start = time.perf_counter()
+            _, card = train_and_save(
+                data, path, exclude_speaker=speaker, arch=DEFAULT_ARCH, epochs=epochs,
+                command=f"python -m fineprune train voice --data {data} --out {path} --exclude-speaker {speaker} --epochs {epochs}",
+            )
+            log(f"  held-out accuracy {card['held_out']['accuracy']:.3f} ({time.perf_counter() - start:.0f} s)")
+        paths[speaker] = path
+    return paths
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+# --------------------------------------------------------------------------- default selection
+def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings], sparsities) -> list[dict]:
+    """Each candidate pipeline at each sparsity: accuracy on the adaptation clips (dev, labels hidden
+    from the pruner) and on the test takes (reported only)."""
+    person = individual(speaker)
+    rows = []
+    for label, settings in candidates.items():
+        sweep = PruningSweep(model, person.adapt_x, settings)
+        for s in sparsities:
+            pruned = sweep.result_at(s).model
+            rows.append(
+                {
+                    "individual": speaker.name,
+                    "pipeline": label,
+                    "sparsity_target": s,
+                    "dev_accuracy": accuracy(pruned, person.adapt_x, person.adapt_y),
+                    "test_accuracy": accuracy(pruned, person.test_x, person.test_y),
+                }
+            )
+    return rows
+
+
+def nested_choice(rows: list[dict], general_dev: dict[str, float], min_sparsity: float = 0.5) -> dict[str, dict]:
+    """For each speaker, pick (pipeline, sparsity) from the *other* speakers' dev accuracy only.
+
+    Rule: among candidates at >= ``min_sparsity``, the highest sparsity whose mean dev gain over
+    the general model (on the other speakers) is within 0.5 points of the best mean dev gain;
+    ties -> the best gain. Never looks at the chosen speaker's labels.
+    """
+    speakers = sorted({r["individual"] for r in rows})
+    choice = {}
+    for held in speakers + ["<all>"]:
+        others = [s for s in speakers if s != held]
+        table: dict[tuple[str, float], list[float]] = {}
+        for r in rows:
+            if r["individual"] in others and r["sparsity_target"] >= min_sparsity:
+                table.setdefault((r["pipeline"], r["sparsity_target"]), []).append(r["dev_accuracy"] - general_dev[r["individual"]])
+        means = {k: float(np.mean(v)) for k, v in table.items()}
+        if not means:  # a single speaker has no "others" to choose from
+            continue
+        best = max(means.values())
+        good = [k for k, v in means.items() if v >= best - 0.005]
+        pick = max(good, key=lambda k: (k[1], means[k]))
+        choice[held] = {"pipeline": pick[0], "sparsity": pick[1], "mean_dev_gain_on_others": means[pick]}
+    return choice
+
+
+# --------------------------------------------------------------------------- plots
+def plot_all(out: Path, curve: list[dict], clips: list[dict], subsets: list[dict], general: dict[str, float]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: CSVs written, plots skipped", file=sys.stderr)
+        return []
+    made = []
+    mean_general = float(np.mean(list(general.values())))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for criterion in dict.fromkeys(r["criterion"] for r in curve):
+        pts = [r for r in curve if r["criterion"] == criterion]
+        xs = sorted({r["sparsity_target"] for r in pts})
+        ys = [100 * np.mean([r["accuracy"] for r in pts if r["sparsity_target"] == x]) for x in xs]
+        ax.plot([100 * x for x in xs], ys, marker="o", ms=3, label=criterion)
+    ax.axhline(100 * mean_general, color="k", ls="--", lw=1, label="general model")
+    ax.set(xlabel="sparsity of prunable layers (%)", ylabel="test accuracy (%)", title="FSDD, mean of held-out speakers (Fig. 3a analog)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fsdd_sparsity.png", dpi=120)
+    plt.close(fig)
+    made.append("fsdd_sparsity.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in clips):
+        xs = sorted({r["clips_per_digit"] for r in clips if r["method"] == method})
+        ys = [100 * np.mean([r["accuracy"] for r in clips if r["method"] == method and r["clips_per_digit"] == x]) for x in xs]
+        ax.plot(xs, ys, marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set(xlabel="adaptation clips per digit", ylabel="test accuracy (%)", title="Data needed (Fig. 3b analog)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fsdd_clips.png", dpi=120)
+    plt.close(fig)
+    made.append("fsdd_clips.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in subsets):
+        xs = sorted({r["n_digits"] for r in subsets if r["method"] == method})
+        ys = [100 * np.mean([r["accuracy"] for r in subsets if r["method"] == method and r["n_digits"] == x]) for x in xs]
+        ax.plot(xs, ys, marker="o", label=method)
+    ax.set(xlabel="digits the individual uses", ylabel="test accuracy (%, 10-way argmax)", title="Class-subset individuals (Fig. 3c analog)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fsdd_subsets.png", dpi=120)
+    plt.close(fig)
+    made.append("fsdd_subsets.png")
+    return made
+
+
+# --------------------------------------------------------------------------- summary
+def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets: list[dict], choice: dict, settings: PruneSettings, meta: dict) -> str:
+    speakers = sorted({r["individual"] for r in methods})
+    by = {(r["individual"], r["method"]): r for r in methods}
+    order = [m for m in dict.fromkeys(r["method"] for r in methods)]
+    lines = [f"Default pipeline: `{json.dumps(settings.to_dict())}`", ""]
+    lines.append("| method | " + " | ".join(speakers) + " | mean | >= general | sparsity | GFLOPs | seconds |")
+    lines.append("|---" * (len(speakers) + 6) + "|")
+    for m in order:
+        accs = [by[(s, m)]["accuracy"] for s in speakers if (s, m) in by]
+        if len(accs) != len(speakers):
+            continue
+        wins = sum(by[(s, m)]["accuracy"] >= by[(s, "general")]["accuracy"] - 1e-9 for s in speakers)
+        sp = np.mean([by[(s, m)]["sparsity"] for s in speakers])
+        fl = np.mean([by[(s, m)]["flops"] for s in speakers]) / 1e9
+        sec = np.mean([by[(s, m)]["seconds"] for s in speakers])
+        lines.append(
+            f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | **{100 * np.mean(accs):.1f}** | {wins}/{len(speakers)} | {100 * sp:.0f}% | {fl:.2f} | {sec:.1f} |"
+        )
+    lines += ["", "Accuracy (%) vs sparsity, mean over speakers (Fig. 3a analog):", ""]
+    crits = list(dict.fromkeys(r["criterion"] for r in curve))
+    xs = sorted({r["sparsity_target"] for r in curve})
+    lines.append("| criterion | " + " | ".join(f"{100 * x:.0f}%" for x in xs) + " |")
+    lines.append("|---" * (len(xs) + 1) + "|")
+    for c in crits:
+        lines.append(f"| {c} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in curve if r['criterion'] == c and r['sparsity_target'] == x]):.1f}" for x in xs) + " |")
+    lines += ["", "Accuracy (%) vs adaptation clips per digit (Fig. 3b analog):", ""]
+    ks = sorted({r["clips_per_digit"] for r in clips})
+    lines.append("| method | " + " | ".join(str(k) for k in ks) + " |")
+    lines.append("|---" * (len(ks) + 1) + "|")
+    for m in dict.fromkeys(r["method"] for r in clips):
+        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in clips if r['method'] == m and r['clips_per_digit'] == k]):.1f}" for k in ks) + " |")
+    lines += ["", "Accuracy (%) of individuals using a subset of digits, 10-way argmax (Fig. 3c analog):", ""]
+    ns = sorted({r["n_digits"] for r in subsets})
+    lines.append("| method | " + " | ".join(f"{n} digits" for n in ns) + " |")
+    lines.append("|---" * (len(ns) + 1) + "|")
+    for m in dict.fromkeys(r["method"] for r in subsets):
+        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in subsets if r['method'] == m and r['n_digits'] == n]):.1f}" for n in ns) + " |")
+    if choice:
+        lines += ["", "Nested leave-one-speaker-out choice of the default (from the other speakers' adaptation clips):", ""]
+        lines.append("| held-out speaker | pipeline | sparsity | mean dev gain on the others |")
+        lines.append("|---|---|---|---|")
+        for s, c in choice.items():
+            lines.append(f"| {s} | {c['pipeline']} | {100 * c['sparsity']:.0f}% | {100 * c['mean_dev_gain_on_others']:+.1f} |")
+    lines += ["", f"Run: `{meta['command']}` ({meta['minutes']:.1f} min, torch threads={meta['threads']})."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fineprune bench fsdd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 speaker, coarse grids: a smoke run of every step (fsdd_quick_*)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "results"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fsdd"))
+    parser.add_argument("--models", default=str(REPO / "runs" / "fsdd"), help="where the LOSO general models are kept")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs when a LOSO model must be trained")
+    parser.add_argument("--speakers", nargs="*", choices=FSDD_SPEAKERS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-selection", action="store_true", help="skip the default-selection grid")
+    parser.add_argument("--selection-only", action="store_true", help="only the default-selection grid (fsdd_selection.csv)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)  # noqa: E731
+
+    data = Path(args.data)
+    if not (data / "recordings").is_dir():
+        print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
+        return 2
+    speakers = args.speakers or (("nicolas",) if args.quick else FSDD_SPEAKERS)
+    sparsities = (0.0, 0.5, 0.9) if args.quick else SPARSITIES
+    clip_counts = (2, 45) if args.quick else CLIPS_PER_DIGIT
+    subset_sizes = (2,) if args.quick else SUBSET_SIZES
+    subsets_per_size = 1 if args.quick else SUBSETS_PER_SIZE
+    candidates = candidate_pipelines()
+    if args.quick:
+        candidates = {k: candidates[k] for k in ("energy_rms/layer",)}
+    prefix = "fsdd_quick_" if args.quick else "fsdd_"
+    models_dir = Path(args.models)
+    epochs = args.epochs
+    if args.quick and not all((models_dir / f"loso_{s}.pt").exists() for s in speakers):
+        # no full models yet: a smoke run on 3-epoch models (numbers are not meaningful)
+        models_dir, epochs = models_dir / "quick", min(args.epochs, 3)
+
+    fsdd = load_fsdd(data, feature_settings(DEFAULT_ARCH))
+    paths = ensure_loso_models(data, models_dir, speakers, epochs, log)
+    settings = DEFAULT_SETTINGS
+    methods, curve, clips, subsets, selection, general_dev, general_test = [], [], [], [], [], {}, {}
+    for name in speakers:
+        bundle = load_bundle(paths[name])
+        model = bundle.model.eval()
+        speaker = Speaker(name, fsdd.of_speaker(name))
+        person = individual(speaker)
+        general_x = general_sample(fsdd, name)
+        general_dev[name] = accuracy(model, person.adapt_x, person.adapt_y)
+        general_test[name] = accuracy(model, person.test_x, person.test_y)
+        log(f"{name}: general model {general_test[name]:.3f} on test takes, {general_dev[name]:.3f} on adaptation takes")
+
+        if not args.no_selection:
+            selection += selection_rows(model, speaker, candidates, SELECTION_SPARSITIES if not args.quick else (0.5,))
+            log(f"{name}: selection grid done")
+        if args.selection_only:
+            continue
+
+        rows = compare_methods(model, person, settings=settings, general_x=general_x)
+        methods += rows
+        log(f"{name}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in rows))
+
+        curve += sparsity_curve(model, person, sparsities, criteria=CURVE_CRITERIA, settings=settings, general_x=general_x)
+        log(f"{name}: sparsity curves done")
+
+        for k in clip_counts:
+            few = individual(speaker, per_digit=k)
+            for row in compare_methods(model, few, settings=settings, methods=("general", "fineprune", "bn_adapt", "backprop")):
+                clips.append({**row, "clips_per_digit": k})
+        log(f"{name}: data-size curve done")
+
+        rng = np.random.default_rng(sum(map(ord, name)))
+        for n_digits in subset_sizes:
+            draws = 1 if n_digits == 10 else subsets_per_size
+            for d in range(draws):
+                digits = tuple(sorted(rng.choice(10, n_digits, replace=False).tolist()))
+                sub = individual(speaker, digits=digits, name=f"{name}:{''.join(map(str, digits))}")
+                for row in compare_methods(model, sub, settings=settings, methods=("general", "fineprune", "bn_adapt", "prior_em", "backprop")):
+                    subsets.append({**row, "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name})
+                # fine-pruning followed by the label-free class-prior EM (drops digits the person never says)
+                pruned = PruningSweep(model, sub.adapt_x, settings).result_at(settings.sparsity).model
+                from .baselines import prior_em
+
+                wrapped, _ = prior_em(pruned, sub.adapt_x)
+                # the same without BatchNorm recalibration: a person's few digits skew BN statistics
+                kept_bn = PruningSweep(model, sub.adapt_x, settings.replace(recalibrate_bn="none")).result_at(settings.sparsity).model
+                kept_bn_em, _ = prior_em(kept_bn, sub.adapt_x)
+                for label, adapted in (("fineprune+prior_em", wrapped), ("fineprune_no_recal", kept_bn), ("fineprune_no_recal+prior_em", kept_bn_em)):
+                    subsets.append(
+                        {"individual": sub.name, "method": label, "uses_labels": False,
+                         "accuracy": accuracy(adapted, sub.test_x, sub.test_y), "n_adapt": len(sub.adapt_x),
+                         "n_test": len(sub.test_x), "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name}
+                    )
+        log(f"{name}: class-subset individuals done")
+
+    choice = nested_choice(selection, general_dev) if selection else {}
+    if choice:
+        for name, pick in choice.items():
+            if name == "<all>":
+                continue
+            row = next(r for r in selection if r["individual"] == name and r["pipeline"] == pick["pipeline"] and r["sparsity_target"] == pick["sparsity"])
+            methods.append(
+                {"individual": name, "method": "fineprune_nested", "uses_labels": False, "accuracy": row["test_accuracy"],
+                 "sparsity": pick["sparsity"], "flops": float("nan"), "seconds": float("nan"), "pipeline": pick["pipeline"]}
+            )
+
+    if args.selection_only:
+        write_csv(out / f"{prefix}selection.csv", selection)
+        for held, pick in choice.items():
+            print(held, pick)
+        return 0
+    write_csv(out / f"{prefix}methods.csv", methods)
+    write_csv(out / f"{prefix}sparsity.csv", curve)
+    write_csv(out / f"{prefix}clips.csv", clips)
+    write_csv(out / f"{prefix}subsets.csv", subsets)
+    write_csv(out / f"{prefix}selection.csv", selection)
+    if not args.quick:
+        plot_all(out, curve, clips, subsets, general_test)
+    meta = {
+        "command": "python -m fineprune bench fsdd" + (" --quick" if args.quick else ""),
+        "minutes": (time.perf_counter() - start) / 60,
+        "threads": args.threads,
+    }
+    summary = summarize(methods, curve, clips, subsets, choice, settings, meta)
+    (out / f"{prefix}summary.md").write_text(summary)
+    print(summary)
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
