@@ -411,7 +411,15 @@ def demo_individuals(domain: str, root: Path = DEMO_ROOT) -> list[str]:
 
 
 def load_demo(
-    domain: str, name: str, card: dict, classes: Sequence[str], *, root: Path = DEMO_ROOT, per_label: int | None = None
+    domain: str,
+    name: str,
+    card: dict,
+    classes: Sequence[str],
+    *,
+    root: Path = DEMO_ROOT,
+    per_label: int | None = None,
+    progress: Progress | None = None,
+    cancel=None,
 ) -> Recordings:
     """A shipped demo individual as ``Recordings`` (labels from file names ``LABEL_take.ext``).
 
@@ -432,7 +440,10 @@ def load_demo(
                 kept.append(path)
         files = sorted(kept)
     recordings = Recordings(classes, max_clips=max(MAX_CLIPS, len(files)))
-    for path in files:
+    for i, path in enumerate(files):
+        _check(cancel)
+        if progress is not None:
+            progress(i / max(1, len(files)), f"reading {name}'s clips ({i}/{len(files)})")
         try:
             decoded = decode_input(domain, path.read_bytes(), card, name=path.name)
         except FinePruneError:
@@ -510,7 +521,9 @@ def _check(cancel) -> None:
         raise JobCancelled("cancelled")
 
 
-def _scaled(progress: Progress | None, lo: float, hi: float) -> Progress:
+def scaled_progress(progress: Progress | None, lo: float, hi: float) -> Progress:
+    """Map a step's progress 0..1 onto ``lo..hi`` of the whole job."""
+
     def report(fraction: float, stage: str) -> None:
         if progress is not None:
             progress(lo + (hi - lo) * min(1.0, max(0.0, fraction)), stage)
@@ -625,15 +638,15 @@ def personalize(
     start = time.perf_counter()
     if len(person.adapt_x) == 0:
         raise InputDataError("the adaptation set is empty: record or choose some clips first")
-    report = _scaled(progress, 0.0, 1.0)
+    report = scaled_progress(progress, 0.0, 1.0)
     report(0.0, "copying the general model")
     general = copy.deepcopy(model).eval()
     n_classes = len(classes)
     has_check = len(person.check_x) > 0
     before = evaluate(general, person.check_x, person.check_y, n_classes) if has_check else None
     _check(cancel)
-    sweep = PruningSweep(general, person.adapt_x, settings, progress=_scaled(progress, 0.05, 0.6), cancel=cancel)
-    result = sweep.result_at(settings.sparsity, progress=_scaled(progress, 0.6, 0.8))
+    sweep = PruningSweep(general, person.adapt_x, settings, progress=scaled_progress(progress, 0.05, 0.6), cancel=cancel)
+    result = sweep.result_at(settings.sparsity, progress=scaled_progress(progress, 0.6, 0.8))
     _check(cancel)
     report(0.82, "measuring accuracy on your check set")
     after = evaluate(result.model, person.check_x, person.check_y, n_classes) if has_check else None
@@ -641,7 +654,7 @@ def personalize(
     if general_x is not None and len(general_x):
         _check(cancel)
         general_energies = record_energy(
-            sweep.base, general_x, batch_size=settings.batch_size, progress=_scaled(progress, 0.85, 0.97), cancel=cancel
+            sweep.base, general_x, batch_size=settings.batch_size, progress=scaled_progress(progress, 0.85, 0.97), cancel=cancel
         )
     report(0.98, "counting the connections and FLOPs removed")
     example = person.adapt_x[:1]
@@ -694,9 +707,9 @@ def compare_criteria(
     rows: list[dict] = []
     for i, (label, chosen, general) in enumerate(runs):
         _check(cancel)
-        _scaled(progress, 0, 1)(i / len(runs), f"criterion {label}: {len(sparsities)} sparsities")
+        scaled_progress(progress, 0, 1)(i / len(runs), f"criterion {label}: {len(sparsities)} sparsities")
         rows.extend(sparsity_curve(model, individual, sparsities, criteria=chosen, settings=settings, general_x=general, cancel=cancel))
-    _scaled(progress, 0, 1)(1.0, "done")
+    scaled_progress(progress, 0, 1)(1.0, "done")
     return rows
 
 
@@ -731,7 +744,7 @@ def compare_baselines(
     rows: list[dict] = []
     for i, method in enumerate(methods):
         _check(cancel)
-        _scaled(progress, 0, 1)(i / len(methods), f"running {method}")
+        scaled_progress(progress, 0, 1)(i / len(methods), f"running {method}")
         who = labelled_individual if method in USES_LABELS else individual
         if method in USES_LABELS and len(who.adapt_x) < 2:
             continue
@@ -741,5 +754,5 @@ def compare_baselines(
                 backprop_kwargs={"epochs": backprop_epochs, "cancel": cancel}, cancel=cancel,
             )
         )
-    _scaled(progress, 0, 1)(1.0, "done")
+    scaled_progress(progress, 0, 1)(1.0, "done")
     return rows

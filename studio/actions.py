@@ -1,48 +1,65 @@
 """What the buttons start: gather the person's tensors and hand a job to the session's slot.
-No drawing here; errors are ``FinePruneError`` subclasses the pages show with ``friendly_errors``."""
+No drawing here; errors are ``FinePruneError`` subclasses the pages show with ``friendly_errors``.
+Job functions run in a worker thread: they use only plain values (``DemoSource``), never ``st.*``."""
 from __future__ import annotations
 
 from fineprune.errors import InputDataError
 from fineprune.pipeline import PruneSettings
-from fineprune.session import PersonData, Recordings, compare_baselines, compare_criteria, demo_split, personalize
+from fineprune.session import (
+    PersonData, compare_baselines, compare_criteria, demo_split, personalize, scaled_progress,
+)
 
 from . import models
-from .models import MINE
+from .models import MINE, DemoSource
 
 
-def recordings_of(session, model_name: str, individual: str) -> Recordings:
-    if individual == MINE:
-        bundle = models.bundle_for(model_name)
-        return session.recordings_for(model_name, bundle.classes)
-    return models.demo_recordings(model_name, individual)
-
-
-def person_data(session, model_name: str, individual: str) -> PersonData:
-    """The adaptation and check sets of ``individual`` (``MINE`` or a demo individual)."""
-    rec = recordings_of(session, model_name, individual)
-    choice = session.split_for(model_name) if individual == MINE else None
-    split = rec.split(choice.check_per_label, choice.max_adapt_per_label) if choice else demo_split(rec)
+def my_person_data(session, model_name: str) -> PersonData:
+    """The session's own adaptation and check sets, split as the person chose."""
+    bundle = models.bundle_for(model_name)
+    rec = session.recordings_for(model_name, bundle.classes)
+    choice = session.split_for(model_name)
+    split = rec.split(choice.check_per_label, choice.max_adapt_per_label)
     if not split.adapt:
-        where = "Record or upload some clips on the Voice or Face page first." if individual == MINE else ""
-        raise InputDataError(f"{individual} has no clips in the adaptation set. {where}".strip())
+        raise InputDataError(f"{MINE} has no clips in the adaptation set. Record or upload some clips on the "
+                             "Voice or Face page first.")
     return rec.person_data(split)
 
 
-def general_data(model_name: str, individual: str):
-    """Other demo individuals pooled (the "general data" control), or None when none ship."""
-    return models.general_inputs(model_name, exclude=None if individual == MINE else individual)
+def demo_person_data(source: DemoSource, individual: str, *, progress=None, cancel=None) -> PersonData:
+    """Half of a demo individual's clips per class adapt (unlabeled), the other half check."""
+    rec = source.recordings(individual, progress=progress, cancel=cancel)
+    split = demo_split(rec)
+    if not split.adapt:
+        raise InputDataError(f"the demo individual {individual!r} has no clips to adapt on")
+    return rec.person_data(split)
+
+
+def personalize_job(model, source: DemoSource, model_name: str, individual: str, mine: PersonData | None,
+                    settings: PruneSettings, *, progress=None, cancel=None):
+    """Worker: read the demo clips if needed (with progress), then ``fineprune.session.personalize``."""
+    if mine is None:
+        person = demo_person_data(source, individual, progress=scaled_progress(progress, 0.0, 0.2), cancel=cancel)
+    else:
+        person = mine
+    general = source.general(None if individual == MINE else individual,
+                             progress=scaled_progress(progress, 0.2, 0.3), cancel=cancel)
+    return personalize(model, person, settings, classes=list(source.classes), model_name=model_name,
+                       individual=individual, general_x=general, progress=scaled_progress(progress, 0.3, 1.0),
+                       cancel=cancel)
 
 
 def start_personalization(session, model_name: str, individual: str, settings: PruneSettings) -> None:
     bundle = models.bundle_for(model_name)
-    data = person_data(session, model_name, individual)
     settings.validate()
-    session.jobs.start(
-        "personalize", f"Fine-pruning for {individual}", personalize,
-        bundle.model, data, settings,
-        classes=bundle.classes, model_name=model_name, individual=individual,
-        general_x=general_data(model_name, individual),
-    )
+    mine = my_person_data(session, model_name) if individual == MINE else None  # refuse before starting
+    session.jobs.start("personalize", f"Fine-pruning for {individual}", personalize_job,
+                       bundle.model, models.demo_source(model_name), model_name, individual, mine, settings)
+
+
+def general_data(run):
+    """The general data of a finished run (decoded already: cached)."""
+    source = models.demo_source(run.model_name)
+    return source.general(None if run.individual == MINE else run.individual)
 
 
 def start_criteria(session, criteria: list[str], sparsities: list[float]) -> None:
@@ -51,7 +68,7 @@ def start_criteria(session, criteria: list[str], sparsities: list[float]) -> Non
     session.jobs.start(
         "criteria", "Comparing criteria", compare_criteria,
         bundle.model, run.person, run.settings,
-        criteria=criteria, sparsities=sparsities, general_x=general_data(run.model_name, run.individual),
+        criteria=criteria, sparsities=sparsities, general_x=general_data(run),
     )
 
 
@@ -61,5 +78,5 @@ def start_baselines(session, backprop_epochs: int = 15) -> None:
     session.jobs.start(
         "baselines", "Running the baselines", compare_baselines,
         bundle.model, run.person, run.settings,
-        general_x=general_data(run.model_name, run.individual), backprop_epochs=backprop_epochs,
+        general_x=general_data(run), backprop_epochs=backprop_epochs,
     )

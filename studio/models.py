@@ -1,6 +1,7 @@
 """The general models and the demo individuals, loaded once per server and shared read-only.
 
-``st.cache_resource`` hands every session the *same* objects, so nothing here may ever be
+``st.cache_resource`` (models) and a plain locked dict (demo individuals, decoded inside a job
+so their progress shows) hand every session the *same* objects, so nothing here may ever be
 mutated: fine-pruning deep-copies the model (``fineprune.session.personalize``), and demo
 recordings are only read (split, stacked).
 
@@ -12,6 +13,8 @@ individuals somewhere other than ``assets/demo``.
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
@@ -19,7 +22,7 @@ import torch
 
 from fineprune.bundle import ModelBundle
 from fineprune.registry import available_shipped_models, load_model
-from fineprune.session import DEMO_ROOT, Recordings, demo_individuals, load_demo, pooled_inputs
+from fineprune.session import DEMO_ROOT, Recordings, demo_individuals, load_demo, pooled_inputs, scaled_progress
 
 MINE = "My recordings"
 
@@ -60,19 +63,54 @@ def demo_names(name: str) -> list[str]:
 GENERAL_PER_LABEL = 3  # clips per class taken from each other demo individual as "general data"
 
 
-@st.cache_resource(show_spinner="Loading the demo individual…")
-def _demo(spec: str, domain: str, individual: str, root: str, per_label: int | None) -> Recordings:
-    bundle = general_model(spec)
-    return load_demo(domain, individual, bundle.card, bundle.classes, root=Path(root), per_label=per_label)
+@dataclass(frozen=True)
+class DemoSource:
+    """Where a model's demo individuals live, in plain values a worker thread can use (no ``st.*``)."""
+
+    spec: str
+    domain: str
+    root: str
+    card: dict = field(hash=False, compare=False)
+    classes: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def recordings(self, individual: str, per_label: int | None = None, *, progress=None, cancel=None) -> Recordings:
+        """A demo individual, decoded once per server and shared read-only (a plain cache, so the
+        decoding can run inside a job with a progress bar instead of blocking the page)."""
+        key = (self.spec, self.domain, individual, self.root, per_label)
+        with _DEMO_LOCK:
+            cached = _DEMO_CACHE.get(key)
+        if cached is None:
+            cached = load_demo(self.domain, individual, self.card, list(self.classes), root=Path(self.root),
+                               per_label=per_label, progress=progress, cancel=cancel)
+            with _DEMO_LOCK:
+                cached = _DEMO_CACHE.setdefault(key, cached)
+        return cached
+
+    def general(self, exclude: str | None = None, *, progress=None, cancel=None) -> torch.Tensor | None:
+        """The "general data" of the comparison: a few clips per class of every other demo individual."""
+        others = [d for d in self.names if d != exclude]
+        pooled = []
+        for i, name in enumerate(others):
+            step = scaled_progress(progress, i / len(others), (i + 1) / len(others))
+            pooled.append(self.recordings(name, GENERAL_PER_LABEL, progress=step, cancel=cancel))
+        return pooled_inputs(pooled)
+
+
+_DEMO_CACHE: dict[tuple, Recordings] = {}
+_DEMO_LOCK = threading.Lock()
+
+
+def demo_source(name: str) -> DemoSource:
+    bundle = bundle_for(name)
+    return DemoSource(model_specs()[name], bundle.domain, str(demo_root()), bundle.card, tuple(bundle.classes),
+                      tuple(demo_names(name)))
 
 
 def demo_recordings(name: str, individual: str, per_label: int | None = None) -> Recordings:
     """A shipped demo individual (shared, read-only)."""
-    bundle = bundle_for(name)
-    return _demo(model_specs()[name], bundle.domain, individual, str(demo_root()), per_label)
+    return demo_source(name).recordings(individual, per_label)
 
 
 def general_inputs(name: str, exclude: str | None = None) -> torch.Tensor | None:
-    """The "general data" of the comparison: a few clips per class of every other demo individual."""
-    others = [demo_recordings(name, d, GENERAL_PER_LABEL) for d in demo_names(name) if d != exclude]
-    return pooled_inputs(others)
+    return demo_source(name).general(exclude)
