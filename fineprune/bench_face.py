@@ -6,9 +6,11 @@ FER2013 has no subject identities, so "individuals" are defined two honest ways:
   individuals use a few of 1000 classes). Their images come from the FER2013 *test* split, a few
   per expression, equally many per expression.
 * **capture-condition individuals** show all expressions (natural test-split frequencies) but
-  through one consistent camera/lighting transform per person: gamma, contrast/brightness (a
-  colour cast becomes this once converted to gray), blur, sensor noise, a slight rotation and a
-  lower capture resolution, applied to the 48x48 crop *before* the product's normalisation.
+  through one consistent camera/lighting transform per person: light from one side, gamma,
+  contrast/brightness (a colour cast becomes this once converted to gray), blur, sensor noise, a
+  slight rotation and a lower capture resolution, applied to the 48x48 crop *before* the
+  product's normalisation (which blurs to the training resolution and equalises, so part of
+  each condition is absorbed before the model sees it).
 
 For every individual the unlabeled adaptation images and the labelled test images are disjoint;
 only ``backprop`` sees adaptation labels. Methods and controls come from
@@ -67,7 +69,7 @@ class Plan:
     n_val_individuals: int
 
 
-FULL = Plan(4, 6, 30, 50, 150, 300, (0.3, 0.5, 0.7, 0.8, 0.9), (5, 10, 20, 40, 80), 10, 512, 400, 24)
+FULL = Plan(3, 4, 30, 50, 150, 300, (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), (5, 10, 20, 40, 80), 10, 512, 400, 24)
 QUICK = Plan(1, 1, 20, 30, 100, 150, (0.5, 0.8), (10, 40), 3, 128, 100, 9)
 
 
@@ -106,6 +108,8 @@ def capture_condition(rng: np.random.Generator) -> dict:
         "noise_std": float(rng.uniform(6, 18)),
         "rotation_deg": float(rng.uniform(-10, 10)),
         "resolution": float(rng.uniform(0.5, 0.8)),  # captured at this fraction of 48 px, upscaled
+        "side_light": float(rng.uniform(0.3, 0.7)),  # light from one side: brightness ramp across the face
+        "light_angle_deg": float(rng.uniform(0, 360)),
     }
 
 
@@ -114,9 +118,12 @@ def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> 
     out = []
     rot = cv2.getRotationMatrix2D((23.5, 23.5), cond["rotation_deg"], 1.0)
     low = max(8, int(round(48 * cond["resolution"])))
+    yy, xx = np.mgrid[0:48, 0:48] / 47.0 - 0.5
+    angle = math.radians(cond.get("light_angle_deg", 0.0))
+    light = 1.0 + cond.get("side_light", 0.0) * (xx * math.cos(angle) + yy * math.sin(angle)) * 2
     for img in crops:
-        f = img.astype(np.float32) / 255.0
-        f = np.power(f, cond["gamma"])
+        f = img.astype(np.float32) / 255.0 * light.astype(np.float32)
+        f = np.power(np.clip(f, 0, 1), cond["gamma"])
         f = (f - 0.5) * cond["contrast"] + 0.5 + cond["brightness"] / 255.0
         f = cv2.warpAffine(f, rot, (48, 48), borderMode=cv2.BORDER_REPLICATE)
         f = cv2.GaussianBlur(f, (0, 0), cond["blur_sigma"])
@@ -300,7 +307,7 @@ def main(argv: list[str]) -> int:
     train_counts = np.bincount(data["y_train"], minlength=7)
     train_prior = torch.tensor(train_counts / train_counts.sum(), dtype=torch.float32)
     general_idx = rng.choice(len(data["y_train"]), size=plan.n_general, replace=False)
-    general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm)
+    general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm, already_blurred=True)
     say(f"model {args.model} (card test accuracy {card.get('test_accuracy')}); settings {settings.to_dict()}")
 
     calib = crop_calibration(x_test_raw, plan.n_calibration, rng)
@@ -310,7 +317,7 @@ def main(argv: list[str]) -> int:
     # --- choose the drop_unused threshold on validation-split individuals (never the test split)
     _, val_idx = stratified_split(data["y_train"], VAL_FRACTION, int(card.get("training", {}).get("seed", 0)))
     x_val_raw, y_val = data["x_train"][val_idx], data["y_train"][val_idx].astype(np.int64)
-    x_val = normalise_crops(x_val_raw, norm)
+    x_val = normalise_crops(x_val_raw, norm, already_blurred=True)  # train-split crops carry the blur
     val_people = class_subset_individuals(y=y_val, n_per_k=plan.n_val_individuals // 3, adapt_per_class=plan.adapt_per_class,
                                           test_per_class=plan.test_per_class, rng=rng, prefix="val_subset")
     val_rng = np.random.default_rng(args.seed + 1)
@@ -322,8 +329,8 @@ def main(argv: list[str]) -> int:
     selection = []
     for name, k, extra, a, t in val_people:
         if k == "capture":
-            xa = normalise_crops(apply_condition(x_val_raw[a], extra, val_rng), norm)
-            xt = normalise_crops(apply_condition(x_val_raw[t], extra, val_rng), norm)
+            xa = normalise_crops(apply_condition(x_val_raw[a], extra, val_rng), norm, already_blurred=True)
+            xt = normalise_crops(apply_condition(x_val_raw[t], extra, val_rng), norm, already_blurred=True)
         else:
             xa, xt = x_val[a], x_val[t]
         yt = torch.from_numpy(y_val[t])

@@ -11,14 +11,21 @@ grayscale/16-bit, tiny to 8000x8000 px):
    24 px window); keep the largest face;
 3. crop a square around the face with ``face_margin`` of the box side added on every side,
    padding by edge replication at the image border, resize to 48x48;
-4. normalise exactly as at training time: histogram equalisation, then (x/255 - 0.5) / 0.29.
+4. normalise exactly as at training time: Gaussian blur to the training crops' resolution (see
+   below), histogram equalisation, then (x/255 - 0.5) / 0.29.
 
 How training and camera time match: FER2013 crops are already faces. Running the same Haar
 cascade on FER2013 test crops (scaled to 192 px) finds the face box at a median 0.83 of the crop
 width, centred (``bench face`` regenerates this in docs/results/face_crop_calibration.csv);
 a 10% margin per side (box x 1.2) therefore reproduces FER2013's framing. Both sides then go
-through the same ``normalise_crops`` (equalisation + scaling) -- the training code calls it on
-the FER2013 arrays, the camera path calls it on the detected crop.
+through the same ``normalise_crops`` (blur + equalisation + scaling) -- the training code calls it
+on the FER2013 arrays, the camera path calls it on the detected crop.
+
+Resolution: the FER2013 *train* split in ../shared/data is Gaussian-blurred (sigma ~3.3 px, about
+an 8x8-pixel face; the test split is sharp). A model trained on it scores ~28% on sharp test
+crops and ~45% on the same crops blurred to match (a mid-training check), so every sharp input
+is blurred by the sigma fitted at training time (stored in the card's "input"); the train crops
+are used as they are.
 """
 from __future__ import annotations
 
@@ -36,11 +43,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, ImageTooLargeError, ImageTooSmallError, NoFaceError, UnreadableImageError
 
 # How a 48x48 grayscale face crop becomes the model input -- identical at training time
-# (FER2013 crops) and at camera time (Haar crop resized to 48x48): histogram equalisation,
-# then (x/255 - mean) / std. After equalisation pixels are ~uniform on [0, 255], hence 0.5/0.29.
+# (FER2013 crops) and at camera time (Haar crop resized to 48x48): Gaussian blur to the training
+# data's resolution, histogram equalisation, then (x/255 - mean) / std. After equalisation pixels
+# are ~uniform on [0, 255], hence 0.5/0.29. The FER2013 train split we have is blurred
+# (sigma ~3.3 px, fitted from power spectra by ``face_model.estimate_train_blur`` and stored in
+# the model card); its crops already carry that blur, so only sharp inputs (camera, test split)
+# are blurred. A model card's "input" overrides these defaults.
 FACE_INPUT: dict[str, Any] = {
     "size": 48,
     "grayscale": True,
+    "blur_sigma": 3.3,
     "equalize_hist": True,
     "scale": 1 / 255,
     "mean": 0.5,
@@ -197,10 +209,16 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float, s
 # ----------------------------------------------------------------------------- normalisation
 
 
-def prepare_crops(crops: np.ndarray, settings: dict | None = None) -> np.ndarray:
-    """(N, 48, 48) uint8 -> the uint8 image the model sees (histogram-equalised if the card says so)."""
+def prepare_crops(crops: np.ndarray, settings: dict | None = None, *, already_blurred: bool = False) -> np.ndarray:
+    """(N, 48, 48) uint8 -> the uint8 image the model sees: blurred to the training data's
+    resolution (unless ``already_blurred``: the FER2013 train crops), then histogram-equalised."""
     s = settings or FACE_INPUT
     crops = np.asarray(crops, dtype=np.uint8)
+    sigma = float(s.get("blur_sigma") or 0.0)
+    if sigma > 0 and not already_blurred and len(crops):
+        crops = np.stack([
+            np.clip(np.rint(cv2.GaussianBlur(c.astype(np.float32), (0, 0), sigma)), 0, 255).astype(np.uint8) for c in crops
+        ])
     if s.get("equalize_hist", True) and len(crops):
         crops = np.stack([cv2.equalizeHist(np.ascontiguousarray(c)) for c in crops])
     return crops
@@ -213,10 +231,11 @@ def crops_to_tensor(prepared: np.ndarray, settings: dict | None = None) -> torch
     return ((x - float(s["mean"])) / float(s["std"])).reshape(len(prepared), 1, *np.shape(prepared)[1:])
 
 
-def normalise_crops(crops: np.ndarray, settings: dict | None = None) -> torch.Tensor:
+def normalise_crops(crops: np.ndarray, settings: dict | None = None, *, already_blurred: bool = False) -> torch.Tensor:
     """(N, 48, 48) uint8 grayscale faces -> (N, 1, 48, 48) model input. Used for FER2013 training
-    data and for camera crops alike, so both see the same normalisation."""
-    return crops_to_tensor(prepare_crops(crops, settings), settings)
+    data (``already_blurred=True``), the FER2013 test split and camera crops alike, so all of them
+    reach the model at the same resolution and with the same equalisation and scaling."""
+    return crops_to_tensor(prepare_crops(crops, settings, already_blurred=already_blurred), settings)
 
 
 # ----------------------------------------------------------------------------- one photo

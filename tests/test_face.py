@@ -249,7 +249,14 @@ def test_training_and_camera_normalisation_are_one_function():
     assert x.shape == (5, 1, 48, 48)
     assert torch.equal(x, crops_to_tensor(prepare_crops(crops)))
     # equalisation spreads every crop over the full range: ~zero mean, ~unit std
-    assert abs(float(x.mean())) < 0.1 and 0.9 < float(x.std()) < 1.1
+    x_eq = normalise_crops(crops, already_blurred=True)
+    assert abs(float(x_eq.mean())) < 0.1 and 0.9 < float(x_eq.std()) < 1.1
+    # sharp inputs are blurred to the training crops' resolution; the (blurred) train crops are not
+    sharp = np.tile((np.indices((48, 48)).sum(0) % 2 * 255).astype(np.uint8), (2, 1, 1))  # a checkerboard
+    assert FACE_INPUT["blur_sigma"] > 0
+    assert prepare_crops(sharp, already_blurred=True).std() > 100
+    assert prepare_crops(sharp, {**FACE_INPUT, "equalize_hist": False}).std() < 5
+    assert np.array_equal(prepare_crops(sharp, {**FACE_INPUT, "blur_sigma": 0}), prepare_crops(sharp, already_blurred=True))
     # the camera path = detect, crop, then the very same normalisation
     result = extract_face(encode(FACE, "PNG"))
     gray = decode_image(encode(FACE, "PNG"))
@@ -300,6 +307,7 @@ def test_shipped_model_loads_safely_and_has_a_complete_card():
     assert bundle.classes == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     for key in ("size", "equalize_hist", "scale", "mean", "std", "face_margin"):
         assert card["input"][key] == FACE_INPUT[key]
+    assert abs(card["input"]["blur_sigma"] - FACE_INPUT["blur_sigma"]) <= 0.3  # fitted at training time
     assert "python -m fineprune train face" in card["training"]["command"]
     assert 0.0 < card["test_accuracy"] <= 1.0
     logits = bundle.model(extract_face(encode(FACE, "PNG")).tensor(card["input"]))
@@ -333,6 +341,16 @@ def test_training_command_is_seeded_and_reproducible(tmp_path):
         assert torch.equal(pa, pb), name
     card = json.loads((tmp_path / "a.json").read_text())
     assert card["domain"] == "face" and card["training"]["seed"] == 3
+    assert 2.5 <= card["input"]["blur_sigma"] <= 4.0  # the train split's blur is found
+
+
+def test_blur_estimate_recovers_a_known_blur():
+    from fineprune.face_model import blur_crops, estimate_train_blur
+
+    rng = np.random.default_rng(0)
+    sharp = np.stack([cv2.resize(rng.integers(0, 256, (24, 24), dtype=np.uint8), (48, 48)) for _ in range(200)])
+    sigma, rows = estimate_train_blur(blur_crops(sharp[:100], 2.0), sharp[100:], [1.0, 1.5, 2.0, 2.5, 3.0])
+    assert sigma == 2.0 and len(rows) == 5
 
 
 # ----------------------------------------------------------------------------- benchmark pieces
