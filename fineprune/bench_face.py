@@ -22,7 +22,7 @@ validation split (10% of FER2013 train, unseen in training), never on the test s
 
 Outputs (``--out``, default docs/results/): face_methods.csv, face_summary.csv,
 face_sparsity.csv, face_adapt_size.csv, face_drop_unused_selection.csv,
-face_crop_calibration.csv and SVG plots; ``--quick`` writes the same files with a
+face_crop_calibration.csv and PNG plots (accuracy vs sparsity, vs adaptation images); ``--quick`` writes the same files with a
 ``face_quick_`` prefix.
 """
 from __future__ import annotations
@@ -202,50 +202,32 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def svg_lines(path: Path, series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, *, log_x=False) -> None:
-    """A dependency-free line chart (the project ships no matplotlib)."""
-    W, H, L, R, T, B = 640, 400, 60, 170, 36, 48
-    pts = [p for s in series.values() for p in s if not math.isnan(p[1])]
-    if not pts:
-        return
-    fx = (lambda v: math.log(v)) if log_x else (lambda v: v)
-    xs, ys = [fx(p[0]) for p in pts], [p[1] for p in pts]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = math.floor(min(ys) * 20) / 20, math.ceil(max(ys) * 20) / 20
-    y1 = y1 if y1 > y0 else y0 + 0.05
+def plot_lines(path: Path, series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, *, log_x=False) -> bool:
+    """A line chart (PNG via matplotlib); returns False when matplotlib is missing."""
+    try:
+        import matplotlib
 
-    def px(v):
-        return L + (fx(v) - x0) / (x1 - x0) * (W - L - R)
-
-    def py(v):
-        return H - B - (v - y0) / (y1 - y0) * (H - T - B)
-
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"]
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-           f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
-           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
-           f'<text x="{(L + W - R) / 2}" y="{H - 10}" text-anchor="middle">{xlabel}</text>',
-           f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 14 {(T + H - B) / 2})">{ylabel}</text>']
-    steps = 5
-    for i in range(steps + 1):
-        v = y0 + (y1 - y0) * i / steps
-        out.append(f'<line x1="{L - 4}" y1="{py(v):.1f}" x2="{W - R}" y2="{py(v):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{L - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    for xv in sorted({p[0] for p in pts}):
-        out.append(f'<text x="{px(xv):.1f}" y="{H - B + 16}" text-anchor="middle">{xv:g}</text>')
-    for i, (name, s) in enumerate(series.items()):
-        c = colors[i % len(colors)]
-        s = sorted(p for p in s if not math.isnan(p[1]))
-        if not s:
-            continue
-        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="' + " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in s) + '"/>')
-        out += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{c}"/>' for a, b in s]
-        out.append(f'<rect x="{W - R + 12}" y="{T + 18 * i}" width="12" height="3" fill="{c}"/>')
-        out.append(f'<text x="{W - R + 28}" y="{T + 18 * i + 5}">{name}</text>')
-    out.append("</svg>")
-    path.write_text("\n".join(out) + "\n")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, pts in series.items():
+        pts = sorted(p for p in pts if not math.isnan(p[1]))
+        if pts:
+            style = {"linestyle": "--", "color": "gray"} if name.startswith("general") else {"marker": "o"}
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
+    if log_x:
+        ax.set_xscale("log")
+        ticks = sorted({p[0] for pts in series.values() for p in pts})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -435,7 +417,7 @@ def main(argv: list[str]) -> int:
                     pts.setdefault(r["sparsity_target"], []).append(r["accuracy"])
             series[crit] = [(s, mean(v)) for s, v in pts.items()]
         series["general (dense)"] = [(s, general_mean) for s in plan.sparsities]
-        svg_lines(out_dir / f"{prefix}{kind}_accuracy_vs_sparsity.svg", series,
+        plot_lines(out_dir / f"{prefix}{kind}_accuracy_vs_sparsity.png", series,
                   f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs sparsity", "sparsity (prunable weights)", "mean test accuracy")
         series = {}
         for method in dict.fromkeys(r["method"] for r in size_rows):
@@ -445,12 +427,12 @@ def main(argv: list[str]) -> int:
                     pts.setdefault(r["n_adapt"], []).append(r["accuracy"])
             series[method] = [(n, mean(v)) for n, v in pts.items()]
         series["general"] = [(n, general_mean) for n in plan.adapt_sizes]
-        svg_lines(out_dir / f"{prefix}{kind}_accuracy_vs_adapt_size.svg", series,
+        plot_lines(out_dir / f"{prefix}{kind}_accuracy_vs_adapt_size.png", series,
                   f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs unlabeled images", "unlabeled adaptation images", "mean test accuracy", log_x=True)
 
     print(f"\n{'type':13s} {'method':22s} {'acc':>6s} {'gain':>7s} {'min':>7s} {'W/L':>5s} {'spars':>5s} {'sec':>6s}")
     for r in summary:
         print(f"{r['type']:13s} {r['method']:22s} {r['accuracy_mean']:6.3f} {r['gain_mean']:+7.3f} {r['gain_min']:+7.3f} "
               f"{r['wins']:2d}/{r['losses']:<2d} {r['sparsity_mean']:5.2f} {r['seconds_mean']:6.2f}")
-    say(f"wrote {prefix}*.csv/svg to {out_dir}")
+    say(f"wrote {prefix}*.csv/png to {out_dir}")
     return 0
