@@ -40,7 +40,7 @@ def individual_ui(session, model_name: str, bundle) -> str:
     mine = session.recordings_for(model_name, bundle.classes)
     options = [MINE] + models.demo_names(model_name)
     key = f"individual_{model_name}"
-    if key not in st.session_state:
+    if st.session_state.get(key) not in options:
         st.session_state[key] = MINE if len(mine) else options[-1 if len(options) > 1 else 0]
     return st.radio("Individual", options, key=key, horizontal=True,
                     format_func=lambda o: f"{o} ({len(mine)} clip{'s' * (len(mine) != 1)})" if o == MINE else f"demo: {o}")
@@ -73,11 +73,11 @@ def results_ui(run: Personalization) -> None:
     left, right = st.columns(2)
     left.plotly_chart(figures.energy_heatmap(person, layers, "Your data"), key="heat_person")
     if run.general_energies is not None:
-        right.plotly_chart(figures.energy_heatmap(run.general_energies, layers, "General data (other demo individuals)"),
+        right.plotly_chart(figures.energy_heatmap(run.general_energies, layers, "General data (shipped demo individuals)"),
                            key="heat_general")
     else:
         right.info("No general data ships with this model (no other demo individuals), so there is nothing to compare with.")
-    layer = st.selectbox("Layer up close", layers, index=min(1, len(layers) - 1), key="heat_layer")
+    layer = st.selectbox("Layer up close", layers, index=min(1, len(layers) - 1), key=f"heat_layer_{run.model_name}")
     st.plotly_chart(figures.layer_energy_figure(person, run.general_energies, layer), key="heat_layer_fig")
 
     if run.before is not None:
