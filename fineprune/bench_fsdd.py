@@ -128,6 +128,7 @@ def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings]
     """Each candidate pipeline at each sparsity: accuracy on the adaptation clips (dev, labels hidden
     from the pruner) and on the test takes (reported only)."""
     person = individual(speaker)
+    general_dev = accuracy(model, person.adapt_x, person.adapt_y)
     rows = []
     for label, settings in candidates.items():
         sweep = PruningSweep(model, person.adapt_x, settings)
@@ -140,6 +141,7 @@ def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings]
                     "sparsity_target": s,
                     "dev_accuracy": accuracy(pruned, person.adapt_x, person.adapt_y),
                     "test_accuracy": accuracy(pruned, person.test_x, person.test_y),
+                    "general_dev_accuracy": general_dev,
                 }
             )
     return rows
@@ -225,7 +227,7 @@ def plot_all(out: Path, curve: list[dict], clips: list[dict], subsets: list[dict
 
 
 # --------------------------------------------------------------------------- summary
-def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets: list[dict], choice: dict, settings: PruneSettings, meta: dict) -> str:
+def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets: list[dict], choice: dict, settings: PruneSettings, meta: dict, selection: list[dict] | None = None) -> str:
     speakers = sorted({r["individual"] for r in methods})
     by = {(r["individual"], r["method"]): r for r in methods}
     order = [m for m in dict.fromkeys(r["method"] for r in methods)]
@@ -262,6 +264,19 @@ def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets
     lines.append("|---" * (len(ns) + 1) + "|")
     for m in dict.fromkeys(r["method"] for r in subsets):
         lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in subsets if r['method'] == m and r['n_digits'] == n]):.1f}" for n in ns) + " |")
+    if selection:
+        lines += ["", "Selection grid: mean accuracy (%) over speakers; dev = adaptation takes (labels hidden from the pruner, "
+                  "used only to choose), test = test takes (reported only):", ""]
+        pipes = list(dict.fromkeys(r["pipeline"] for r in selection))
+        sps = sorted({float(r["sparsity_target"]) for r in selection})
+        lines.append("| pipeline | " + " | ".join(f"{100 * x:.0f}% dev / test" for x in sps) + " |")
+        lines.append("|---" * (len(sps) + 1) + "|")
+        for pipe in pipes:
+            cells = []
+            for x in sps:
+                pts = [r for r in selection if r["pipeline"] == pipe and float(r["sparsity_target"]) == x]
+                cells.append(f"{100 * np.mean([float(r['dev_accuracy']) for r in pts]):.1f} / {100 * np.mean([float(r['test_accuracy']) for r in pts]):.1f}")
+            lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
     if choice:
         lines += ["", "Nested leave-one-speaker-out choice of the default (from the other speakers' adaptation clips):", ""]
         lines.append("| held-out speaker | pipeline | sparsity | mean dev gain on the others |")
@@ -270,6 +285,33 @@ def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets
             lines.append(f"| {s} | {c['pipeline']} | {100 * c['sparsity']:.0f}% | {100 * c['mean_dev_gain_on_others']:+.1f} |")
     lines += ["", f"Run: `{meta['command']}` ({meta['minutes']:.1f} min, torch threads={meta['threads']})."]
     return "\n".join(lines) + "\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    def parse(v: str):
+        if v in ("True", "False"):
+            return v == "True"
+        try:
+            return int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as handle:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def resummarize(out: Path) -> int:
+    """Rebuild the summary and plots from a finished run's CSVs (no model is run)."""
+    methods, curve, clips, subsets, selection = (read_csv(out / f"fsdd_{n}.csv") for n in ("methods", "sparsity", "clips", "subsets", "selection"))
+    meta = json.loads((out / "fsdd_run.json").read_text())
+    general_dev = {r["individual"]: r["general_dev_accuracy"] for r in selection}
+    choice = nested_choice(selection, general_dev) if selection else {}
+    general_test = {r["individual"]: r["accuracy"] for r in methods if r["method"] == "general"}
+    plot_all(out, curve, clips, subsets, general_test)
+    summary = summarize(methods, curve, clips, subsets, choice, PruneSettings(**meta["settings"]), meta, selection)
+    (out / "fsdd_summary.md").write_text(summary)
+    print(summary)
+    return 0
 
 
 # --------------------------------------------------------------------------- main
@@ -284,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-selection", action="store_true", help="skip the default-selection grid")
     parser.add_argument("--selection-only", action="store_true", help="only the default-selection grid (fsdd_selection.csv)")
+    parser.add_argument("--architectures", action="store_true", help="only the architecture cost table (fsdd_architectures.csv)")
+    parser.add_argument("--resummarize", action="store_true", help="rewrite fsdd_summary.md and the plots from the CSVs in --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
@@ -291,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)  # noqa: E731
 
+    if args.resummarize:
+        return resummarize(out)
+    if args.architectures:
+        from .voice import architecture_costs
+
+        rows = architecture_costs()
+        write_csv(out / "fsdd_architectures.csv", rows)
+        for row in rows:
+            print(row)
+        return 0
     data = Path(args.data)
     if not (data / "recordings").is_dir():
         print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
@@ -395,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": (time.perf_counter() - start) / 60,
         "threads": args.threads,
     }
-    summary = summarize(methods, curve, clips, subsets, choice, settings, meta)
+    (out / f"{prefix}run.json").write_text(json.dumps({**meta, "settings": settings.to_dict()}, indent=1) + "\n")
+    summary = summarize(methods, curve, clips, subsets, choice, settings, meta, selection)
     (out / f"{prefix}summary.md").write_text(summary)
     print(summary)
     log("done")

@@ -52,6 +52,10 @@ ARCHITECTURES: dict[str, dict] = {
         "model": {"arch": "vgg", "dims": 1, "conv": [64, 64, "M", 128, 128, "M", 256, 256, "M"], "fc": [512], "dropout": 0.3},
         "layout": "sequence",
     },
+    "vgg7_2d_paper": {  # the paper's widths in 2-D: too costly to train here (see architecture_costs)
+        "model": {"arch": "vgg", "dims": 2, "conv": [128, 128, "M", 256, 256, "M", 512, 512, "M"], "fc": [1024], "dropout": 0.3},
+        "layout": "image",
+    },
     "vgg7_2d_eighth": {  # the pilot's 2-D network (1/8 of the paper's widths)
         "model": {"arch": "vgg", "dims": 2, "conv": [16, 16, "M", 32, 32, "M", 64, 64, "M"], "fc": [256], "dropout": 0.3},
         "layout": "image",
@@ -388,6 +392,41 @@ def train_and_save(
     save_bundle(out, result.model, result.config, card)
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return result, card
+
+
+def architecture_costs(batch_size: int = 64, repeats: int = 2) -> list[dict]:
+    """Parameters, forward FLOPs per clip and one training step's seconds (1 thread) per architecture."""
+    from .evaluation import count_flops
+    from .models import build_model
+
+    rows = []
+    for arch in ARCHITECTURES:
+        features = feature_settings(arch)
+        torch.manual_seed(0)
+        model = build_model(model_config(arch, features))
+        x = torch.randn(batch_size, *features.input_shape)
+        y = torch.randint(0, 10, (batch_size,))
+        opt = torch.optim.AdamW(model.parameters())
+        model.train()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+        rows.append(
+            {
+                "architecture": arch,
+                "description": describe(model_config(arch, features)),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "mflops_per_clip": count_flops(model, x[:1]) / 1e6,
+                "train_step_seconds_batch64": min(times),
+                "epoch_seconds_2700_clips": min(times) * 2700 / batch_size,
+            }
+        )
+    return rows
 
 
 def describe(config: dict) -> str:
