@@ -51,7 +51,7 @@ def studio_models(folder: Path) -> str:
     return f"voice={voice};face={face}"
 
 
-def open_app(page: str = "home", timeout: float = 60) -> AppTest:
+def open_app(page: str = "home", timeout: float = 240) -> AppTest:  # a safety net for busy runners, not a bound
     at = AppTest.from_file(APP, default_timeout=timeout)
     at.run()
     if page != "home":
@@ -96,7 +96,7 @@ def take_photo(at: AppTest, jpeg: bytes) -> AppTest:
     return at.run()
 
 
-def wait_for_job(at: AppTest, timeout: float = 60) -> str:
+def wait_for_job(at: AppTest, timeout: float = 240) -> str:
     """Wait for the session's background job, then rerun so the page collects its outcome."""
     active = state(at).jobs.active
     if active is not None:

@@ -348,6 +348,11 @@ def test_voice_page_recorders_survive_every_bad_recording(studio):
         at.run()
         assert_friendly(at, case, before, "voice")
         assert clip_fingerprint(at, "voice") == before
+    for case in (AUDIO_BY_NAME["pure silence"], AUDIO_BY_NAME["truncated header"], AUDIO_BY_NAME["NaN in a float WAV"]):
+        by_label(at.audio_input, "Re-record clip #1").upload("again.wav", case.data())
+        at.run()
+        assert_friendly(at, case, before, "voice")
+        assert clip_fingerprint(at, "voice") == before, f"{case}: a bad re-recording replaced the clip"
 
 
 def test_voice_page_upload_reports_each_bad_file_and_keeps_the_good_ones(studio):
@@ -377,7 +382,7 @@ def test_voice_page_upload_reports_each_bad_file_and_keeps_the_good_ones(studio)
 
 
 def test_face_page_camera_survives_every_bad_photo(studio):
-    from studio_driver import clip_fingerprint, open_app, take_photo
+    from studio_driver import by_label, clip_fingerprint, open_app, take_photo
 
     at = open_app("face")
     take_photo(at, image_bytes(rgb(face()), "JPEG"))
@@ -387,6 +392,11 @@ def test_face_page_camera_survives_every_bad_photo(studio):
         take_photo(at, case.data())
         assert_friendly(at, case, before, "face")
         assert clip_fingerprint(at, "face") == before, f"{case}: a bad photo was added"
+    for case in (IMAGE_BY_NAME["no face (flat wall)"], IMAGE_BY_NAME["truncated JPEG"], IMAGE_BY_NAME["1x1 px"]):
+        by_label(at.camera_input, "Retake").upload("again.jpg", case.data())
+        at.run()
+        assert_friendly(at, case, before, "face")
+        assert clip_fingerprint(at, "face") == before, f"{case}: a bad retake replaced the photo"
 
 
 def test_face_page_upload_takes_every_good_variant(studio):

@@ -80,9 +80,10 @@ def studio_env(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_thread_left_behind():
-    """Every test here must end with no fineprune worker thread alive."""
+    """Every test here must end with no fineprune worker thread alive (generous wait: this checks
+    that jobs end at all; how fast is test_cancel_stops_every_job_kind_within_a_second's business)."""
     yield
-    left = wait_no_threads(5.0)
+    left = wait_no_threads(20.0)
     assert not left, f"zombie worker threads: {[t.name for t in left]}"
 
 
@@ -149,7 +150,7 @@ def test_three_sessions_record_and_prune_at_once_without_bleeding(studio_env, mo
     assert len({id(state(at)) for at in (a, b, c)}) == 3
 
     # all three jobs must be in flight together: each waits for the others before pruning
-    barrier = threading.Barrier(3, timeout=30)
+    barrier = threading.Barrier(3, timeout=120)
     real = actions.personalize
 
     def together(*args, **kwargs):
@@ -214,6 +215,22 @@ def test_no_job_kind_mutates_the_cached_models_or_demo_individuals(studio_env):
 
 
 # ----------------------------------------------------------------------------- cancel
+def overloaded() -> bool:
+    """More runnable processes than cores (other jobs on a shared machine): wall-clock bounds lie."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+def cancel_and_measure(job: Job) -> tuple[float, float]:
+    """Cancel ``job``: (wall seconds, CPU seconds of this process) until its thread has ended.
+
+    The CPU seconds are the work the job still did after Cancel: independent of other load on the
+    machine, so the test stays meaningful on a busy shared runner (where only that is asserted)."""
+    wall, cpu = time.monotonic(), time.process_time()
+    job.cancel()
+    assert job.wait(60), "the job did not stop at all"
+    return time.monotonic() - wall, time.process_time() - cpu
+
+
 @pytest.fixture(scope="module")
 def heavy_person():
     """The shipped face architecture and a full session (300 clips): jobs of several seconds."""
@@ -245,11 +262,10 @@ def test_cancel_stops_every_job_kind_within_a_second(heavy_person, kind, after):
     time.sleep(after)
     assert not job.finished, f"{kind} ended in {after} s: the workload is too small to test cancelling"
     stage = job.progress[1]
-    pressed = time.monotonic()
-    job.cancel()
-    assert job.wait(5.0)
-    took = time.monotonic() - pressed
-    assert took < 1.0, f"{kind}: cancel during '{stage}' took {took:.2f} s"
+    wall, cpu = cancel_and_measure(job)
+    assert cpu < 1.0, f"{kind}: after Cancel during '{stage}' the job still worked {cpu:.2f} CPU s"
+    if not overloaded():
+        assert wall < 1.0, f"{kind}: cancel during '{stage}' took {wall:.2f} s"
     assert job.status == "cancelled" and not job.alive
 
 
@@ -265,7 +281,7 @@ def test_reruns_and_page_switches_mid_job_keep_one_thread_and_the_result(studio_
         assert not at.exception, [e.value for e in at.exception]
         assert len(fineprune_threads()) <= 1, [t.name for t in fineprune_threads()]
         assert job.status in ("running", "done")
-    assert job.wait(60) and job.status == "done"
+    assert job.wait(240) and job.status == "done"
     at.run()
     assert state(at).run is not None, "the result of a job finished while on another page was lost"
 
@@ -280,10 +296,11 @@ def test_starting_a_job_cancels_the_one_before(heavy_person):
     first = slot.start("personalize", "first", S.personalize, model, person, settings_for(None), classes=FER)
     time.sleep(0.3)
     second = slot.start("personalize", "second", S.personalize, model, person, settings_for(None), classes=FER)
-    assert first.job.wait(1.0) and first.job.status == "cancelled"
+    assert first.job.wait(20) and first.job.status == "cancelled"
     assert [t.name for t in fineprune_threads()] == ["fineprune-personalize"]
+    assert slot.active is second and second.job.status == "running"
     second.job.cancel()
-    assert second.job.wait(1.0)
+    assert second.job.wait(20)
 
 
 def test_ending_the_session_stops_its_job(studio_env):
@@ -294,7 +311,7 @@ def test_ending_the_session_stops_its_job(studio_env):
     assert job.alive
     del at
     gc.collect()
-    assert job.wait(1.0), "the job of a session that ended is still running"
+    assert job.wait(20), "the job of a session that ended is still running"
     assert job.status == "cancelled"
 
 
@@ -306,7 +323,7 @@ def test_a_job_nobody_polls_cancels_itself(studio_env, monkeypatch):
     synthetic_face_clips(at, 200)
     on_fine_prune(at).button(key="fp_run").click().run()
     job = state(at).jobs.active.job
-    assert job.wait(2.0), "a job whose page stopped polling kept running"
+    assert job.wait(20), "a job whose page stopped polling kept running"
     assert job.status == "cancelled"
     at.run()
     assert any("cancelled" in i.value for i in at.info)
