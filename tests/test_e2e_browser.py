@@ -186,6 +186,14 @@ def no_exceptions(page) -> None:
 
 
 def test_record_photo_prune_and_stay_on_localhost(server, page):
+    try:
+        record_photo_prune(server, page)
+    except BaseException:
+        shot(page, "failure")  # what the page showed when it went wrong
+        raise
+
+
+def record_photo_prune(server, page):
     url = server["url"]
     # 1. a deep link on a fresh server still gets the app's navigation (studio/navigation.py)
     page.goto(url + "/voice")
@@ -220,7 +228,7 @@ def test_record_photo_prune_and_stay_on_localhost(server, page):
     page.locator("[data-testid='stSidebarNav']").get_by_text("Home").click()
     page.get_by_role("button", name=re.compile("Run the demo")).click()
     started, cpu_started = time.monotonic(), server_cpu_seconds(server["pid"])
-    page.get_by_text("Accuracy after").first.wait_for(timeout=180_000)
+    page.get_by_text("Accuracy after").first.wait_for(timeout=300_000)
     # under a minute of the server's own CPU time (wall time on a busy shared machine measures the neighbours)
     cpu = server_cpu_seconds(server["pid"]) - cpu_started
     assert cpu < 60, f"the demo took {cpu:.0f} CPU seconds ({time.monotonic() - started:.0f} s wall)"
