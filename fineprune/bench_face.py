@@ -46,11 +46,11 @@ from .bundle import load_bundle
 from .evaluation import accuracy, count_flops, predict_logits
 from .face import FACE_INPUT, crop_face, detect_faces, normalise_crops
 from .face_model import VAL_FRACTION, load_fer2013, stratified_split
-from .pipeline import fine_prune, settings_for
+from .pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013"
-DROP_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15)  # candidate min share of predictions to keep a class
+DROP_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)  # candidate min share of predictions to keep a class
 
 
 @dataclass
@@ -77,11 +77,23 @@ QUICK = Plan(1, 1, 20, 30, 100, 150, (0.5, 0.8), (10, 40), 3, 128, 100, 9)
 
 
 def class_subset_individuals(y, n_per_k, adapt_per_class, test_per_class, rng, prefix="subset"):
-    """Individuals who show only k of the 7 expressions; equal images per shown expression."""
+    """Individuals who show only k of the 7 expressions; equal images per shown expression.
+
+    Expressions are dealt from shuffled decks of the 7 classes, so every expression is shown by
+    about equally many individuals (a plain random draw can give "disgust" to everyone).
+    """
     people = []
+    deck: list[int] = []
     for k in (2, 3, 4):
         for i in range(n_per_k):
-            classes = np.sort(rng.choice(7, size=k, replace=False))
+            classes: list[int] = []
+            while len(classes) < k:
+                fresh = [j for j in range(len(deck)) if deck[j] not in classes]
+                if not fresh:  # only repeats left: put a new shuffled deck underneath
+                    deck = [int(c) for c in rng.permutation(7)] + deck
+                    continue
+                classes.append(deck.pop(fresh[-1]))
+            classes = np.sort(classes)
             adapt_idx, test_idx = [], []
             for c in classes:
                 idx = rng.permutation(np.flatnonzero(y == c))
@@ -258,6 +270,63 @@ def summarise(rows: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- main
 
 
+def validation_people(model, card: dict, data: dict, norm: dict, plan: Plan, seed: int) -> list[tuple[str, Individual]]:
+    """Class-subset and capture-condition individuals built from the validation split (10% of
+    FER2013 train, held out from training): every choice the benchmark makes is made on these."""
+    _, val_idx = stratified_split(data["y_train"], VAL_FRACTION, int(card.get("training", {}).get("seed", 0)))
+    x_raw, y = data["x_train"][val_idx], data["y_train"][val_idx].astype(np.int64)
+    x = normalise_crops(x_raw, norm, already_blurred=True)  # train-split crops carry the blur
+    rng = np.random.default_rng(seed + 1)
+    people = []
+    for name, k, classes, a, t in class_subset_individuals(y, plan.n_val_individuals // 3, plan.adapt_per_class,
+                                                            plan.test_per_class, rng, prefix="val_subset"):
+        people.append(("class_subset", Individual(name, x[a], x[t], torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
+    for i in range(plan.n_val_individuals // 3):
+        cond = capture_condition(rng)
+        perm = rng.permutation(len(y))
+        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
+        xa = normalise_crops(apply_condition(x_raw[a], cond, rng), norm, already_blurred=True)
+        xt = normalise_crops(apply_condition(x_raw[t], cond, rng), norm, already_blurred=True)
+        people.append(("capture", Individual(f"val_capture_{i}", xa, xt, torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
+    return people
+
+
+def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
+    """Label-free variants of the global default, all at >= 50% sparsity."""
+    return {
+        "default": base,
+        "bn_none": base.replace(recalibrate_bn="none"),
+        "bn_before": base.replace(recalibrate_bn="before"),
+        "bn_after": base.replace(recalibrate_bn="after"),
+        "energy": base.replace(criterion="energy"),
+        "global": base.replace(scope="global"),
+        "no_bias_correction": base.replace(bias_correction=False),
+        "prune_classifier": base.replace(spare_last=False),
+    }
+
+
+def select_prune_defaults(model, people: list[tuple[str, Individual]], candidates: dict[str, PruneSettings], say) -> tuple[str, list[dict]]:
+    """Mean accuracy gain over the general model per individual type for every candidate; the
+    choice maximises the worse of the two type means (both types should gain)."""
+    rows = []
+    general = {p.name: accuracy(model, p.test_x, p.test_y) for _, p in people}
+    for label, chosen in candidates.items():
+        for kind, person in people:
+            pruned = fine_prune(model, person.adapt_x, chosen)
+            rows.append({"candidate": label, "individual": person.name, "type": kind, "sparsity": pruned.report["sparsity"],
+                         "accuracy": accuracy(pruned.model, person.test_x, person.test_y), "general": general[person.name],
+                         "settings": str(chosen.to_dict())})
+        by_type = {k: mean(r["accuracy"] - r["general"] for r in rows if r["candidate"] == label and r["type"] == k)
+                   for k in ("class_subset", "capture")}
+        say(f"candidate {label:20s} gain class-subset {by_type['class_subset']:+.4f} capture {by_type['capture']:+.4f}")
+
+    def worst(label):
+        return min(mean(r["accuracy"] - r["general"] for r in rows if r["candidate"] == label and r["type"] == k)
+                   for k in ("class_subset", "capture"))
+
+    return max(candidates, key=worst), rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench face")
     parser.add_argument("--quick", action="store_true", help="a ~5 minute smoke run (fewer individuals and points)")
@@ -266,6 +335,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--select-defaults", action="store_true",
+                        help="only choose the face model's label-free prune_defaults on validation individuals")
+    parser.add_argument("--write-card", action="store_true", help="with --select-defaults: store the choice in the model card")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -292,39 +364,27 @@ def main(argv: list[str]) -> int:
     general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm, already_blurred=True)
     say(f"model {args.model} (card test accuracy {card.get('test_accuracy')}); settings {settings.to_dict()}")
 
+    if args.select_defaults:
+        return run_default_selection(args, model, card, data, norm, plan, out_dir, prefix, say)
+
     calib = crop_calibration(x_test_raw, plan.n_calibration, rng)
     write_csv(out_dir / f"{prefix}crop_calibration.csv", [calib])
     say(f"crop calibration: {calib}")
 
-    # --- choose the drop_unused threshold on validation-split individuals (never the test split)
-    _, val_idx = stratified_split(data["y_train"], VAL_FRACTION, int(card.get("training", {}).get("seed", 0)))
-    x_val_raw, y_val = data["x_train"][val_idx], data["y_train"][val_idx].astype(np.int64)
-    x_val = normalise_crops(x_val_raw, norm, already_blurred=True)  # train-split crops carry the blur
-    val_people = class_subset_individuals(y=y_val, n_per_k=plan.n_val_individuals // 3, adapt_per_class=plan.adapt_per_class,
-                                          test_per_class=plan.test_per_class, rng=rng, prefix="val_subset")
-    val_rng = np.random.default_rng(args.seed + 1)
-    for _ in range(plan.n_val_individuals // 3):
-        cond = capture_condition(val_rng)
-        perm = val_rng.permutation(len(y_val))
-        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
-        val_people.append((f"val_capture_{len(val_people)}", "capture", cond, a, t))
+    # --- choices are made on validation-split individuals (never the test split)
+    val_people = validation_people(model, card, data, norm, plan, args.seed)
     selection = []
-    for name, k, extra, a, t in val_people:
-        if k == "capture":
-            xa = normalise_crops(apply_condition(x_val_raw[a], extra, val_rng), norm, already_blurred=True)
-            xt = normalise_crops(apply_condition(x_val_raw[t], extra, val_rng), norm, already_blurred=True)
-        else:
-            xa, xt = x_val[a], x_val[t]
-        yt = torch.from_numpy(y_val[t])
-        adapt_pred, test_logits = predict_logits(model, xa).argmax(1), predict_logits(model, xt)
-        base = float((test_logits.argmax(1) == yt).float().mean())
+    for kind, person in val_people:
+        adapt_pred, test_logits = predict_logits(model, person.adapt_x).argmax(1), predict_logits(model, person.test_x)
+        base = float((test_logits.argmax(1) == person.test_y).float().mean())
         for thr in DROP_THRESHOLDS:  # the same rule as drop_unused, on predictions computed once
             keep = keep_from_predictions(adapt_pred, thr, test_logits.shape[1])
             masked = test_logits + torch.where(keep, 0.0, -1e4)
-            selection.append({"individual": name, "type": "capture" if k == "capture" else "class_subset",
-                              "min_share": thr, "accuracy": float((masked.argmax(1) == yt).float().mean()),
+            selection.append({"individual": person.name, "type": kind, "min_share": thr,
+                              "accuracy": float((masked.argmax(1) == person.test_y).float().mean()),
                               "general": base, "kept": int(keep.sum())})
     write_csv(out_dir / f"{prefix}drop_unused_selection.csv", selection)
+
     # the threshold must not hurt capture-condition people (all 7 expressions): among thresholds
     # whose mean gain there is >= -0.5 points, take the best mean gain on class-subset people
     def gain(th, kind):
@@ -435,4 +495,34 @@ def main(argv: list[str]) -> int:
         print(f"{r['type']:13s} {r['method']:22s} {r['accuracy_mean']:6.3f} {r['gain_mean']:+7.3f} {r['gain_min']:+7.3f} "
               f"{r['wins']:2d}/{r['losses']:<2d} {r['sparsity_mean']:5.2f} {r['seconds_mean']:6.2f}")
     say(f"wrote {prefix}*.csv/png to {out_dir}")
+    return 0
+
+
+def run_default_selection(args, model, card, data, norm, plan, out_dir, prefix, say) -> int:
+    """``bench face --select-defaults [--write-card]``: choose card["prune_defaults"] for face."""
+    import json
+
+    from .bundle import save_bundle
+
+    people = validation_people(model, card, data, norm, plan, args.seed)
+    candidates = prune_default_candidates(DEFAULT_SETTINGS)
+    best, rows = select_prune_defaults(model, people, candidates, say)
+    write_csv(out_dir / f"{prefix}prune_defaults_selection.csv", rows)
+    base, chosen = DEFAULT_SETTINGS.to_dict(), candidates[best].to_dict()
+    overrides = {k: v for k, v in chosen.items() if base[k] != v}
+    say(f"chosen on validation individuals: {best} -> prune_defaults {overrides}")
+    if args.write_card:
+        card = dict(card)
+        if overrides:
+            card["prune_defaults"] = overrides
+        else:
+            card.pop("prune_defaults", None)
+        card["prune_defaults_note"] = (
+            "label-free settings for this model, chosen by `python -m fineprune bench face --select-defaults "
+            "--write-card` on validation-split individuals (maximin gain over class-subset and capture individuals)"
+        )
+        model_path = Path(args.model)
+        save_bundle(model_path, model, load_bundle(model_path).config, card)
+        model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        say(f"wrote prune_defaults into {model_path} and its .json card")
     return 0
