@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .baselines import PriorAdjusted, bn_adapt
-from .benchmark import Individual, compare_methods, sparsity_curve
+from .benchmark import Individual, compare_methods, forward_passes, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy, count_flops, predict_logits
 from .face import FACE_INPUT, crop_face, detect_faces, normalise_crops
@@ -431,7 +431,15 @@ def main(argv: list[str]) -> int:
         sec = time.perf_counter() - start
         rows.append({**base_row, "method": "fineprune+drop_unused", "uses_labels": False,
                      "accuracy": accuracy(wrapped, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
-                     "flops": per_example * len(person.adapt_x) * 4, "seconds": sec, "kept_classes": len(kept)})
+                     "flops": per_example * len(person.adapt_x) * (forward_passes(settings) + 1), "seconds": sec,
+                     "kept_classes": len(kept)})
+        if settings != DEFAULT_SETTINGS:  # what the project-wide default would have done here
+            start = time.perf_counter()
+            pruned = fine_prune(model, person.adapt_x, DEFAULT_SETTINGS)
+            sec = time.perf_counter() - start
+            rows.append({**base_row, "method": "fineprune_global_default", "uses_labels": False,
+                         "accuracy": accuracy(pruned.model, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
+                         "flops": per_example * len(person.adapt_x) * forward_passes(DEFAULT_SETTINGS), "seconds": sec})
         for r in rows:
             r.update(type=kind, k=k, description=desc)
         method_rows += rows
