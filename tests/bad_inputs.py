@@ -14,6 +14,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -125,6 +126,18 @@ AUDIO_CASES: list[Case] = [
 ]
 
 AUDIO_BY_NAME = {case.name: case for case in AUDIO_CASES}
+
+def demo_voices(root: Path) -> Path:
+    """Two synthetic demo speakers (labels from file names), so 'general data' exists."""
+    for speaker, pitch in (("low", 100.0), ("high", 210.0)):
+        folder = root / "voice" / speaker
+        folder.mkdir(parents=True)
+        for d in range(10):
+            for take in range(2):
+                samples = spoken_digit(pitch=pitch * (1 + 0.04 * d) + 5 * take)
+                (folder / f"{d}_{take}.wav").write_bytes(wav_bytes(samples))
+    return root
+
 
 LONG_TAKE_30S = lambda: wav_bytes(np.tile(digit_take(6), 8)[: 30 * RATE])  # noqa: E731  split into clips
 

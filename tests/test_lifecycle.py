@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import app_fixtures as fx
-from bad_inputs import digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes
+from bad_inputs import demo_voices, digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes
 from fineprune import session as S
 from fineprune.errors import RecordingLimitError
 from fineprune.jobs import Job
@@ -50,18 +50,6 @@ def face_arch_bundle(path: Path) -> Path:
     card = {"domain": "face", "classes": FER, "input": dict(FACE_INPUT)}
     save_bundle(path, build_model(FACE_MODEL_CONFIG).eval(), dict(FACE_MODEL_CONFIG), card)
     return path
-
-
-def demo_voices(root: Path) -> Path:
-    """Two synthetic demo speakers (labels from file names), so 'general data' exists."""
-    for speaker, pitch in (("low", 100.0), ("high", 210.0)):
-        folder = root / "voice" / speaker
-        folder.mkdir(parents=True)
-        for d in range(10):
-            for take in range(2):
-                samples = spoken_digit(pitch=pitch * (1 + 0.04 * d) + 5 * take)
-                (folder / f"{d}_{take}.wav").write_bytes(wav_bytes(samples))
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 
 import app_fixtures as fx
-from bad_inputs import digit_take, image_bytes, reference_wav, wav_bytes
-from test_lifecycle import demo_voices
+from bad_inputs import demo_voices
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
