@@ -15,10 +15,11 @@ FER2013 has no subject identities, so "individuals" are defined two honest ways:
 For every individual the unlabeled adaptation images and the labelled test images are disjoint;
 only ``backprop`` sees adaptation labels. Methods and controls come from
 ``fineprune.benchmark.compare_methods`` (the same as the voice benchmark), plus
-``drop_unused`` -- a label-free head step that removes classes the general model never (or
-rarely) predicts on the person's unlabeled images -- to test whether *that* is where the
-class-subset gain comes from. Its one threshold is chosen on individuals built from the
-validation split (10% of FER2013 train, unseen in training), never on the test split.
+``drop_unused`` -- a label-free head step that removes the output units of classes the model
+predicts on the person's unlabeled images much less often than on general data -- to test
+whether *that* is where the class-subset gain comes from. Its one threshold (the ratio) and the
+face card's ``prune_defaults`` are chosen on individuals built from the validation split (10%
+of FER2013 train, unseen in training), never on the test split.
 
 Outputs (``--out``, default docs/results/): face_methods.csv, face_summary.csv,
 face_sparsity.csv, face_adapt_size.csv, face_drop_unused_selection.csv,
@@ -50,7 +51,9 @@ from .pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013"
-DROP_THRESHOLDS = (0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)  # candidate min share of predictions to keep a class
+# candidate ratios: a class is dropped when the person shows it less than RATIO x as often as the
+# general population does (both measured by the model's own predictions, no labels)
+DROP_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 @dataclass
@@ -148,24 +151,29 @@ def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> 
 # ----------------------------------------------------------------------------- label-free head step
 
 
-def keep_from_predictions(pred: torch.Tensor, min_share: float, n_classes: int) -> torch.Tensor:
-    """Classes predicted on more than ``min_share`` of the images (always at least one)."""
-    share = torch.bincount(pred, minlength=n_classes).float() / max(1, len(pred))
-    keep = share > min_share
+def predicted_share(pred: torch.Tensor, n_classes: int = 7) -> torch.Tensor:
+    return torch.bincount(pred, minlength=n_classes).float() / max(1, len(pred))
+
+
+def keep_from_predictions(pred: torch.Tensor, ratio: float, reference: torch.Tensor) -> torch.Tensor:
+    """Classes the person shows more than ``ratio`` x as often as the general population
+    (``reference``: predicted shares on general data); always at least one."""
+    share = predicted_share(pred, len(reference))
+    keep = share > ratio * reference
     keep[int(share.argmax())] = True
     return keep
 
 
-def used_classes(model: nn.Module, x: torch.Tensor, min_share: float) -> torch.Tensor:
-    """Classes the model predicts on more than ``min_share`` of the unlabeled images (>= 1 class)."""
-    logits = predict_logits(model, x)
-    return keep_from_predictions(logits.argmax(1), min_share, logits.shape[1])
+def used_classes(model: nn.Module, x: torch.Tensor, ratio: float, reference: torch.Tensor) -> torch.Tensor:
+    """Classes the model predicts on the person's unlabeled images at least ``ratio`` x as often
+    as on general data."""
+    return keep_from_predictions(predict_logits(model, x).argmax(1), ratio, reference)
 
 
-def drop_unused(model: nn.Module, x: torch.Tensor, min_share: float) -> tuple[nn.Module, list[int]]:
+def drop_unused(model: nn.Module, x: torch.Tensor, ratio: float, reference: torch.Tensor) -> tuple[nn.Module, list[int]]:
     """Prune the output units of classes the person (per the model's own predictions on their
     unlabeled data) does not use: their logits are pushed to -1e4. No labels involved."""
-    keep = used_classes(model, x, min_share)
+    keep = used_classes(model, x, ratio, reference)
     offset = torch.where(keep, 0.0, -1e4)
     return PriorAdjusted(model, offset).eval(), [int(i) for i in torch.nonzero(keep).flatten()]
 
@@ -373,14 +381,15 @@ def main(argv: list[str]) -> int:
 
     # --- choices are made on validation-split individuals (never the test split)
     val_people = validation_people(model, card, data, norm, plan, args.seed)
+    reference = predicted_share(predict_logits(model, general_x).argmax(1))  # general population's usage
     selection = []
     for kind, person in val_people:
         adapt_pred, test_logits = predict_logits(model, person.adapt_x).argmax(1), predict_logits(model, person.test_x)
         base = float((test_logits.argmax(1) == person.test_y).float().mean())
-        for thr in DROP_THRESHOLDS:  # the same rule as drop_unused, on predictions computed once
-            keep = keep_from_predictions(adapt_pred, thr, test_logits.shape[1])
+        for thr in DROP_RATIOS:  # the same rule as drop_unused, on predictions computed once
+            keep = keep_from_predictions(adapt_pred, thr, reference)
             masked = test_logits + torch.where(keep, 0.0, -1e4)
-            selection.append({"individual": person.name, "type": kind, "min_share": thr,
+            selection.append({"individual": person.name, "type": kind, "ratio": thr,
                               "accuracy": float((masked.argmax(1) == person.test_y).float().mean()),
                               "general": base, "kept": int(keep.sum())})
     write_csv(out_dir / f"{prefix}drop_unused_selection.csv", selection)
@@ -388,14 +397,14 @@ def main(argv: list[str]) -> int:
     # the threshold must not hurt capture-condition people (all 7 expressions): among thresholds
     # whose mean gain there is >= -0.5 points, take the best mean gain on class-subset people
     def gain(th, kind):
-        rs = [r["accuracy"] - r["general"] for r in selection if r["min_share"] == th and r["type"] == kind]
+        rs = [r["accuracy"] - r["general"] for r in selection if r["ratio"] == th and r["type"] == kind]
         return mean(rs) if rs else 0.0
 
-    safe = [th for th in DROP_THRESHOLDS if gain(th, "capture") >= -0.005] or [DROP_THRESHOLDS[0]]
+    safe = [th for th in DROP_RATIOS if gain(th, "capture") >= -0.005] or [DROP_RATIOS[0]]
     best_thr = max(safe, key=lambda th: gain(th, "class_subset"))
-    say("drop_unused gain on validation individuals (min_share: class-subset / capture): " + ", ".join(
-        f"{th:g}: {gain(th, 'class_subset'):+.4f} / {gain(th, 'capture'):+.4f}" for th in DROP_THRESHOLDS
-    ) + f" -> min_share {best_thr:g}")
+    say("drop_unused gain on validation individuals (ratio: class-subset / capture): " + ", ".join(
+        f"{th:g}: {gain(th, 'class_subset'):+.4f} / {gain(th, 'capture'):+.4f}" for th in DROP_RATIOS
+    ) + f" -> ratio {best_thr:g}")
 
     # --- test-split individuals
     people = []
@@ -420,14 +429,14 @@ def main(argv: list[str]) -> int:
                                backprop_kwargs={"epochs": plan.backprop_epochs})
         # label-free head step alone, and after default fine-pruning
         start = time.perf_counter()
-        wrapped, kept = drop_unused(model, person.adapt_x, best_thr)
+        wrapped, kept = drop_unused(model, person.adapt_x, best_thr, reference)
         sec = time.perf_counter() - start
         base_row = {k2: v for k2, v in rows[0].items() if k2 in ("individual", "n_adapt", "n_test")}
         rows.append({**base_row, "method": "drop_unused", "uses_labels": False, "accuracy": accuracy(wrapped, person.test_x, person.test_y),
                      "sparsity": 0.0, "flops": per_example * len(person.adapt_x), "seconds": sec, "kept_classes": len(kept)})
         start = time.perf_counter()
         pruned = fine_prune(model, person.adapt_x, settings)
-        wrapped, kept = drop_unused(pruned.model, person.adapt_x, best_thr)
+        wrapped, kept = drop_unused(pruned.model, person.adapt_x, best_thr, reference)
         sec = time.perf_counter() - start
         rows.append({**base_row, "method": "fineprune+drop_unused", "uses_labels": False,
                      "accuracy": accuracy(wrapped, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
@@ -454,8 +463,8 @@ def main(argv: list[str]) -> int:
             entries = {
                 "fineprune": pruned.model,
                 "bn_adapt": bn_adapt(model, sub),
-                "drop_unused": drop_unused(model, sub, best_thr)[0],
-                "fineprune+drop_unused": drop_unused(pruned.model, sub, best_thr)[0],
+                "drop_unused": drop_unused(model, sub, best_thr, reference)[0],
+                "fineprune+drop_unused": drop_unused(pruned.model, sub, best_thr, reference)[0],
             }
             for method, m in entries.items():
                 size_rows.append({"individual": person.name, "type": kind, "k": k, "n_adapt": n, "method": method,
@@ -468,7 +477,7 @@ def main(argv: list[str]) -> int:
 
     summary = summarise(method_rows)
     for r in summary:
-        r["drop_unused_min_share"] = best_thr
+        r["drop_unused_ratio"] = best_thr
         r["settings"] = str(settings.to_dict())
     write_csv(out_dir / f"{prefix}methods.csv", method_rows)
     write_csv(out_dir / f"{prefix}summary.csv", summary)
