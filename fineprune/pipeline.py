@@ -21,10 +21,11 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from .calibration import recalibrate_batchnorm
 from .criteria import get_criterion, input_energy_per_weight
-from .energy import EnergyRecord, reiterable, record_energy
+from .energy import EnergyRecord, iter_batches, reiterable, record_energy
 from .errors import ConfigError, JobCancelled
 from .masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from .models import prunable_layers
@@ -45,6 +46,10 @@ class PruneSettings:
     recalibrate_bn: str = "both"  # "none" | "before" | "after" | "both" (relative to pruning)
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     seed: int = 0  # only the "random" criterion draws numbers
+    # Output-unit pruning of classes this person does not use (label-free): a class the general
+    # model predicts on fewer than ``drop_unused_classes / n_classes`` of the person's clips is
+    # removed from the output layer. 0 turns it off; 0.5 = "under half its uniform share".
+    drop_unused_classes: float = 0.0
     batch_size: int = 64
 
     def replace(self, **changes) -> "PruneSettings":
@@ -118,6 +123,39 @@ def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: E
             bias.add_(removed.reshape(removed.shape[0], -1).sum(1))
 
 
+@torch.no_grad()
+def predicted_class_share(model: nn.Module, data, batch_size: int = 64) -> torch.Tensor:
+    """Fraction of the person's clips the general model assigns to each class (no labels)."""
+    was_training = model.training
+    model.eval()
+    counts = None
+    for xb in iter_batches(data, batch_size):
+        logits = model(xb)
+        batch_counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()
+        counts = batch_counts if counts is None else counts + batch_counts
+    model.train(was_training)
+    return counts / counts.sum()
+
+
+def unused_classes(share: torch.Tensor, ratio: float) -> list[int]:
+    """Classes predicted on fewer than ``ratio / n_classes`` of the clips; the top class always stays."""
+    dropped = share < ratio / len(share)
+    dropped[share.argmax()] = False
+    return [int(i) for i in torch.nonzero(dropped).flatten()]
+
+
+def silence_output_units(layer: nn.Module, classes: list[int]) -> None:
+    """Prune the output units of ``classes``: weights masked (torch prune) and the bias set so
+    low that the class is never predicted. The network keeps its shape, so saving, export and the
+    report work as for any pruned model."""
+    rows = torch.ones_like(layer.weight)
+    rows[classes] = 0
+    prune.custom_from_mask(layer, "weight", rows)  # combines with an existing mask, if any
+    if getattr(layer, "bias", None) is not None:
+        with torch.no_grad():
+            layer.bias[classes] = -1e4
+
+
 def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
     all_layers = list(prunable_layers(model))
     rows = layer_sparsity(model, all_layers)
@@ -183,6 +221,11 @@ class PruningSweep:
         shapes = {n: modules[n].weight.shape for n in self.layers}
         scope = "layer" if criterion.structured and s.scope == "row" else s.scope
         self.ranked = RankedScores(scores, shapes, scope)
+        self.output_layer = list(prunable_layers(self.base))[-1]
+        self.class_share = self.dropped_classes = None
+        if s.drop_unused_classes > 0:
+            self.class_share = predicted_class_share(model, self.data, s.batch_size)
+            self.dropped_classes = unused_classes(self.class_share, s.drop_unused_classes)
         self.record_seconds = time.perf_counter() - start
         self._progress = progress
 
@@ -206,9 +249,14 @@ class PruningSweep:
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, cancel=self.cancel)
+        if self.dropped_classes:
+            silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()
         seconds = self.record_seconds + time.perf_counter() - start
         report = pruning_report(model, s, self.layers, seconds)
+        if self.class_share is not None:
+            report["class_share"] = [round(float(v), 4) for v in self.class_share]
+            report["dropped_classes"] = list(self.dropped_classes)
         if progress:
             progress(1.0, "done")
         return PruneResult(model, report, masks, self.energies)

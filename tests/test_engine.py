@@ -366,3 +366,34 @@ def test_evaluation_confusion_and_flops():
         model[0].bias.copy_(torch.tensor([0, 0, 1.0, 0, 0]))
     ev = evaluate(model, torch.randn(4, 10), torch.tensor([2, 2, 0, 4]), 5)
     assert ev.accuracy == 0.5 and ev.confusion[0][2] == 1 and ev.per_class[2] == 1.0 and ev.per_class[1] is None
+
+
+def test_classes_the_person_never_uses_are_pruned_from_the_output():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():  # class = which of the first three inputs is largest
+        model[0].weight.zero_(); model[0].bias.zero_()
+        model[0].weight[:3, :3] = torch.eye(3)
+        model[2].weight.zero_(); model[2].bias.zero_()
+        model[2].weight[:, :3] = torch.eye(3)
+    x = torch.rand(60, 4)
+    x[:, 2] = 0  # this person never produces class 2
+    x[:30, 0] += 1  # classes 0 and 1 each on half the clips
+    x[30:, 1] += 1
+    result = fine_prune(model, x, PruneSettings(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=0.5))
+    assert result.report["dropped_classes"] == [2]
+    assert result.report["class_share"][2] == 0.0
+    out = result.model[2]
+    assert out.weight[2].abs().sum() == 0 and out.bias[2] < -1e3
+    probe = torch.tensor([[0.0, 0.0, 5.0, 0.0]])  # an input that would be class 2
+    assert result.model(probe).argmax(1).item() != 2
+    assert model(probe).argmax(1).item() == 2, "the general model is untouched"
+    off = fine_prune(model, x, PruneSettings(sparsity=0.0, recalibrate_bn="none"))
+    assert "dropped_classes" not in off.report and off.model(probe).argmax(1).item() == 2
+
+
+def test_dropping_never_removes_every_class():
+    from fineprune.pipeline import unused_classes
+
+    assert unused_classes(torch.tensor([0.96, 0.02, 0.02]), ratio=0.9) == [1, 2]
+    assert unused_classes(torch.tensor([1.0, 0.0]), ratio=5.0) == [1]
