@@ -5,9 +5,16 @@ Pages are thin views in ``pages/``; the work is done by ``fineprune`` (the engin
 purpose: a ``:material/...:`` icon makes the browser fetch an SVG from fonts.gstatic.com, and
 this app loads nothing from outside the machine it runs on.
 """
-import streamlit as st
+import os
 
-from studio.navigation import require_app_navigation
+# OpenMP worker threads spin while they wait; on a busy machine (a classroom laptop running other
+# things, a shared server) that made a demo run 10-20x slower. Let them sleep. Read once, when torch
+# loads, so it must be set before anything imports torch; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from studio.navigation import require_app_navigation  # noqa: E402
 
 require_app_navigation()  # a fresh server's first run would otherwise run this file as a v1 page
 st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂️", layout="wide")

@@ -201,11 +201,16 @@ def record_photo_prune(server, page):
     page.locator("[data-testid='stSidebarNav']").get_by_text("Fine-prune").wait_for(timeout=30_000)
 
     # 2. record two prompted digits through the real microphone widget (Chromium plays digit.wav)
+    recorder = page.locator("[data-testid='stAudioInput']").first
     for n in (1, 2):
-        page.locator("[data-testid='stAudioInputActionButton']").first.click()  # record
-        page.wait_for_timeout(3000)
-        page.locator("[data-testid='stAudioInputActionButton']").first.click()  # stop
-        page.get_by_role("heading", name=f"Your clips ({n})").wait_for(timeout=60_000)
+        recorder.get_by_role("button", name="Record").click()
+        recorder.get_by_role("button", name="Stop recording").wait_for(timeout=30_000)
+        page.wait_for_timeout(3000)  # the fake microphone says "seven", then stays quiet
+        recorder.get_by_role("button", name="Stop recording").click()
+        page.get_by_role("heading", name=f"Your clips ({n})").wait_for(timeout=120_000)
+        page.get_by_text("source: microphone").first.wait_for(timeout=120_000)  # the clip inspector is drawn
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= 3",
+                               timeout=120_000)  # counts, waveform and log-mel drawn
         wait_idle(page)
         no_exceptions(page)
     assert page.locator("[data-testid='stPlotlyChart']").count() >= 3  # counts, waveform, log-mel
