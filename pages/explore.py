@@ -44,8 +44,8 @@ def criteria_ui(session, run) -> None:
     st.subheader("Criteria compared")
     st.caption("Each criterion ranks the connections differently. Random and magnitude are controls; "
                "'general_energy' scores with energies from other people's data instead of yours.")
-    chosen = st.multiselect("Criteria", list(CRITERIA), default=[c for c in ("energy", "magnitude", "random") if c in CRITERIA],
-                            key="explore_criteria")
+    default = [c for c in dict.fromkeys((run.settings.criterion, "magnitude", "random")) if c in CRITERIA]
+    chosen = st.multiselect("Criteria", list(CRITERIA), default=default, key="explore_criteria")
     sparsities = [0.3, 0.5, 0.7, 0.9]
     if st.button("Compare criteria", disabled=session.jobs.running or not chosen, key="explore_compare"):
         with ui.friendly_errors("Comparing criteria"):

@@ -101,23 +101,31 @@ def sparsity_figure(layers: Sequence[dict], title: str = "Connections removed pe
     return _layout(fig, title, "layer (input → output)", "weights pruned (%)")
 
 
-def _energy_matrix(energies, layers: Sequence[str]) -> np.ndarray:
-    """Layers x units of RMS output energy, each row scaled to its own maximum (NaN pads)."""
-    rows = [energies[n].out_rms.detach().float().numpy() for n in layers]
-    width = max(len(r) for r in rows)
-    out = np.full((len(rows), width), np.nan)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r / (r.max() if r.max() > 0 else 1.0)
-    return out
+def _energy_matrix(energies, layers: Sequence[str], width: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Layers x ``width`` cells of RMS output energy, each row scaled to its own maximum and
+    stretched across the full width (a 16-channel conv and a 256-neuron layer both fill a row).
+    Returns the values and, per cell, the unit it shows."""
+    z = np.zeros((len(layers), width))
+    units = np.zeros((len(layers), width), dtype=int)
+    for i, name in enumerate(layers):
+        row = energies[name].out_rms.detach().float().numpy()
+        idx = np.minimum((np.arange(width) * len(row)) // width, len(row) - 1)
+        z[i] = row[idx] / (row.max() if row.max() > 0 else 1.0)
+        units[i] = idx
+    return z, units
 
 
 def energy_heatmap(energies, layers: Sequence[str], title: str) -> go.Figure:
-    z = _energy_matrix(energies, layers)
-    fig = go.Figure(go.Heatmap(z=z, y=list(layers), colorscale="Greens", zmin=0, zmax=1,
+    z, units = _energy_matrix(energies, layers)
+    sizes = {n: len(energies[n].out_rms) for n in layers}
+    labels = [f"{n} ({sizes[n]})" for n in layers]
+    fig = go.Figure(go.Heatmap(z=z, y=labels, x=np.linspace(0, 100, z.shape[1]), customdata=units,
+                               colorscale="Greens", zmin=0, zmax=1,
                                colorbar=dict(title=dict(text="× layer max", font=dict(size=13))),
-                               hovertemplate="%{y} unit %{x}: %{z:.2f}<extra></extra>"))
+                               hovertemplate="%{y}: unit %{customdata}, energy %{z:.2f} of the layer max<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, title, "unit (channel / neuron)", "layer", height=max(300, 60 + 38 * len(layers)))
+    return _layout(fig, title, "unit position in its layer (%; units per layer in brackets)", "layer",
+                   height=max(300, 60 + 38 * len(layers)))
 
 
 def layer_energy_figure(person, general, layer: str) -> go.Figure:
@@ -153,11 +161,12 @@ def accuracy_curve_figure(points: Sequence[dict], *, current: float | None = Non
                                mode="lines+markers", name="fine-pruned", line=dict(color=PERSON, width=3)))
     if general_accuracy is not None and not math.isnan(general_accuracy):
         fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color=GENERAL,
-                      annotation_text="general model", annotation_position="bottom right")
+                      annotation_text="general model", annotation_position="top left")
     if current is not None:
-        fig.add_vline(x=100 * current, line_color="#C62828", annotation_text=f"{100 * current:.0f}%")
+        fig.add_vline(x=100 * current, line_color="#C62828", annotation_text=f"{100 * current:.0f}%",
+                      annotation_position="bottom right")
     fig.update_xaxes(range=[-2, 97])
-    fig.update_yaxes(range=[0, 102])
+    fig.update_yaxes(range=[0, 112], tickvals=list(range(0, 101, 20)))
     return _layout(fig, title, "weights pruned (%)", "accuracy (%)")
 
 
@@ -168,8 +177,9 @@ def criteria_figure(rows: Sequence[dict], general_accuracy: float | None = None)
         fig.add_trace(go.Scatter(x=[100 * r["sparsity_target"] for r in pts], y=[100 * r["accuracy"] for r in pts],
                                  mode="lines+markers", name=criterion))
     if general_accuracy is not None and not math.isnan(general_accuracy):
-        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color="black", annotation_text="general model")
-    fig.update_yaxes(range=[0, 102])
+        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color="black", annotation_text="general model",
+                      annotation_position="top left")
+    fig.update_yaxes(range=[0, 112], tickvals=list(range(0, 101, 20)))
     return _layout(fig, "Criteria compared: accuracy vs sparsity", "weights pruned (%)", "accuracy (%)", height=420)
 
 
