@@ -20,6 +20,7 @@ leaves unused. Outputs in ``--out``:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import sys
@@ -33,6 +34,7 @@ import torch
 from .benchmark import Individual, compare_methods, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy
+from .models import prunable_layers
 from .pipeline import DEFAULT_SETTINGS, PruneSettings, PruningSweep
 from .voice import (
     DEFAULT_ARCH,
@@ -315,6 +317,64 @@ def resummarize(out: Path) -> int:
 
 
 # --------------------------------------------------------------------------- main
+CLASS_USAGE_RATIOS = (0.0, 0.25, 0.5)
+
+
+def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out: Path, log) -> int:
+    """Does pruning the output units of unused classes (``drop_unused_classes``) help?
+
+    Individuals: every speaker's 10 digits plus 3 draws each of 2, 3 and 5 digits. For each
+    held-out speaker the ratio is chosen on the *other* speakers' adaptation clips (their hidden
+    labels act as a dev set), then that speaker's test takes are scored once: nested, so no test
+    label picks anything. Writes fsdd_class_usage.csv (every row) and prints the summary.
+    """
+    from .pipeline import predicted_class_share, silence_output_units, unused_classes
+
+    rows = []
+    for name in speakers:
+        model = load_bundle(paths[name]).model.eval()
+        speaker = Speaker(name, fsdd.of_speaker(name))
+        rng = np.random.default_rng(sum(map(ord, name)))
+        draws = [tuple(range(10))] + [tuple(sorted(rng.choice(10, n, replace=False).tolist())) for n in (2, 3, 5) for _ in range(3)]
+        for digits in draws:
+            person = individual(speaker, digits=digits)
+            pruned = PruningSweep(model, person.adapt_x, settings).result_at(settings.sparsity).model
+            share = predicted_class_share(model, person.adapt_x)
+            for ratio in CLASS_USAGE_RATIOS:
+                adapted = copy.deepcopy(pruned)
+                dropped = unused_classes(share, ratio) if ratio > 0 else []
+                if dropped:
+                    silence_output_units(dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]], dropped)
+                rows.append({
+                    "speaker": name, "n_digits": len(digits), "digits": "".join(map(str, digits)), "ratio": ratio,
+                    "n_dropped": len(dropped),
+                    "dev_accuracy": accuracy(adapted, person.adapt_x, person.adapt_y),
+                    "test_accuracy": accuracy(adapted, person.test_x, person.test_y),
+                    "general_test_accuracy": accuracy(model, person.test_x, person.test_y),
+                })
+        log(f"{name}: class-usage individuals done")
+    chosen = {}
+    for name in speakers:
+        others = [r for r in rows if r["speaker"] != name]
+        chosen[name] = max(CLASS_USAGE_RATIOS, key=lambda q: (np.mean([r["dev_accuracy"] for r in others if r["ratio"] == q]), -q))
+        for r in rows:
+            if r["speaker"] == name:
+                r["chosen"] = r["ratio"] == chosen[name]
+    write_csv(out / "fsdd_class_usage.csv", rows)
+    print("ratio chosen per held-out speaker (on the other speakers' dev clips):", chosen)
+    print("| digits used | general | default pipeline | default + drop_unused_classes (nested choice) |")
+    print("|---|---|---|---|")
+    for n in (2, 3, 5, 10):
+        base = [r for r in rows if r["n_digits"] == n and r["ratio"] == 0.0]
+        picked = [r for r in rows if r["n_digits"] == n and r["chosen"]]
+        print(f"| {n} | {100 * np.mean([r['general_test_accuracy'] for r in base]):.1f} | "
+              f"{100 * np.mean([r['test_accuracy'] for r in base]):.1f} | {100 * np.mean([r['test_accuracy'] for r in picked]):.1f} |")
+    full = {r["speaker"]: r for r in rows if r["n_digits"] == 10 and r["chosen"]}
+    wins = sum(full[n]["test_accuracy"] >= full[n]["general_test_accuracy"] for n in full)
+    print(f"10-digit speakers at least as accurate as the general model: {wins}/{len(full)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench fsdd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 speaker, coarse grids: a smoke run of every step (fsdd_quick_*)")
@@ -328,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection-only", action="store_true", help="only the default-selection grid (fsdd_selection.csv)")
     parser.add_argument("--architectures", action="store_true", help="only the architecture cost table (fsdd_architectures.csv)")
     parser.add_argument("--resummarize", action="store_true", help="rewrite fsdd_summary.md and the plots from the CSVs in --out")
+    parser.add_argument("--class-usage", action="store_true", help="only the drop_unused_classes study (fsdd_class_usage.csv)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
@@ -367,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     fsdd = load_fsdd(data, feature_settings(DEFAULT_ARCH))
     paths = ensure_loso_models(data, models_dir, speakers, epochs, log)
     settings = DEFAULT_SETTINGS
+    if args.class_usage:
+        return class_usage_study(fsdd, paths, speakers, settings, out, log)
     methods, curve, clips, subsets, selection, general_dev, general_test = [], [], [], [], [], {}, {}
     for name in speakers:
         bundle = load_bundle(paths[name])

@@ -121,6 +121,7 @@ def cmd_personalize(args) -> int:
         "n_skipped": len(unlabeled.skipped) + (len(test[0].skipped) if test else 0),
         "skipped": [{"file": str(p), "reason": r} for p, r in unlabeled.skipped + (test[0].skipped if test else [])],
         "classes": bundle.classes,
+        "dropped_classes": [bundle.classes[i] for i in result.report.get("dropped_classes", [])],
         "baseline_per_class": baseline.per_class if baseline else None,
         "per_class": after.per_class if after else None,
     }
