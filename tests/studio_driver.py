@@ -98,14 +98,26 @@ def take_photo(at: AppTest, jpeg: bytes) -> AppTest:
 
 def wait_for_job(at: AppTest, timeout: float = 240) -> str:
     """Wait for the session's background job, then rerun so the page collects its outcome."""
-    active = state(at).jobs.active
-    if active is not None:
-        assert active.job.wait(timeout), f"job {active.kind} still running after {timeout} s"
-        status = active.job.status
-    else:
-        status = "none"
-    at.run()
-    return status
+    return wait_for_jobs([at], timeout)[0]
+
+
+def wait_for_jobs(sessions: list[AppTest], timeout: float = 240) -> list[str]:
+    """Wait for the jobs of several sessions; each page then collects its outcome.
+
+    Renews the jobs' leases while waiting, as each page's polling fragment does in a browser (a job
+    nobody polls cancels itself after ``studio.jobs.LEASE_SECONDS``)."""
+    active = [state(at).jobs.active for at in sessions]
+    deadline = time.monotonic() + timeout
+    for one in active:
+        while one is not None and not one.job.wait(0.5):
+            for other in active:
+                if other is not None:
+                    other.lease.renew()
+            assert time.monotonic() < deadline, f"job {one.kind} still running after {timeout} s"
+    statuses = ["none" if one is None else one.job.status for one in active]
+    for at in sessions:
+        at.run()
+    return statuses
 
 
 def fineprune_threads() -> list[threading.Thread]:

@@ -107,7 +107,8 @@ def server(tmp_path_factory):
     home.mkdir()
     tmp.mkdir()
     audit = work / "audit.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINEPRUNE_", "STREAMLIT_"))}
+    inherited = ("FINEPRUNE_", "STREAMLIT_", "TORCHINDUCTOR_")  # torch puts its cache dir into os.environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(
         PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", HOME=str(home), TMPDIR=str(tmp), AUDIT_LOG=str(audit),
         FINEPRUNE_STUDIO_MODELS=f"voice={models / 'voice.pt'};face={models / 'face.pt'}",
