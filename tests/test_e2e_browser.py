@@ -226,6 +226,7 @@ def record_photo_prune(server, page):
     page.get_by_role("heading", name="Your photos (1)").wait_for(timeout=60_000)
     wait_idle(page)
     no_exceptions(page)
+    page.get_by_text("The 48×48 crop the model sees").wait_for(timeout=120_000)
     assert page.locator("[data-testid='stImage']").count() >= 2  # photo with box, 48x48 crop
     shot(page, "face")
 
