@@ -294,8 +294,10 @@ def validation_people(model, card: dict, data: dict, norm: dict, plan: Plan, see
         cond = capture_condition(rng)
         perm = rng.permutation(len(y))
         a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
-        xa = normalise_crops(apply_condition(x_raw[a], cond, rng), norm, already_blurred=True)
-        xt = normalise_crops(apply_condition(x_raw[t], cond, rng), norm, already_blurred=True)
+        # as for a camera: condition first, then the product's matching blur (which smooths the
+        # condition's noise); the face itself is then a little blurrier than in training
+        xa = normalise_crops(apply_condition(x_raw[a], cond, rng), norm)
+        xt = normalise_crops(apply_condition(x_raw[t], cond, rng), norm)
         people.append(("capture", Individual(f"val_capture_{i}", xa, xt, torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
     return people
 
