@@ -338,6 +338,80 @@ def select_prune_defaults(model, people: list[tuple[str, Individual]], candidate
     return max(candidates, key=worst), rows
 
 
+def read_csv(path: Path) -> list[dict]:
+    def parse(v: str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as fh:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _pivot(rows: list[dict], row_key: str, col_key: str, value: str = "accuracy") -> tuple[list, list, dict]:
+    cols = sorted({r[col_key] for r in rows})
+    table: dict = {}
+    for r in rows:
+        table.setdefault(r[row_key], {}).setdefault(r[col_key], []).append(r[value])
+    return list(table), cols, {k: {c: mean(v) for c, v in row.items()} for k, row in table.items()}
+
+
+def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
+    """docs/results/face_summary.md: the tables RESULTS.md quotes, rebuilt from the CSVs."""
+    methods = read_csv(out_dir / f"{prefix}methods.csv")
+    summary = read_csv(out_dir / f"{prefix}summary.csv")
+    curve = read_csv(out_dir / f"{prefix}sparsity.csv")
+    sizes = read_csv(out_dir / f"{prefix}adapt_size.csv")
+    lines = [f"# Face benchmark tables (`python -m fineprune bench face{' --quick' if 'quick' in prefix else ''}`)", ""]
+    for kind in ("class_subset", "capture"):
+        rows = [r for r in summary if r["type"] == kind]
+        if not rows:
+            continue
+        n = int(rows[0]["individuals"])
+        lines += [f"## {kind.replace('_', '-')} individuals ({n}): methods", "",
+                  "| method | labels | mean accuracy | gain vs general | wins/losses | sparsity | GFLOPs | seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['method']} | {'yes' if r['uses_labels'] == 'True' else 'no'} | {100 * r['accuracy_mean']:.1f} | "
+                         f"{100 * r['gain_mean']:+.1f} | {int(r['wins'])}/{int(r['losses'])} | {r['sparsity_mean']:.0%} | "
+                         f"{r['gflops_mean']:.2f} | {r['seconds_mean']:.2f} |")
+        key = ["general", "fineprune", "fineprune_global_default", "bn_adapt", "prior_em", f"drop_unused_r{ANALYSIS_RATIO:g}",
+               f"fineprune+drop_unused_r{ANALYSIS_RATIO:g}", "backprop"]
+        people = list(dict.fromkeys(r["individual"] for r in methods if r["type"] == kind))
+        acc = {(r["individual"], r["method"]): r["accuracy"] for r in methods if r["type"] == kind}
+        desc = {r["individual"]: r["description"] for r in methods if r["type"] == kind}
+        present = [m for m in key if any((p, m) in acc for p in people)]
+        lines += ["", f"### per individual (test accuracy, %)", "",
+                  "| individual | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+        for p in people:
+            lines.append(f"| {p} ({desc[p][:60]}) | " + " | ".join(f"{100 * acc[(p, m)]:.1f}" if (p, m) in acc else "" for m in present) + " |")
+        crits, sp, table = _pivot([r for r in curve if r["type"] == kind], "criterion", "sparsity_target")
+        lines += ["", "### accuracy vs sparsity (mean test accuracy, %)", "",
+                  "| criterion | " + " | ".join(f"{s:.0%}" for s in sp) + " |", "|---" * (len(sp) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(f"{100 * table[c][s]:.1f}" for s in sp) + " |" for c in crits]
+        meths, ns, table = _pivot([r for r in sizes if r["type"] == kind], "method", "n_adapt")
+        lines += ["", "### accuracy vs number of unlabeled adaptation images (mean test accuracy, %)", "",
+                  "| method | " + " | ".join(f"{int(n)}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
+        lines += [f"| {m} | " + " | ".join(f"{100 * table[m][n]:.1f}" if n in table[m] else "" for n in ns) + " |" for m in meths]
+        lines.append("")
+    for name, key, title in ((f"{prefix}drop_unused_selection.csv", "ratio", "drop_unused ratio"),
+                             (f"{prefix}prune_defaults_selection.csv", "candidate", "prune_defaults candidate")):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        rows = read_csv(path)
+        lines += [f"## validation individuals: {title} (mean gain over general, points)", "",
+                  f"| {key} | class-subset | capture |", "|---|---|---|"]
+        for value in dict.fromkeys(r[key] for r in rows):
+            g = {k: mean(100 * (r["accuracy"] - r["general"]) for r in rows if r[key] == value and r["type"] == k) for k in ("class_subset", "capture")}
+            lines.append(f"| {value} | {g['class_subset']:+.1f} | {g['capture']:+.1f} |")
+        lines.append("")
+    out = out_dir / f"{prefix}summary.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench face")
     parser.add_argument("--quick", action="store_true", help="a ~5 minute smoke run (fewer individuals and points)")
@@ -349,7 +423,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--select-defaults", action="store_true",
                         help="only choose the face model's label-free prune_defaults on validation individuals")
     parser.add_argument("--write-card", action="store_true", help="with --select-defaults: store the choice in the model card")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild face_summary.md from the CSVs of the last run")
     args = parser.parse_args(argv)
+    if args.tables_only:
+        print(write_summary_markdown(Path(args.out), "face_quick_" if args.quick else "face_"))
+        return 0
 
     torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else FULL
@@ -445,10 +523,13 @@ def main(argv: list[str]) -> int:
                      "flops": per_example * len(person.adapt_x), "seconds": sec, "kept_classes": len(kept)})
         start = time.perf_counter()
         pruned = fine_prune(model, person.adapt_x, settings)
+        prune_sec = time.perf_counter() - start
         wrapped_analysis, _ = drop_unused(pruned.model, person.adapt_x, ANALYSIS_RATIO, reference)
         rows.append({**base_row, "method": f"fineprune+drop_unused_r{ANALYSIS_RATIO:g}", "uses_labels": False,
                      "accuracy": accuracy(wrapped_analysis, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
-                     "flops": per_example * len(person.adapt_x) * (forward_passes(settings) + 1), "seconds": 0.0})
+                     "flops": per_example * len(person.adapt_x) * (forward_passes(settings) + 1),
+                     "seconds": time.perf_counter() - start})
+        start = time.perf_counter() - prune_sec  # the same pruning, with the selected ratio
         wrapped, kept = drop_unused(pruned.model, person.adapt_x, best_thr, reference)
         sec = time.perf_counter() - start
         rows.append({**base_row, "method": "fineprune+drop_unused", "uses_labels": False,
@@ -465,7 +546,8 @@ def main(argv: list[str]) -> int:
         for r in rows:
             r.update(type=kind, k=k, description=desc)
         method_rows += rows
-        for r in sparsity_curve(model, person, plan.sparsities, settings=settings, general_x=general_x):
+        criteria = tuple(dict.fromkeys((settings.criterion, "energy", "magnitude", "random")))
+        for r in sparsity_curve(model, person, plan.sparsities, criteria=criteria, settings=settings, general_x=general_x):
             curve_rows.append({**r, "type": kind, "k": k})
         # accuracy vs number of unlabeled adaptation images
         for n in plan.adapt_sizes:
@@ -525,7 +607,8 @@ def main(argv: list[str]) -> int:
     for r in summary:
         print(f"{r['type']:13s} {r['method']:22s} {r['accuracy_mean']:6.3f} {r['gain_mean']:+7.3f} {r['gain_min']:+7.3f} "
               f"{r['wins']:2d}/{r['losses']:<2d} {r['sparsity_mean']:5.2f} {r['seconds_mean']:6.2f}")
-    say(f"wrote {prefix}*.csv/png to {out_dir}")
+    write_summary_markdown(out_dir, prefix)
+    say(f"wrote {prefix}*.csv/png/md to {out_dir}")
     return 0
 
 
