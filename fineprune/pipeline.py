@@ -144,6 +144,7 @@ def unused_classes(share: torch.Tensor, ratio: float) -> list[int]:
     return [int(i) for i in torch.nonzero(dropped).flatten()]
 
 
+@torch.no_grad()  # the masked weight must stay a leaf tensor, or the model cannot be deep-copied
 def silence_output_units(layer: nn.Module, classes: list[int]) -> None:
     """Prune the output units of ``classes``: weights masked (torch prune) and the bias set so
     low that the class is never predicted. The network keeps its shape, so saving, export and the
