@@ -49,6 +49,14 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _CONSTANT_PRESERVING = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten)
 
 
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy, even of a pruned model whose masked weight torch computed with autograd on."""
+    from .bundle import refresh_masked_weights
+
+    refresh_masked_weights(model)  # same values, as leaf tensors
+    return copy.deepcopy(model)
+
+
 # ----------------------------------------------------------------------------- layer specs
 def _plain(value):
     """JSON-friendly: tuples become lists."""
@@ -262,7 +270,7 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     input channels (the model's input). The result is a plain dense ``nn.Sequential`` with the
     original layer names, rebuilt by ``build_model`` from the returned config (``"sequential"``).
     """
-    work = make_permanent(copy.deepcopy(model)).eval()
+    work = make_permanent(_copy(model)).eval()
     leaves = sequential_leaves(work)
     specs = [layer_spec(name, m) for name, m in leaves]
     prunable = [i for i, (_, m) in enumerate(leaves) if isinstance(m, _PRUNABLE)]
@@ -368,7 +376,7 @@ def effective_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str
         for key in list(module._buffers):
             if key.endswith("_mask"):
                 masked.append(f"{module_name}.{key[: -len('_mask')]}" if module_name else key[: -len("_mask")])
-    plain = make_permanent(copy.deepcopy(model))
+    plain = make_permanent(_copy(model))
     return {k: v.detach().clone() for k, v in plain.state_dict().items()}, sorted(masked)
 
 

@@ -359,3 +359,23 @@ def test_cli_refuses_structured_export_of_a_non_vgg_model_before_the_work(tmp_pa
     assert code == 2
     err = capsys.readouterr().err
     assert "VGG-style" in err and len(err.strip().splitlines()) == 1
+
+
+def test_models_pruned_with_autograd_on_still_copy_and_export():
+    """torch.prune computes ``weight = weight_orig * mask`` with autograd on unless told otherwise;
+    such a non-leaf weight breaks ``copy.deepcopy`` -- export and the engine must cope."""
+    import copy
+
+    from torch.nn.utils import prune
+
+    model, x = make_vgg(VGG2D), inputs(VGG2D)
+    result = fine_prune(model, x, sparsity=0.5, criterion="channel", drop_unused_classes=0.9)
+    copy.deepcopy(result.model)  # the engine's own masks are leaves
+    pruned = result.model
+    rows = torch.ones_like(pruned.classifier.fc1.weight)
+    rows[:3] = 0
+    prune.custom_from_mask(pruned.classifier.fc1, "weight", rows)  # with autograd on, as a user would
+    assert not pruned.classifier.fc1.weight.is_leaf
+    export = export_structured(pruned, VGG2D)
+    assert (outputs(pruned, x) - outputs(export.model, x)).abs().max() < TOLERANCE
+    assert load_bundle(save_to_bytes(pruned, VGG2D, "sparse")) is not None
