@@ -14,15 +14,15 @@ FER2013 has no subject identities, so "individuals" are defined two honest ways:
 
 For every individual the unlabeled adaptation images and the labelled test images are disjoint;
 only ``backprop`` sees adaptation labels. Methods and controls come from
-``fineprune.benchmark.compare_methods`` (the same as the voice benchmark), plus
-``drop_unused`` -- a label-free head step that removes the output units of classes the model
-predicts on the person's unlabeled images much less often than on general data -- to test
-whether *that* is where the class-subset gain comes from. Its one threshold (the ratio) and the
-face card's ``prune_defaults`` are chosen on individuals built from the validation split (10%
-of FER2013 train, unseen in training), never on the test split.
+``fineprune.benchmark.compare_methods`` (the same as the voice benchmark), plus ``head_only``
+-- the engine's label-free ``drop_unused_classes`` alone (output units of classes the model
+rarely predicts on the person's unlabeled images are pruned; nothing else) -- and the default
+with/without it, to test whether *that* is where the class-subset gain comes from. The face
+card's ``prune_defaults`` are chosen (``--select-defaults``) on individuals built from the
+validation split (10% of FER2013 train, unseen in training), never on the test split.
 
 Outputs (``--out``, default docs/results/): face_methods.csv, face_summary.csv,
-face_sparsity.csv, face_adapt_size.csv, face_drop_unused_selection.csv,
+face_sparsity.csv, face_adapt_size.csv, face_prune_defaults_selection.csv,
 face_crop_calibration.csv and PNG plots (accuracy vs sparsity, vs adaptation images); ``--quick`` writes the same files with a
 ``face_quick_`` prefix.
 """
@@ -39,22 +39,18 @@ from statistics import mean
 import cv2
 import numpy as np
 import torch
-from torch import nn
 
-from .baselines import PriorAdjusted, bn_adapt, prior_em
+from .baselines import bn_adapt, prior_em
 from .benchmark import Individual, compare_methods, forward_passes, sparsity_curve
 from .bundle import load_bundle
-from .evaluation import accuracy, count_flops, predict_logits
+from .evaluation import accuracy, count_flops
 from .face import FACE_INPUT, crop_face, detect_faces, normalise_crops
 from .face_model import VAL_FRACTION, load_fer2013, stratified_split
 from .pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013"
-# candidate ratios: a class is dropped when the person shows it less than RATIO x as often as the
-# general population does (both measured by the model's own predictions, no labels)
-DROP_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-ANALYSIS_RATIO = 0.5  # also reported at this fixed ratio, whatever the validation choice
+ANALYSIS_DROP = 0.5  # drop_unused_classes used for the head-only analysis when the card sets none
 
 
 @dataclass
@@ -147,36 +143,6 @@ def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> 
         f = f * 255.0 + rng.normal(0, cond["noise_std"], f.shape)
         out.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
     return np.stack(out)
-
-
-# ----------------------------------------------------------------------------- label-free head step
-
-
-def predicted_share(pred: torch.Tensor, n_classes: int = 7) -> torch.Tensor:
-    return torch.bincount(pred, minlength=n_classes).float() / max(1, len(pred))
-
-
-def keep_from_predictions(pred: torch.Tensor, ratio: float, reference: torch.Tensor) -> torch.Tensor:
-    """Classes the person shows more than ``ratio`` x as often as the general population
-    (``reference``: predicted shares on general data); always at least one."""
-    share = predicted_share(pred, len(reference))
-    keep = share > ratio * reference
-    keep[int(share.argmax())] = True
-    return keep
-
-
-def used_classes(model: nn.Module, x: torch.Tensor, ratio: float, reference: torch.Tensor) -> torch.Tensor:
-    """Classes the model predicts on the person's unlabeled images at least ``ratio`` x as often
-    as on general data."""
-    return keep_from_predictions(predict_logits(model, x).argmax(1), ratio, reference)
-
-
-def drop_unused(model: nn.Module, x: torch.Tensor, ratio: float, reference: torch.Tensor) -> tuple[nn.Module, list[int]]:
-    """Prune the output units of classes the person (per the model's own predictions on their
-    unlabeled data) does not use: their logits are pushed to -1e4. No labels involved."""
-    keep = used_classes(model, x, ratio, reference)
-    offset = torch.where(keep, 0.0, -1e4)
-    return PriorAdjusted(model, offset).eval(), [int(i) for i in torch.nonzero(keep).flatten()]
 
 
 # ----------------------------------------------------------------------------- crop calibration
@@ -313,6 +279,10 @@ def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
         "global": base.replace(scope="global"),
         "no_bias_correction": base.replace(bias_correction=False),
         "prune_classifier": base.replace(spare_last=False),
+        "drop0.5": base.replace(drop_unused_classes=0.5),
+        "drop1.0": base.replace(drop_unused_classes=1.0),
+        "bn_none+drop0.5": base.replace(recalibrate_bn="none", drop_unused_classes=0.5),
+        "bn_none+drop1.0": base.replace(recalibrate_bn="none", drop_unused_classes=1.0),
     }
 
 
@@ -376,8 +346,8 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
             lines.append(f"| {r['method']} | {'yes' if r['uses_labels'] == 'True' else 'no'} | {100 * r['accuracy_mean']:.1f} | "
                          f"{100 * r['gain_mean']:+.1f} | {int(r['wins'])}/{int(r['losses'])} | {r['sparsity_mean']:.0%} | "
                          f"{r['gflops_mean']:.2f} | {r['seconds_mean']:.2f} |")
-        key = ["general", "fineprune", "fineprune_global_default", "bn_adapt", "prior_em", f"drop_unused_r{ANALYSIS_RATIO:g}",
-               f"fineprune+drop_unused_r{ANALYSIS_RATIO:g}", "backprop"]
+        key = ["general", "fineprune", "fineprune_global_default", "fineprune_no_head", "fineprune_with_head", "head_only",
+               "bn_adapt", "prior_em", "backprop"]
         people = list(dict.fromkeys(r["individual"] for r in methods if r["type"] == kind))
         acc = {(r["individual"], r["method"]): r["accuracy"] for r in methods if r["type"] == kind}
         desc = {r["individual"]: r["description"] for r in methods if r["type"] == kind}
@@ -395,8 +365,7 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
                   "| method | " + " | ".join(f"{int(n)}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
         lines += [f"| {m} | " + " | ".join(f"{100 * table[m][n]:.1f}" if n in table[m] else "" for n in ns) + " |" for m in meths]
         lines.append("")
-    for name, key, title in ((f"{prefix}drop_unused_selection.csv", "ratio", "drop_unused ratio"),
-                             (f"{prefix}prune_defaults_selection.csv", "candidate", "prune_defaults candidate")):
+    for name, key, title in ((f"{prefix}prune_defaults_selection.csv", "candidate", "prune_defaults candidate"),):
         path = out_dir / name
         if not path.exists():
             continue
@@ -460,33 +429,6 @@ def main(argv: list[str]) -> int:
     write_csv(out_dir / f"{prefix}crop_calibration.csv", [calib])
     say(f"crop calibration: {calib}")
 
-    # --- choices are made on validation-split individuals (never the test split)
-    val_people = validation_people(model, card, data, norm, plan, args.seed)
-    reference = predicted_share(predict_logits(model, general_x).argmax(1))  # general population's usage
-    selection = []
-    for kind, person in val_people:
-        adapt_pred, test_logits = predict_logits(model, person.adapt_x).argmax(1), predict_logits(model, person.test_x)
-        base = float((test_logits.argmax(1) == person.test_y).float().mean())
-        for thr in DROP_RATIOS:  # the same rule as drop_unused, on predictions computed once
-            keep = keep_from_predictions(adapt_pred, thr, reference)
-            masked = test_logits + torch.where(keep, 0.0, -1e4)
-            selection.append({"individual": person.name, "type": kind, "ratio": thr,
-                              "accuracy": float((masked.argmax(1) == person.test_y).float().mean()),
-                              "general": base, "kept": int(keep.sum())})
-    write_csv(out_dir / f"{prefix}drop_unused_selection.csv", selection)
-
-    # the threshold must not hurt capture-condition people (all 7 expressions): among thresholds
-    # whose mean gain there is >= -0.5 points, take the best mean gain on class-subset people
-    def gain(th, kind):
-        rs = [r["accuracy"] - r["general"] for r in selection if r["ratio"] == th and r["type"] == kind]
-        return mean(rs) if rs else 0.0
-
-    safe = [th for th in DROP_RATIOS if gain(th, "capture") >= -0.005] or [DROP_RATIOS[0]]
-    best_thr = max(safe, key=lambda th: gain(th, "class_subset"))
-    say("drop_unused gain on validation individuals (ratio: class-subset / capture): " + ", ".join(
-        f"{th:g}: {gain(th, 'class_subset'):+.4f} / {gain(th, 'capture'):+.4f}" for th in DROP_RATIOS
-    ) + f" -> ratio {best_thr:g}")
-
     # --- test-split individuals
     people = []
     for name, k, classes, a, t in class_subset_individuals(y_test, plan.per_k, plan.adapt_per_class, plan.test_per_class, rng):
@@ -508,34 +450,24 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         rows = compare_methods(model, person, settings=settings, general_x=general_x, train_prior=train_prior,
                                backprop_kwargs={"epochs": plan.backprop_epochs})
-        # label-free head step alone, and after default fine-pruning
-        start = time.perf_counter()
-        wrapped, kept = drop_unused(model, person.adapt_x, best_thr, reference)
-        sec = time.perf_counter() - start
         base_row = {k2: v for k2, v in rows[0].items() if k2 in ("individual", "n_adapt", "n_test")}
-        rows.append({**base_row, "method": "drop_unused", "uses_labels": False, "accuracy": accuracy(wrapped, person.test_x, person.test_y),
-                     "sparsity": 0.0, "flops": per_example * len(person.adapt_x), "seconds": sec, "kept_classes": len(kept)})
-        # analysis, not a product setting: a fixed ratio ("shown less than half as often as by the
-        # general population") answers whether the class-subset gain lives in the output units
-        wrapped, kept = drop_unused(model, person.adapt_x, ANALYSIS_RATIO, reference)
-        rows.append({**base_row, "method": f"drop_unused_r{ANALYSIS_RATIO:g}", "uses_labels": False,
-                     "accuracy": accuracy(wrapped, person.test_x, person.test_y), "sparsity": 0.0,
-                     "flops": per_example * len(person.adapt_x), "seconds": sec, "kept_classes": len(kept)})
-        start = time.perf_counter()
-        pruned = fine_prune(model, person.adapt_x, settings)
-        prune_sec = time.perf_counter() - start
-        wrapped_analysis, _ = drop_unused(pruned.model, person.adapt_x, ANALYSIS_RATIO, reference)
-        rows.append({**base_row, "method": f"fineprune+drop_unused_r{ANALYSIS_RATIO:g}", "uses_labels": False,
-                     "accuracy": accuracy(wrapped_analysis, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
-                     "flops": per_example * len(person.adapt_x) * (forward_passes(settings) + 1),
-                     "seconds": time.perf_counter() - start})
-        start = time.perf_counter() - prune_sec  # the same pruning, with the selected ratio
-        wrapped, kept = drop_unused(pruned.model, person.adapt_x, best_thr, reference)
-        sec = time.perf_counter() - start
-        rows.append({**base_row, "method": "fineprune+drop_unused", "uses_labels": False,
-                     "accuracy": accuracy(wrapped, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
-                     "flops": per_example * len(person.adapt_x) * (forward_passes(settings) + 1), "seconds": sec,
-                     "kept_classes": len(kept)})
+
+        def engine_row(method: str, chosen: PruneSettings) -> None:
+            start = time.perf_counter()
+            result = fine_prune(model, person.adapt_x, chosen)
+            rows.append({**base_row, "method": method, "uses_labels": False, "seconds": time.perf_counter() - start,
+                         "accuracy": accuracy(result.model, person.test_x, person.test_y), "sparsity": result.report["sparsity"],
+                         "flops": per_example * len(person.adapt_x) * (forward_passes(chosen) + (chosen.drop_unused_classes > 0)),
+                         "dropped_classes": "/".join(data["classes"][c] for c in result.report.get("dropped_classes") or [])})
+
+        # Where does a class-subset gain live? The output units of classes the person does not use
+        # (the engine's label-free drop_unused_classes) versus the pruned inner layers.
+        drop = settings.drop_unused_classes or ANALYSIS_DROP
+        engine_row("head_only", settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop))
+        if settings.drop_unused_classes:
+            engine_row("fineprune_no_head", settings.replace(drop_unused_classes=0.0))
+        else:
+            engine_row("fineprune_with_head", settings.replace(drop_unused_classes=drop))
         if settings != DEFAULT_SETTINGS:  # what the project-wide default would have done here
             start = time.perf_counter()
             pruned = fine_prune(model, person.adapt_x, DEFAULT_SETTINGS)
@@ -558,22 +490,20 @@ def main(argv: list[str]) -> int:
             entries = {
                 "fineprune": pruned.model,
                 "bn_adapt": bn_adapt(model, sub),
-                "drop_unused": drop_unused(model, sub, best_thr, reference)[0],
-                f"drop_unused_r{ANALYSIS_RATIO:g}": drop_unused(model, sub, ANALYSIS_RATIO, reference)[0],
                 "prior_em": prior_em(model, sub, train_prior=train_prior)[0],
+                "head_only": fine_prune(model, sub, settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop)).model,
             }
             for method, m in entries.items():
                 size_rows.append({"individual": person.name, "type": kind, "k": k, "n_adapt": n, "method": method,
                                   "accuracy": accuracy(m, person.test_x, person.test_y)})
         acc = {r["method"]: r["accuracy"] for r in rows}
         say(f"{person.name:12s} ({desc[:40]}): general {acc['general']:.3f} fineprune {acc['fineprune']:.3f} "
-            f"bn_adapt {acc['bn_adapt']:.3f} prior_em {acc['prior_em']:.3f} drop_r{ANALYSIS_RATIO:g} "
-            f"{acc[f'drop_unused_r{ANALYSIS_RATIO:g}']:.3f} backprop {acc.get('backprop', float('nan')):.3f} "
+            f"bn_adapt {acc['bn_adapt']:.3f} prior_em {acc['prior_em']:.3f} head_only {acc['head_only']:.3f} "
+            f"backprop {acc.get('backprop', float('nan')):.3f} "
             f"[{time.perf_counter() - t0:.0f}s]")
 
     summary = summarise(method_rows)
     for r in summary:
-        r["drop_unused_ratio"] = best_thr
         r["settings"] = str(settings.to_dict())
     write_csv(out_dir / f"{prefix}methods.csv", method_rows)
     write_csv(out_dir / f"{prefix}summary.csv", summary)
@@ -619,7 +549,7 @@ def run_default_selection(args, model, card, data, norm, plan, out_dir, prefix, 
     from .bundle import save_bundle
 
     people = validation_people(model, card, data, norm, plan, args.seed)
-    candidates = prune_default_candidates(DEFAULT_SETTINGS)
+    candidates = prune_default_candidates(DEFAULT_SETTINGS.replace(drop_unused_classes=0.0))
     best, rows = select_prune_defaults(model, people, candidates, say)
     write_csv(out_dir / f"{prefix}prune_defaults_selection.csv", rows)
     base, chosen = DEFAULT_SETTINGS.to_dict(), candidates[best].to_dict()

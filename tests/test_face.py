@@ -380,28 +380,6 @@ def test_class_subset_individuals_are_disjoint_and_show_k_classes():
         assert set(y[adapt]) == set(classes) == set(y[test]) and len(classes) == k
 
 
-def test_drop_unused_removes_classes_the_person_never_shows():
-    from fineprune.bench_face import drop_unused
-
-    class Fixed(torch.nn.Module):  # predicts class 0 for x>0, class 3 otherwise; class 5 scores second
-        def forward(self, x):
-            s = x.flatten(1).mean(1)
-            logits = torch.zeros(len(x), 7)
-            logits[:, 0], logits[:, 3], logits[:, 5] = s * 10, -s * 10, 1.0
-            return logits
-
-    x = torch.cat([torch.ones(6, 1, 4, 4), -torch.ones(4, 1, 4, 4)])
-    general_usage = torch.tensor([0.3, 0.05, 0.05, 0.3, 0.1, 0.1, 0.1])
-    wrapped, kept = drop_unused(Fixed(), x, 0.0, general_usage)
-    assert kept == [0, 3]
-    # a class used, but far less than by the general population, is dropped at a higher ratio
-    x = torch.cat([torch.ones(9, 1, 4, 4), -torch.ones(1, 1, 4, 4)])  # class 3: 10% vs 30% in general
-    assert drop_unused(Fixed(), x, 0.2, general_usage)[1] == [0, 3]
-    assert drop_unused(Fixed(), x, 0.5, general_usage)[1] == [0]
-    zero = torch.zeros(1, 1, 4, 4)  # the general model would say class 5 here
-    assert Fixed()(zero).argmax(1).item() == 5 and wrapped(zero).argmax(1).item() in (0, 3)
-
-
 def test_plot_is_written(tmp_path):
     from fineprune.bench_face import plot_lines
 
