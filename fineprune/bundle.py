@@ -72,8 +72,10 @@ def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> Non
 
 
 @torch.no_grad()  # a leaf tensor, so the loaded model can be deep-copied (ModelBundle.copy)
+@torch.no_grad()
 def refresh_masked_weights(model: nn.Module) -> None:
-    """Recompute ``weight = weight_orig * weight_mask`` now (torch does it only at the next forward)."""
+    """Recompute ``weight = weight_orig * weight_mask`` now (torch does it only at the next forward),
+    as leaf tensors, so the model can be deep-copied even after a forward with autograd on."""
     for module in model.modules():
         for hook in module._forward_pre_hooks.values():
             if isinstance(hook, prune.BasePruningMethod):
