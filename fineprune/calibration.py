@@ -12,7 +12,9 @@ from .errors import JobCancelled
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int = 64, cancel: threading.Event | None = None) -> nn.Module:
-    """Replace every BatchNorm's running mean/var by the exact average over ``data`` (in place).
+    """Replace every BatchNorm's running mean/var by the average of per-batch statistics over
+    ``data`` (in place). The mean is exact; the variance averages per-batch variances and a
+    trailing batch of one is skipped, so batch composition (clip order) shifts it slightly.
 
     Uses momentum=None (a cumulative average), BN layers in train mode and everything else in
     eval mode (dropout off). Affine weights are untouched; no labels, no gradients.
