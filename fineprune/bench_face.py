@@ -202,7 +202,7 @@ def plot_lines(path: Path, series: dict[str, list[tuple[float, float]]], title: 
     for name, pts in series.items():
         pts = sorted(p for p in pts if not math.isnan(p[1]))
         if pts:
-            style = {"linestyle": "--", "color": "gray"} if name.startswith("general") else {"marker": "o"}
+            style = {"linestyle": "--", "color": "gray"} if name in ("general", "general (dense)") else {"marker": "o"}
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
     if log_x:
         ax.set_xscale("log")
@@ -381,6 +381,26 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
     return out
 
 
+def write_plots(out_dir: Path, prefix: str) -> None:
+    """Accuracy vs sparsity and vs adaptation images per individual type, from the CSVs."""
+    methods = read_csv(out_dir / f"{prefix}methods.csv")
+    curve = read_csv(out_dir / f"{prefix}sparsity.csv")
+    sizes = read_csv(out_dir / f"{prefix}adapt_size.csv")
+    for kind in ("class_subset", "capture"):
+        general = [r["accuracy"] for r in methods if r["type"] == kind and r["method"] == "general"]
+        if not general:
+            continue
+        for rows, key, group, stem, xlabel, log_x in (
+            (curve, "sparsity_target", "criterion", "accuracy_vs_sparsity", "sparsity (prunable weights)", False),
+            (sizes, "n_adapt", "method", "accuracy_vs_adapt_size", "unlabeled adaptation images", True),
+        ):
+            groups, xs, table = _pivot([r for r in rows if r["type"] == kind], group, key)
+            series = {g: [(x, v) for x, v in table[g].items()] for g in groups}
+            series["general (dense)"] = [(x, mean(general)) for x in xs]
+            plot_lines(out_dir / f"{prefix}{kind}_{stem}.png", series,
+                       f"FER2013 {kind.replace('_', '-')} individuals", xlabel, "mean test accuracy", log_x=log_x)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench face")
     parser.add_argument("--quick", action="store_true", help="a ~5 minute smoke run (fewer individuals and points)")
@@ -392,10 +412,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--select-defaults", action="store_true",
                         help="only choose the face model's label-free prune_defaults on validation individuals")
     parser.add_argument("--write-card", action="store_true", help="with --select-defaults: store the choice in the model card")
-    parser.add_argument("--tables-only", action="store_true", help="rebuild face_summary.md from the CSVs of the last run")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild face_summary.md and the plots from the CSVs of the last run")
     args = parser.parse_args(argv)
     if args.tables_only:
-        print(write_summary_markdown(Path(args.out), "face_quick_" if args.quick else "face_"))
+        prefix = "face_quick_" if args.quick else "face_"
+        write_plots(Path(args.out), prefix)
+        print(write_summary_markdown(Path(args.out), prefix))
         return 0
 
     torch.set_num_threads(args.threads)
@@ -510,29 +532,7 @@ def main(argv: list[str]) -> int:
     write_csv(out_dir / f"{prefix}sparsity.csv", curve_rows)
     write_csv(out_dir / f"{prefix}adapt_size.csv", size_rows)
 
-    for kind in ("class_subset", "capture"):
-        general_mean = mean(r["accuracy"] for r in method_rows if r["type"] == kind and r["method"] == "general")
-        series = {}
-        for crit in dict.fromkeys(r["criterion"] for r in curve_rows):
-            pts = {}
-            for r in curve_rows:
-                if r["type"] == kind and r["criterion"] == crit:
-                    pts.setdefault(r["sparsity_target"], []).append(r["accuracy"])
-            series[crit] = [(s, mean(v)) for s, v in pts.items()]
-        series["general (dense)"] = [(s, general_mean) for s in plan.sparsities]
-        plot_lines(out_dir / f"{prefix}{kind}_accuracy_vs_sparsity.png", series,
-                  f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs sparsity", "sparsity (prunable weights)", "mean test accuracy")
-        series = {}
-        for method in dict.fromkeys(r["method"] for r in size_rows):
-            pts = {}
-            for r in size_rows:
-                if r["type"] == kind and r["method"] == method:
-                    pts.setdefault(r["n_adapt"], []).append(r["accuracy"])
-            series[method] = [(n, mean(v)) for n, v in pts.items()]
-        series["general"] = [(n, general_mean) for n in plan.adapt_sizes]
-        plot_lines(out_dir / f"{prefix}{kind}_accuracy_vs_adapt_size.png", series,
-                  f"FER2013 {kind.replace('_', '-')} individuals: accuracy vs unlabeled images", "unlabeled adaptation images", "mean test accuracy", log_x=True)
-
+    write_plots(out_dir, prefix)
     print(f"\n{'type':13s} {'method':22s} {'acc':>6s} {'gain':>7s} {'min':>7s} {'W/L':>5s} {'spars':>5s} {'sec':>6s}")
     for r in summary:
         print(f"{r['type']:13s} {r['method']:22s} {r['accuracy_mean']:6.3f} {r['gain_mean']:+7.3f} {r['gain_min']:+7.3f} "
