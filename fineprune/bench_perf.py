@@ -284,24 +284,34 @@ def inference_pass(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
 
 
 class Timings(dict):
-    """Seconds per call of each function, calls interleaved (so background load hits all alike)."""
+    """Wall seconds (``perf_counter``) per call of each function, calls interleaved so background
+    load hits all alike; ``cpu`` holds the process CPU seconds of the same calls (``process_time``),
+    a cross-check that waiting for a busy core does not inflate."""
+
+    def __init__(self, keys):
+        super().__init__({k: [] for k in keys})
+        self.cpu: dict[str, list[float]] = {k: [] for k in keys}
 
     def median(self, key: str) -> float:
         return statistics.median(self[key])
 
     def ratio(self, numerator: str, denominator: str) -> float:
-        """Median of the per-round ratios: each round's two calls ran back to back."""
+        """Median of the per-round wall-time ratios: each round's two calls ran back to back."""
         return statistics.median(n / d for n, d in zip(self[numerator], self[denominator]))
+
+    def cpu_ratio(self, numerator: str, denominator: str) -> float:
+        return statistics.median(n / max(1e-9, d) for n, d in zip(self.cpu[numerator], self.cpu[denominator]))
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Timings:
-    times = Timings({k: [] for k in fns})
+    times = Timings(fns)
     for i in range(warmup + repeats):
         for key, fn in fns.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             if i >= warmup:
                 times[key].append(time.perf_counter() - start)
+                times.cpu[key].append(time.process_time() - cpu_start)
     return times
 
 
@@ -332,6 +342,8 @@ def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
         "personalize_over_inference": t.ratio("personalize", "inference"),
         "personalize_flops_over_inference": flops_personalize / flops_inference,
         "personalize_one_pass_over_inference": t.ratio("one_pass", "inference"),
+        "personalize_over_inference_cpu": t.cpu_ratio("personalize", "inference"),
+        "personalize_one_pass_over_inference_cpu": t.cpu_ratio("one_pass", "inference"),
     }
 
 
@@ -456,6 +468,7 @@ def measure_structured(subject: Subject, settings, plan: Plan) -> dict:
             t1 = alternate(single, plan.latency_repeats * 2, 3 * plan.warmup)
         for layout in layouts:
             out[f"structured_speedup_at_{key}_{layout}"] = t.ratio(f"dense {layout}", f"small {layout}")
+            out[f"structured_speedup_cpu_at_{key}_{layout}"] = t.cpu_ratio(f"dense {layout}", f"small {layout}")
             out[f"structured_speedup_batch1_at_{key}_{layout}"] = t1.ratio(f"dense {layout}", f"small {layout}")
             dense_seconds[layout] = dense_seconds.get(layout, 0.0) + t.median(f"dense {layout}")
         # what torch.nn.utils.prune alone gives: masks, same dense compute
@@ -470,6 +483,7 @@ def measure_structured(subject: Subject, settings, plan: Plan) -> dict:
         key = int(round(100 * s))
         out[f"structured_speedup_at_{key}"] = out[f"structured_speedup_at_{key}_{best}"]
         out[f"structured_speedup_batch1_at_{key}"] = out[f"structured_speedup_batch1_at_{key}_{best}"]
+        out[f"structured_speedup_cpu_at_{key}"] = out[f"structured_speedup_cpu_at_{key}_{best}"]
     return out
 
 
@@ -686,9 +700,11 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
 
     add("personalize_over_inference", "1. personalize ÷ inference pass",
         f"{1e3 * r['personalize_s']:.0f} ms vs {1e3 * r['inference_s']:.0f} ms over {r['n_clips']} clips; "
+        f"in CPU time {r['personalize_over_inference_cpu']:.2f}x; "
         f"{r['personalize_flops_over_inference']:.1f}x the FLOPs (settings {r['settings_summary']})")
     rows.append(("1. ... energy recording only", f"{r['personalize_one_pass_over_inference']:.2f}x", "--", "--",
-                 "one pass (recalibrate_bn=none, no class-share pass): recording, scoring, masks -- the floor of the method"))
+                 f"one pass (recalibrate_bn=none, no class-share pass): recording, scoring, masks -- the floor of the method; "
+                 f"in CPU time {r['personalize_one_pass_over_inference_cpu']:.2f}x"))
     reached = "reached" if r["backprop_reached"] else f"NOT reached in {r['backprop_epochs']} epochs (lower bound)"
     no_gain = " -- fine-pruning did not beat the general model here, so one epoch matches it" if r["fineprune_accuracy"] <= r["general_accuracy"] else ""
     add("backprop_over_fineprune_flops", "2. backprop ÷ fine-prune FLOPs",
@@ -707,6 +723,7 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
         other = [f"{name} layout {r[f'{key}_{name}']:.2f}x" for name in ("default", "channels_last") if name != layout and f"{key}_{name}" in r]
         rows.append((f"4. structured speed-up at {s}%", f"{r[key]:.2f}x", target, ok,
                      f"batch of {r['latency_batch']} clips, {layout.replace('_', '-')} layout (the dense model's fastest); "
+                     f"in CPU time {r[f'structured_speedup_cpu_at_{s}']:.2f}x; "
                      f"batch of 1 {r[f'structured_speedup_batch1_at_{s}']:.2f}x; {'; '.join(other + [''])}"
                      f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; largest output difference {r[f'structured_max_abs_diff_at_{s}']:.1e}"))
     rows.append(("4. masks only (torch.prune) at 50%", f"{r['masked_speedup_at_50']:.2f}x", "--", "--", "what pruning with masks alone buys"))
@@ -748,7 +765,9 @@ def render_markdown(results: dict, startup: dict, machine: str, command: str) ->
         "",
         "Method: every ratio compares two measurements taken side by side in one process, interleaved "
         "(warm-up first; the median of the per-round ratios), because absolute times on a shared machine are noise. "
-        "FLOPs are counted with `torch.utils.flop_counter`. Peak memory is the growth of the resident set "
+        "Each timed call also records its process CPU time (`time.process_time`, one torch thread), shown as "
+        "'in CPU time': waiting for a busy core inflates wall time but not CPU time, so where the two disagree "
+        "the machine was contended. FLOPs are counted with `torch.utils.flop_counter`. Peak memory is the growth of the resident set "
         "(Linux `VmHWM`, reset through `/proc/self/clear_refs`) over the resident set with the model and clips "
         "already loaded, each phase in its own fresh subprocess.",
         "",
