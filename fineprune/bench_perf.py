@@ -759,7 +759,7 @@ def render_markdown(results: dict, startup: dict, machine: str, command: str) ->
     parts = [
         "# Performance: what personalization costs and what pruning buys",
         "",
-        f"Regenerate with `{command}` (about 15 minutes on this shared 2-core machine; `--quick` is the CI smoke test and its numbers mean nothing).",
+        f"Regenerate with `{command}` (about 7 minutes on an idle 2-core machine, several times that on a busy one; `--quick` is the CI smoke test and its numbers mean nothing).",
         "",
         f"Machine: {machine}.",
         "",
