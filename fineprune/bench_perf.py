@@ -617,7 +617,7 @@ import importlib, pkgutil, sys, time, warnings, logging
 start = time.perf_counter()
 logging.disable(logging.WARNING)
 warnings.simplefilter("ignore")
-import streamlit
+importlib.import_module("streamlit")  # the app's import, timed in a child process
 modules = []
 try:
     import studio
