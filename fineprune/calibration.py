@@ -10,16 +10,36 @@ from .energy import iter_batches
 from .errors import JobCancelled
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int = 64, cancel: threading.Event | None = None) -> nn.Module:
-    """Replace every BatchNorm's running mean/var by the average of per-batch statistics over
-    ``data`` (in place). The mean is exact; the variance averages per-batch variances and a
-    trailing batch of one is skipped, so batch composition (clip order) shifts it slightly.
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's BatchNorm layers in module order (what ``depth`` counts)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    Uses momentum=None (a cumulative average), BN layers in train mode and everything else in
-    eval mode (dropout off). Affine weights are untouched; no labels, no gradients.
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module,
+    data,
+    *,
+    batch_size: int = 64,
+    depth: int | None = None,
+    cancel: threading.Event | None = None,
+) -> nn.Module:
+    """Replace BatchNorm running mean/var by the average of per-batch statistics over ``data``
+    (in place). The mean is exact; the variance averages per-batch variances and a trailing
+    batch of one is skipped, so batch composition (clip order) shifts it slightly.
+
+    ``depth``: re-estimate only the first ``depth`` BatchNorm layers (in module order) and keep
+    the general statistics deeper in. Early statistics describe the capture (light, contrast,
+    microphone); deep ones also describe *which classes* the data shows, and re-estimating those
+    on a person who uses few classes normalises their class signal away. ``None``: all layers.
+
+    Uses momentum=None (a cumulative average), the chosen BN layers in train mode and everything
+    else in eval mode (dropout off, the kept BN layers use their stored statistics). Affine
+    weights are untouched; no labels, no gradients.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorm_layers(model)
+    if depth is not None:
+        norms = norms[:depth]
     if not norms:
         return model
     was_training = model.training

@@ -44,6 +44,9 @@ class PruneSettings:
     spare_first: bool = True  # keep the first prunable layer dense (it sees raw input)
     spare_last: bool = True  # keep the classifier dense
     recalibrate_bn: str = "both"  # "none" | "before" | "after" | "both" (relative to pruning)
+    # Re-estimate only the first N BatchNorm layers (None: all). Shallow statistics follow the
+    # capture (camera, light); deep ones also encode which classes the person shows.
+    recalibrate_bn_depth: int | None = None
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     seed: int = 0  # only the "random" criterion draws numbers
     # Output-unit pruning of classes this person does not use (label-free): a class the general
@@ -63,6 +66,9 @@ class PruneSettings:
         get_criterion(self.criterion)
         if self.recalibrate_bn not in RECALIBRATION_MODES:
             raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
+        depth = self.recalibrate_bn_depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
         return self
 
 
@@ -125,7 +131,7 @@ def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: E
 
 @torch.no_grad()
 def predicted_class_share(model: nn.Module, data, batch_size: int = 64) -> torch.Tensor:
-    """Fraction of the person's clips the general model assigns to each class (no labels)."""
+    """Fraction of the person's clips the model assigns to each class (no labels)."""
     was_training = model.training
     model.eval()
     counts = None
@@ -203,7 +209,7 @@ class PruningSweep:
         if s.recalibrate_bn in ("before", "both"):
             if progress:
                 progress(0.0, "recalibrating BatchNorm on your data")
-            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, cancel=cancel)
+            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel)
         self.layers = select_layers(self.base, s)
         criterion = get_criterion(s.criterion)
         self.energies = record_energy(
@@ -225,7 +231,9 @@ class PruningSweep:
         self.output_layer = list(prunable_layers(self.base))[-1]
         self.class_share = self.dropped_classes = None
         if s.drop_unused_classes > 0:
-            self.class_share = predicted_class_share(model, self.data, s.batch_size)
+            # from the (recalibrated) unpruned model: a camera or microphone shift skews the raw
+            # general model's predictions, and then classes the person does use look unused
+            self.class_share = predicted_class_share(self.base, self.data, s.batch_size)
             self.dropped_classes = unused_classes(self.class_share, s.drop_unused_classes)
         self.record_seconds = time.perf_counter() - start
         self._progress = progress
@@ -249,7 +257,7 @@ class PruningSweep:
         if s.recalibrate_bn in ("after", "both"):
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
-            recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, cancel=self.cancel)
+            recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
         if self.dropped_classes:
             silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()

@@ -9,15 +9,6 @@ from fineprune.session import decode_face, ingest_files
 from studio import clips, figures, models, state, ui
 
 
-def face_model() -> str | None:
-    names = models.models_of_domain("face")
-    if not names:
-        return None
-    if len(names) == 1:
-        return names[0]
-    return st.selectbox("Face model", names, key="face_model")
-
-
 def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> bool:
     with ui.friendly_errors("Reading the photo"):
         decoded = decode_face(data, bundle.card, name="the photo")
@@ -84,7 +75,7 @@ def retake_face(session, rec, name, bundle, clip) -> None:
 def face_ui() -> None:
     session = state.get()
     st.title("🙂 Your face")
-    name = face_model()
+    name = models.pick_model("face", "Face model")
     if name is None:
         ui.no_model_note("face")
         return
@@ -100,18 +91,12 @@ def face_ui() -> None:
     with upload:
         upload_ui(session, rec, name, bundle)
 
-    st.divider()
-    st.subheader(f"Your photos ({len(rec)})")
-    if not len(rec):
-        st.info("No photos yet. Take a few above.")
-        return
-    st.plotly_chart(figures.counts_figure(rec.counts(), "Photos per expression"), key="face_counts")
-    split = clips.split_ui(session, name, rec, unit="photo")
-    clips.crop_gallery(rec, split)
-    clips.table_ui(rec, split, lambda c: "; ".join(c.decoded.notes) if c.decoded is not None else "")
-    clips.inspector_ui(session, name, rec, bundle, split, draw=draw_face_clip,
-                       rerecord=lambda c: retake_face(session, rec, name, bundle, c))
-    st.page_link("pages/fine_prune.py", label="Next: fine-prune the model to your face", icon="✂️")
-
+    clips.collection_ui(
+        session, name, rec, bundle, unit="photo", counts_title="Photos per expression",
+        empty_note="No photos yet. Take a few above.",
+        describe=lambda c: "; ".join(c.decoded.notes) if c.decoded is not None else "",
+        draw=draw_face_clip, rerecord=lambda c: retake_face(session, rec, name, bundle, c),
+        next_label="Next: fine-prune the model to your face", gallery=True,
+    )
 
 face_ui()

@@ -5,6 +5,7 @@ require_app_navigation()  # before anything is drawn: see studio/navigation.py
 
 import streamlit as st
 
+from fineprune.calibration import batchnorm_layers
 from fineprune.criteria import CRITERIA
 from fineprune.pipeline import settings_for
 from fineprune.session import Personalization
@@ -26,14 +27,25 @@ def settings_ui(bundle, model_name: str):
         c, d, e = st.columns(3)
         scope = c.selectbox("Scope", ["layer", "row", "global"], index=["layer", "row", "global"].index(defaults.scope),
                             key=f"scope_{model_name}", help="layer: same sparsity in every layer; row: in every unit; global: one threshold")
+        ratios = sorted({0.0, 0.25, 0.5, 0.75, 1.0, defaults.drop_unused_classes})
+        drop = c.select_slider("Drop classes you hardly use", ratios, value=defaults.drop_unused_classes,
+                               format_func=lambda r: "off" if r == 0 else f"< {r:g}× fair share", key=f"drop_{model_name}",
+                               help="Label-free: a class the model predicts on fewer than this fraction of 1/classes of "
+                                    "your clips is removed from the output layer")
         modes = ["none", "before", "after", "both"]
         recal = d.selectbox("Re-measure BatchNorm on your data", modes, index=modes.index(defaults.recalibrate_bn),
                             key=f"recal_{model_name}")
+        depths = [None] + list(range(1, len(batchnorm_layers(bundle.model)) + 1))
+        depth = d.selectbox("…in how many BatchNorm layers", depths,
+                            index=depths.index(defaults.recalibrate_bn_depth) if defaults.recalibrate_bn_depth in depths else 0,
+                            format_func=lambda n: "all" if n is None else f"the first {n}", key=f"recal_depth_{model_name}",
+                            help="Early layers follow your camera or microphone; deep ones also follow which classes you "
+                                 "use, so re-measuring them on few classes can wash out the class signal")
         spare_first = e.checkbox("Keep the first layer dense", defaults.spare_first, key=f"spare_first_{model_name}")
         spare_last = e.checkbox("Keep the classifier dense", defaults.spare_last, key=f"spare_last_{model_name}")
         bias = e.checkbox("Bias correction", defaults.bias_correction, key=f"bias_{model_name}")
     return defaults.replace(criterion=criterion, sparsity=sparsity / 100, scope=scope, recalibrate_bn=recal,
-                            spare_first=spare_first, spare_last=spare_last, bias_correction=bias)
+                            recalibrate_bn_depth=depth, drop_unused_classes=drop, spare_first=spare_first, spare_last=spare_last, bias_correction=bias)
 
 
 def individual_ui(session, model_name: str, bundle) -> str:

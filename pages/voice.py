@@ -14,15 +14,6 @@ from studio.microphone import record_server_microphone, server_microphone
 TAKE_LENGTH = 5  # digits asked for in one long take
 
 
-def voice_model() -> str | None:
-    names = models.models_of_domain("voice")
-    if not names:
-        return None
-    if len(names) == 1:
-        return names[0]
-    return st.selectbox("Voice model", names, key="voice_model")
-
-
 def take_in_recording(session, rec, name, bundle, data: bytes, *, label, source, split=False, labels=None) -> bool:
     """Decode one recording into clips; False (and a message) when it cannot be used."""
     with ui.friendly_errors("Reading the recording"):
@@ -139,7 +130,7 @@ def rerecord_voice(session, rec, name, bundle, clip) -> None:
 def voice_ui() -> None:
     session = state.get()
     st.title("🎙️ Your voice")
-    name = voice_model()
+    name = models.pick_model("voice", "Voice model")
     if name is None:
         ui.no_model_note("voice")
         return
@@ -159,19 +150,13 @@ def voice_ui() -> None:
     with server:
         server_mic_ui(session, rec, name, bundle)
 
-    st.divider()
-    st.subheader(f"Your clips ({len(rec)})")
-    if not len(rec):
-        st.info("No clips yet. Record a few digits above, or run the demo from the Home page.")
-        return
-    st.plotly_chart(figures.counts_figure(rec.counts(), "Clips per digit"), key="voice_counts")
-    split = clips.split_ui(session, name, rec)
-    clips.table_ui(rec, split, lambda c: f"{len(c.decoded.waveform) / c.decoded.sample_rate:.2f} s"
-                   if c.decoded is not None and c.decoded.waveform is not None else "")
-    clips.inspector_ui(session, name, rec, bundle, split,
-                       draw=lambda c: draw_voice_clip(c, bundle),
-                       rerecord=lambda c: rerecord_voice(session, rec, name, bundle, c))
-    st.page_link("pages/fine_prune.py", label="Next: fine-prune the model to your voice", icon="✂️")
-
+    clips.collection_ui(
+        session, name, rec, bundle, unit="clip", counts_title="Clips per digit",
+        empty_note="No clips yet. Record a few digits above, or run the demo from the Home page.",
+        describe=lambda c: f"{len(c.decoded.waveform) / c.decoded.sample_rate:.2f} s"
+        if c.decoded is not None and c.decoded.waveform is not None else "",
+        draw=lambda c: draw_voice_clip(c, bundle), rerecord=lambda c: rerecord_voice(session, rec, name, bundle, c),
+        next_label="Next: fine-prune the model to your voice",
+    )
 
 voice_ui()

@@ -153,3 +153,34 @@ def crop_gallery(rec: Recordings, split: SetSplit, limit: int = 60) -> None:
     if crops:
         st.image([figures.enlarge(c.decoded.crop, 2) for c in crops],
                  caption=[f"#{c.id} {c.label or '?'} ({where(c, split)[0]})" for c in crops], width=96)
+
+
+def collection_ui(
+    session,
+    name: str,
+    rec: Recordings,
+    bundle,
+    *,
+    unit: str,
+    counts_title: str,
+    empty_note: str,
+    describe: Callable[[Clip], str],
+    draw: Callable[[Clip], None],
+    rerecord: Callable[[Clip], None],
+    next_label: str,
+    gallery: bool = False,
+) -> None:
+    """The lower half of a recording page: what was collected, the adaptation/check split, the
+    table and the inspector of one clip."""
+    st.divider()
+    st.subheader(f"Your {unit}s ({len(rec)})")
+    if not len(rec):
+        st.info(empty_note)
+        return
+    st.plotly_chart(figures.counts_figure(rec.counts(), counts_title), key=f"{name}_counts")
+    split = split_ui(session, name, rec, unit=unit)
+    if gallery:
+        crop_gallery(rec, split)
+    table_ui(rec, split, describe)
+    inspector_ui(session, name, rec, bundle, split, draw=draw, rerecord=rerecord)
+    st.page_link("pages/fine_prune.py", label=next_label, icon="✂️")

@@ -56,6 +56,14 @@ def models_of_domain(domain: str) -> list[str]:
     return [name for name in model_specs() if bundle_for(name).domain == domain]
 
 
+def pick_model(domain: str, label: str) -> str | None:
+    """The model a recording page works with: None when there is none, a picker when several."""
+    names = models_of_domain(domain)
+    if len(names) <= 1:
+        return names[0] if names else None
+    return st.selectbox(label, names, key=f"{domain}_model")
+
+
 def demo_names(name: str) -> list[str]:
     return demo_individuals(bundle_for(name).domain, demo_root())
 

@@ -43,7 +43,8 @@ def make_face_bundle(path: Path) -> Path:
 
     torch.manual_seed(1)
     config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 7, "dims": 2, "fc": [32]}
-    card = {"domain": "face", "classes": FER, "input": dict(FACE_INPUT)}
+    card = {"domain": "face", "classes": FER, "input": dict(FACE_INPUT),
+            "prune_defaults": {"recalibrate_bn_depth": 2, "drop_unused_classes": 0.5}}  # like the shipped card
     save_bundle(path, build_model(config).eval(), config, card)
     return path
 

@@ -378,6 +378,22 @@ def test_fine_prune_my_recordings_cancel_then_complete(studio_env):
     assert "Accuracy after" in metrics(at)
 
 
+def test_expert_settings_start_at_the_model_card_and_reach_the_run(studio_env):
+    at = seed_face_recordings(new_app())
+    at = on_page(at, "pages/fine_prune.py")
+    at.selectbox(key="fp_model").set_value("face").run()
+    assert at.selectbox(key="recal_depth_face").value == 2  # the card's prune_defaults
+    assert at.select_slider(key="drop_face").value == 0.5
+    assert at.selectbox(key="recal_depth_face").options[0] == "all"
+    at.selectbox(key="recal_depth_face").set_value(1).run()
+    at.select_slider(key="drop_face").set_value(0.0).run()
+    at.button(key="fp_run").click().run()
+    at = wait_for_job(at)
+    assert_clean(at)
+    settings = studio(at).run.settings
+    assert settings.recalibrate_bn_depth == 1 and settings.drop_unused_classes == 0.0
+
+
 def test_fine_prune_without_clips_is_a_friendly_error(studio_env):
     at = on_page(new_app(), "pages/fine_prune.py")
     at.selectbox(key="fp_model").set_value("face").run()

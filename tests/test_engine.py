@@ -397,3 +397,55 @@ def test_dropping_never_removes_every_class():
 
     assert unused_classes(torch.tensor([0.96, 0.02, 0.02]), ratio=0.9) == [1, 2]
     assert unused_classes(torch.tensor([1.0, 0.0]), ratio=5.0) == [1]
+
+
+def test_recalibration_depth_reestimates_only_the_first_batchnorm_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3), nn.BatchNorm1d(3)).eval()
+    with torch.no_grad():
+        model[2].running_mean.fill_(4.0)
+    x = torch.randn(400, 3) * 2 + 5
+    recalibrate_batchnorm(model, x, batch_size=100, depth=1)
+    torch.testing.assert_close(model[0].running_mean, x.mean(0), atol=1e-4, rtol=1e-4)
+    assert torch.equal(model[2].running_mean, torch.full((3,), 4.0)), "deeper statistics stay general"
+    assert torch.equal(model[2].running_var, torch.ones(3))
+    assert not model.training
+
+
+def test_pipeline_recalibration_depth_keeps_deep_statistics(tiny_vgg):
+    model, _ = tiny_vgg
+    x = torch.randn(64, 1, 16, 20) * 3 + 2
+    pruned = fine_prune(model, x, sparsity=0.5, recalibrate_bn_depth=1).model
+    assert not torch.allclose(pruned.features.bn1.running_mean, model.features.bn1.running_mean)
+    for name in ("bn2", "bn3"):
+        assert torch.equal(getattr(pruned.features, name).running_mean, getattr(model.features, name).running_mean)
+    assert fine_prune(model, x, sparsity=0.5, recalibrate_bn_depth=1).report["settings"]["recalibrate_bn_depth"] == 1
+
+
+@pytest.mark.parametrize("depth", [0, -1, 1.5, True, "3"])
+def test_bad_recalibration_depth_is_a_config_error(depth):
+    with pytest.raises(ConfigError, match="recalibrate_bn_depth"):
+        PruneSettings(recalibrate_bn_depth=depth).validate()
+
+
+def test_card_can_set_recalibration_depth():
+    from fineprune.pipeline import settings_for
+
+    assert settings_for({"prune_defaults": {"recalibrate_bn_depth": 5}}).recalibrate_bn_depth == 5
+    assert settings_for(None).recalibrate_bn_depth is None
+
+
+def test_unused_classes_are_judged_after_recalibration_to_the_capture():
+    # A person whose "camera" shifts feature 0 up: the raw general model calls every clip class 0,
+    # but both classes are there. Judged on the recalibrated model, no class looks unused.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(2), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2)); model[1].bias.zero_()
+    x = torch.randn(200, 2)
+    x[:100, 0] += 2; x[100:, 1] += 2  # half class 0, half class 1 ...
+    shifted = x + torch.tensor([10.0, 0.0])  # ... seen through a shifted capture
+    assert (model(shifted).argmax(1) == 0).all()
+    result = fine_prune(model, shifted, PruneSettings(sparsity=0.0, spare_first=False, drop_unused_classes=0.5))
+    assert result.report["dropped_classes"] == []
+    assert 0.4 < result.report["class_share"][1] < 0.6
