@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 import torch
 
-from .baselines import bn_adapt, prior_em
+from .baselines import backprop_finetune, bn_adapt, prior_em
 from .benchmark import Individual, compare_methods, forward_passes, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy, count_flops
@@ -269,8 +269,9 @@ def validation_people(model, card: dict, data: dict, norm: dict, plan: Plan, see
 
 
 def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
-    """Label-free variants of the global default, all at >= 50% sparsity."""
-    return {
+    """Label-free variants of the global default, all at >= 50% sparsity: structural switches,
+    then a grid of how deep BatchNorm is re-measured x how readily unused classes are dropped."""
+    candidates = {
         "default": base,
         "bn_none": base.replace(recalibrate_bn="none"),
         "bn_before": base.replace(recalibrate_bn="before"),
@@ -279,11 +280,16 @@ def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
         "global": base.replace(scope="global"),
         "no_bias_correction": base.replace(bias_correction=False),
         "prune_classifier": base.replace(spare_last=False),
-        "drop0.5": base.replace(drop_unused_classes=0.5),
-        "drop1.0": base.replace(drop_unused_classes=1.0),
-        "bn_none+drop0.5": base.replace(recalibrate_bn="none", drop_unused_classes=0.5),
-        "bn_none+drop1.0": base.replace(recalibrate_bn="none", drop_unused_classes=1.0),
     }
+    for drop in (0.5, 1.0):
+        candidates[f"bn_none+drop{drop}"] = base.replace(recalibrate_bn="none", drop_unused_classes=drop)
+    for depth in (None, 3, 4, 5, 6):
+        for drop in (0.0, 0.5, 1.0):
+            if depth is None and drop == 0.0:
+                continue  # that is "default"
+            label = "+".join(([f"bn_depth{depth}"] if depth else []) + ([f"drop{drop}"] if drop else []))
+            candidates[label] = base.replace(recalibrate_bn_depth=depth, drop_unused_classes=drop)
+    return candidates
 
 
 def select_prune_defaults(model, people: list[tuple[str, Individual]], candidates: dict[str, PruneSettings], say) -> tuple[str, list[dict]]:
@@ -361,7 +367,7 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
                   "| criterion | " + " | ".join(f"{s:.0%}" for s in sp) + " |", "|---" * (len(sp) + 1) + "|"]
         lines += [f"| {c} | " + " | ".join(f"{100 * table[c][s]:.1f}" for s in sp) + " |" for c in crits]
         meths, ns, table = _pivot([r for r in sizes if r["type"] == kind], "method", "n_adapt")
-        lines += ["", "### accuracy vs number of unlabeled adaptation images (mean test accuracy, %)", "",
+        lines += ["", "### accuracy vs number of adaptation images (mean test accuracy, %; only backprop uses their labels)", "",
                   "| method | " + " | ".join(f"{int(n)}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
         lines += [f"| {m} | " + " | ".join(f"{100 * table[m][n]:.1f}" if n in table[m] else "" for n in ns) + " |" for m in meths]
         lines.append("")
@@ -392,7 +398,7 @@ def write_plots(out_dir: Path, prefix: str) -> None:
             continue
         for rows, key, group, stem, xlabel, log_x in (
             (curve, "sparsity_target", "criterion", "accuracy_vs_sparsity", "sparsity (prunable weights)", False),
-            (sizes, "n_adapt", "method", "accuracy_vs_adapt_size", "unlabeled adaptation images", True),
+            (sizes, "n_adapt", "method", "accuracy_vs_adapt_size", "adaptation images (labels: backprop only)", True),
         ):
             groups, xs, table = _pivot([r for r in rows if r["type"] == kind], group, key)
             series = {g: [(x, v) for x, v in table[g].items()] for g in groups}
@@ -479,7 +485,7 @@ def main(argv: list[str]) -> int:
             result = fine_prune(model, person.adapt_x, chosen)
             rows.append({**base_row, "method": method, "uses_labels": False, "seconds": time.perf_counter() - start,
                          "accuracy": accuracy(result.model, person.test_x, person.test_y), "sparsity": result.report["sparsity"],
-                         "flops": per_example * len(person.adapt_x) * (forward_passes(chosen) + (chosen.drop_unused_classes > 0)),
+                         "flops": per_example * len(person.adapt_x) * forward_passes(chosen),
                          "dropped_classes": "/".join(data["classes"][c] for c in result.report.get("dropped_classes") or [])})
 
         # Where does a class-subset gain live? The output units of classes the person does not use
@@ -514,6 +520,8 @@ def main(argv: list[str]) -> int:
                 "bn_adapt": bn_adapt(model, sub),
                 "prior_em": prior_em(model, sub, train_prior=train_prior)[0],
                 "head_only": fine_prune(model, sub, settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop)).model,
+                # the paper's Fig. 3b: is fine-pruning more data-efficient than backprop with labels?
+                "backprop": backprop_finetune(model, sub, person.adapt_y[:n], epochs=plan.backprop_epochs)[0],
             }
             for method, m in entries.items():
                 size_rows.append({"individual": person.name, "type": kind, "k": k, "n_adapt": n, "method": method,

@@ -449,3 +449,21 @@ def test_unused_classes_are_judged_after_recalibration_to_the_capture():
     result = fine_prune(model, shifted, PruneSettings(sparsity=0.0, spare_first=False, drop_unused_classes=0.5))
     assert result.report["dropped_classes"] == []
     assert 0.4 < result.report["class_share"][1] < 0.6
+
+
+@pytest.mark.parametrize("recal,drop", [("none", 0.0), ("before", 0.0), ("both", 0.0), ("both", 0.5), ("after", 1.0)])
+def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(tiny_vgg, recal, drop):
+    from fineprune.benchmark import forward_passes
+
+    class CountedBatches(list):  # a list of batches that counts how often it is walked
+        walks = 0
+
+        def __iter__(self):
+            CountedBatches.walks += 1
+            return super().__iter__()
+
+    model, _ = tiny_vgg
+    data = CountedBatches([torch.randn(8, 1, 16, 20), torch.randn(8, 1, 16, 20)])
+    settings = PruneSettings(sparsity=0.5, recalibrate_bn=recal, drop_unused_classes=drop)
+    fine_prune(model, data, settings)
+    assert CountedBatches.walks == forward_passes(settings)
