@@ -323,7 +323,7 @@ def flops_of(fn: Callable[[], object]) -> float:
 
 def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
     model, x = subject.bundle.model, subject.clips
-    # the floor of the method: energy recording alone (no recalibration, no class-share pass)
+    # the floor of the method: energy recording alone (no BatchNorm recalibration)
     floor = {"recalibrate_bn": "none", "drop_unused_classes": 0.0}
     one_pass = settings.replace(**{k: v for k, v in floor.items() if k in settings.to_dict()})
     t = alternate(
@@ -703,7 +703,7 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
         f"in CPU time {r['personalize_over_inference_cpu']:.2f}x; "
         f"{r['personalize_flops_over_inference']:.1f}x the FLOPs (settings {r['settings_summary']})")
     rows.append(("1. ... energy recording only", f"{r['personalize_one_pass_over_inference']:.2f}x", "--", "--",
-                 f"one pass (recalibrate_bn=none, no class-share pass): recording, scoring, masks -- the floor of the method; "
+                 f"one pass (recalibrate_bn=none): recording, scoring, masks -- the floor of the method; "
                  f"in CPU time {r['personalize_one_pass_over_inference_cpu']:.2f}x"))
     reached = "reached" if r["backprop_reached"] else f"NOT reached in {r['backprop_epochs']} epochs (lower bound)"
     no_gain = " -- fine-pruning did not beat the general model here, so one epoch matches it" if r["fineprune_accuracy"] <= r["general_accuracy"] else ""
@@ -804,8 +804,8 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
 - **Personalization vs inference.** Each model card chooses its settings. With
   `recalibrate_bn=both` fine-pruning makes three passes over the clips (BatchNorm recalibration
   before pruning, energy recording, recalibration after; see "x the FLOPs"), so the ratio cannot fall
-  below about 3 (`drop_unused_classes` adds one more pass: the general model's class shares); with
-  `none` it makes one, and the ratio is the cost of recording the energies ("energy recording only"
+  below about 3 (`drop_unused_classes` costs no extra pass: the class shares are counted from the
+  energy pass's own predictions); with `none` it makes one, and the ratio is the cost of recording the energies ("energy recording only"
   row): float64 sums per channel, never per-clip activations, so memory does not grow with the clips.
 - **Absolute times** (the slider's milliseconds, start-up seconds) depend on what else the machine
   runs: the CPU pressure in the machine line is the share of time a runnable task waited for a core.

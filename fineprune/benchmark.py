@@ -31,10 +31,10 @@ class Individual:
 
 
 def forward_passes(settings: PruneSettings) -> int:
-    """Forward passes over the adaptation data that fine-pruning spends: energies, BatchNorm
-    recalibration before/after pruning, and the class-share pass of ``drop_unused_classes``."""
-    return (1 + (settings.recalibrate_bn in ("before", "both")) + (settings.recalibrate_bn in ("after", "both"))
-            + (settings.drop_unused_classes > 0))
+    """Forward passes over the adaptation data that fine-pruning spends: energies (whose pass
+    also counts the predicted classes for ``drop_unused_classes``) and BatchNorm recalibration
+    before/after pruning. Energies from other data (``energy_data``) cost one more pass."""
+    return 1 + (settings.recalibrate_bn in ("before", "both")) + (settings.recalibrate_bn in ("after", "both"))
 
 
 def svd_flops(model: nn.Module, layers: Sequence[str]) -> float:

@@ -52,12 +52,16 @@ class BatchNormStats:
 
 
 class EnergyRecord(dict):
-    """``{layer_name: LayerEnergy}`` plus ``batchnorm`` input statistics and ``n_examples``."""
+    """``{layer_name: LayerEnergy}`` plus ``batchnorm`` input statistics, ``n_examples`` and
+    ``predicted_counts`` (how often the model predicted each class while recording; None when the
+    model's output is not a batch of class scores)."""
 
-    def __init__(self, layers: dict[str, LayerEnergy], batchnorm: dict[str, BatchNormStats], n_examples: int):
+    def __init__(self, layers: dict[str, LayerEnergy], batchnorm: dict[str, BatchNormStats], n_examples: int,
+                 predicted_counts: torch.Tensor | None = None):
         super().__init__(layers)
         self.batchnorm = batchnorm
         self.n_examples = n_examples
+        self.predicted_counts = predicted_counts
 
 
 def iter_batches(data, batch_size: int = 64) -> Iterator[torch.Tensor]:
@@ -195,11 +199,15 @@ def record_energy(
     else:
         total_batches = len(data) if hasattr(data, "__len__") else None
     n_examples = 0
+    predicted = None  # the pass already computes the outputs: count predicted classes for free
     try:
         for step, xb in enumerate(iter_batches(data, batch_size), start=1):
             if cancel is not None and cancel.is_set():
                 raise JobCancelled("cancelled while recording activation energy")
-            model(xb)
+            out = model(xb)
+            if isinstance(out, torch.Tensor) and out.dim() == 2 and len(out) == len(xb):
+                counts = torch.bincount(out.argmax(1), minlength=out.shape[1])
+                predicted = counts if predicted is None else predicted + counts
             n_examples += len(xb)
             if progress is not None and total_batches:
                 progress(min(1.0, step / total_batches), "recording activation energy")
@@ -220,4 +228,4 @@ def record_energy(
         if name + ":bn" in acc.sums:
             _, sq, mean = acc.means(name + ":bn")
             bn[name] = BatchNormStats(mean, (sq - mean * mean).clamp_min(0), n_examples)
-    return EnergyRecord(result, bn, n_examples)
+    return EnergyRecord(result, bn, n_examples, predicted)

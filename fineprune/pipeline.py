@@ -232,8 +232,11 @@ class PruningSweep:
         self.class_share = self.dropped_classes = None
         if s.drop_unused_classes > 0:
             # from the (recalibrated) unpruned model: a camera or microphone shift skews the raw
-            # general model's predictions, and then classes the person does use look unused
-            self.class_share = predicted_class_share(self.base, self.data, s.batch_size)
+            # general model's predictions, and then classes the person does use look unused.
+            # The energy pass over the person's data already made these predictions.
+            counts = self.energies.predicted_counts if energy_data is None else None
+            self.class_share = counts.float() / counts.sum() if counts is not None \
+                else predicted_class_share(self.base, self.data, s.batch_size)
             self.dropped_classes = unused_classes(self.class_share, s.drop_unused_classes)
         self.record_seconds = time.perf_counter() - start
         self._progress = progress

@@ -465,5 +465,13 @@ def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(t
     model, _ = tiny_vgg
     data = CountedBatches([torch.randn(8, 1, 16, 20), torch.randn(8, 1, 16, 20)])
     settings = PruneSettings(sparsity=0.5, recalibrate_bn=recal, drop_unused_classes=drop)
-    fine_prune(model, data, settings)
+    result = fine_prune(model, data, settings)
     assert CountedBatches.walks == forward_passes(settings)
+    if drop:  # the class shares come free with the energy pass, and equal a separate pass
+        from fineprune.pipeline import predicted_class_share
+
+        base = copy.deepcopy(model)
+        if recal in ("before", "both"):
+            recalibrate_batchnorm(base, data)
+        expected = predicted_class_share(base, data)
+        assert result.report["class_share"] == [round(float(v), 4) for v in expected]
