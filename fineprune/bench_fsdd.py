@@ -184,48 +184,38 @@ def plot_all(out: Path, curve: list[dict], clips: list[dict], subsets: list[dict
     except ImportError:
         print("matplotlib not installed: CSVs written, plots skipped", file=sys.stderr)
         return []
-    made = []
     mean_general = float(np.mean(list(general.values())))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for criterion in dict.fromkeys(r["criterion"] for r in curve):
-        pts = [r for r in curve if r["criterion"] == criterion]
-        xs = sorted({r["sparsity_target"] for r in pts})
-        ys = [100 * np.mean([r["accuracy"] for r in pts if r["sparsity_target"] == x]) for x in xs]
-        ax.plot([100 * x for x in xs], ys, marker="o", ms=3, label=criterion)
-    ax.axhline(100 * mean_general, color="k", ls="--", lw=1, label="general model")
-    ax.set(xlabel="sparsity of prunable layers (%)", ylabel="test accuracy (%)", title="FSDD, mean of held-out speakers (Fig. 3a analog)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "fsdd_sparsity.png", dpi=120)
-    plt.close(fig)
-    made.append("fsdd_sparsity.png")
+    def line_chart(name, rows, group, x_key, *, xlabel, ylabel, title, x_scale=1.0, log_x=False, general_line=False):
+        """One line per ``group`` value: the mean accuracy (%) at every ``x_key`` value."""
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label in dict.fromkeys(r[group] for r in rows):
+            pts = [r for r in rows if r[group] == label]
+            xs = sorted({r[x_key] for r in pts})
+            ys = [100 * np.mean([r["accuracy"] for r in pts if r[x_key] == x]) for x in xs]
+            ax.plot([x_scale * x for x in xs], ys, marker="o", ms=3 if general_line else 6, label=label)
+        if general_line:
+            ax.axhline(100 * mean_general, color="k", ls="--", lw=1, label="general model")
+        if log_x:  # ticks at the measured points, not at powers of ten
+            ax.set_xscale("log")
+            ticks = sorted({x_scale * r[x_key] for r in rows})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return name
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in clips):
-        xs = sorted({r["clips_per_digit"] for r in clips if r["method"] == method})
-        ys = [100 * np.mean([r["accuracy"] for r in clips if r["method"] == method and r["clips_per_digit"] == x]) for x in xs]
-        ax.plot(xs, ys, marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set(xlabel="adaptation clips per digit", ylabel="test accuracy (%)", title="Data needed (Fig. 3b analog)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "fsdd_clips.png", dpi=120)
-    plt.close(fig)
-    made.append("fsdd_clips.png")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in subsets):
-        xs = sorted({r["n_digits"] for r in subsets if r["method"] == method})
-        ys = [100 * np.mean([r["accuracy"] for r in subsets if r["method"] == method and r["n_digits"] == x]) for x in xs]
-        ax.plot(xs, ys, marker="o", label=method)
-    ax.set(xlabel="digits the individual uses", ylabel="test accuracy (%, 10-way argmax)", title="Class-subset individuals (Fig. 3c analog)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "fsdd_subsets.png", dpi=120)
-    plt.close(fig)
-    made.append("fsdd_subsets.png")
-    return made
+    return [
+        line_chart("fsdd_sparsity.png", curve, "criterion", "sparsity_target", x_scale=100, general_line=True,
+                   xlabel="sparsity of prunable layers (%)", ylabel="test accuracy (%)",
+                   title="FSDD, mean of held-out speakers (Fig. 3a analog)"),
+        line_chart("fsdd_clips.png", clips, "method", "clips_per_digit", log_x=True,
+                   xlabel="adaptation clips per digit", ylabel="test accuracy (%)", title="Data needed (Fig. 3b analog)"),
+        line_chart("fsdd_subsets.png", subsets, "method", "n_digits", xlabel="digits the individual uses",
+                   ylabel="test accuracy (%, 10-way argmax)", title="Class-subset individuals (Fig. 3c analog)"),
+    ]
 
 
 # --------------------------------------------------------------------------- summary
