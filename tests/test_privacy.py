@@ -36,11 +36,9 @@ TESTS = Path(__file__).resolve().parent
 
 SESSION = r'''
 import json, os, sys
+sys.path.insert(0, sys.argv[1])  # the tests folder
+from audit_hook import install
 events = []
-LOCAL = {"127.0.0.1", "localhost", "::1", None}
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-PATH_EVENTS = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "os.symlink", "os.link",
-               "os.truncate", "shutil.copyfile", "shutil.copymode", "shutil.rmtree", "shutil.move", "os.chmod"}
 
 def record(kind, target):
     entry = [kind, target]
@@ -49,30 +47,20 @@ def record(kind, target):
         entry.append([f"{f.filename}:{f.lineno}" for f in traceback.extract_stack()[-16:-2]])
     events.append(entry)
 
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if path is None or isinstance(path, int):
-            return
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS)
-        if writing and not os.fsdecode(path).startswith("/dev/"):
-            record("write", os.fsdecode(path))
-    elif event in PATH_EVENTS:
-        target = args[0]
-        record(event, os.fsdecode(target) if isinstance(target, (str, bytes, os.PathLike)) else repr(target))
-    elif event == "socket.connect":
-        address = args[1]
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in LOCAL:
-            record("connect", repr(address))
-    elif event == "socket.getaddrinfo":
-        if args[0] not in LOCAL:
-            record("dns", repr(args[0]))
-
 # the test harness, not the app: AppTest makes a TemporaryDirectory when imported (removed at exit)
 import streamlit.testing.v1  # noqa: E402
-sys.addaudithook(hook)
-sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]
+install(record, local_hosts={"127.0.0.1", "localhost", "::1", None})
+# canaries: prove the hook sees a write, a removal and an outbound connection, then forget them
+import socket
+canary = os.path.join(os.environ["TMPDIR"], "canary")
+open(canary, "w").close()
+os.remove(canary)
+with socket.socket() as probe:
+    probe.setblocking(False)
+    probe.connect_ex(("192.0.2.1", 9))  # TEST-NET-1: never routed; non-blocking, returns at once
+canaries = [e[0] for e in events]
+events.clear()
+sys.path[1:1] = [os.path.dirname(sys.argv[1])]
 
 from streamlit.runtime.pages_manager import PagesManager  # AppTest resets this; see studio_driver
 _init = PagesManager.__init__
@@ -85,7 +73,7 @@ import app_fixtures as fx
 from bad_inputs import digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes, zip_bytes
 from studio_driver import by_label, open_app, record_voice, state, take_photo, wait_for_job
 
-summary = {}
+summary = {"canaries": canaries}
 at = open_app("voice")
 for pitch in (110, 150, 190):
     record_voice(at, wav_bytes(spoken_digit(pitch=pitch)))
@@ -173,7 +161,9 @@ def test_a_full_session_writes_nothing_and_calls_nobody(sandbox):
     result = json.loads(lines[-1].split(" ", 1)[1])
     summary = result["summary"]
 
-    # the session really did everything (else "nothing written" would prove nothing)
+    # the hook works (else "nothing recorded" would prove nothing) ...
+    assert summary["canaries"] == ["write", "os.remove", "connect"], summary["canaries"]
+    # ... and the session really did everything
     assert summary["voice_clips"] >= 3 + 4 + 10 and summary["face_clips"] == 2 + len(fx.FER), summary
     assert all(summary[k] == "done" for k in ("voice_run", "face_run", "criteria", "baselines", "demo")), summary
     assert all(summary["exports"]) and summary["report"] and summary["plots"] and not summary["exceptions"], summary

@@ -49,35 +49,15 @@ pytestmark = [
 # log through a handle opened first (writing to it raises no audit event).
 SERVER = r'''
 import json, os, sys, time
+sys.path.insert(0, os.environ["AUDIT_HOOK_DIR"])
+from audit_hook import install
+sys.path.pop(0)  # the app must not see the tests folder
 log = open(os.environ["AUDIT_LOG"], "a", buffering=1)
-LOCAL = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", None, ""}
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-PATH_EVENTS = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "os.symlink", "os.link", "os.truncate",
-               "shutil.copyfile", "shutil.rmtree", "shutil.move"}
 
 def emit(kind, target):
     log.write(json.dumps({"t": time.time(), "kind": kind, "target": target}) + "\n")
 
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if path is None or isinstance(path, int):
-            return
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS)
-        if writing and not os.fsdecode(path).startswith("/dev/"):
-            emit("write", os.fsdecode(path))
-    elif event in PATH_EVENTS:
-        emit(event, os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else repr(args[0]))
-    elif event == "socket.connect":
-        address = args[1]
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in LOCAL:
-            emit("connect", repr(address))
-    elif event == "socket.getaddrinfo":
-        if args[0] not in LOCAL:
-            emit("dns", repr(args[0]))
-
-sys.addaudithook(hook)
+install(emit, local_hosts={"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", None, ""})  # binding counts as local
 open(os.path.join(os.environ["AUDIT_LOG"] + ".canary"), "w").close()  # proves the hook logs (before the session)
 sys.argv = ["streamlit", *sys.argv[1:]]
 from streamlit.web.cli import main
@@ -111,6 +91,7 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(
         PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", HOME=str(home), TMPDIR=str(tmp), AUDIT_LOG=str(audit),
+        AUDIT_HOOK_DIR=str(Path(__file__).resolve().parent),
         FINEPRUNE_STUDIO_MODELS=f"voice={models / 'voice.pt'};face={models / 'face.pt'}",
         FINEPRUNE_STUDIO_DEMO_ROOT=str(models / "demo"),
     )
