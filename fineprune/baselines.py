@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .calibration import recalibrate_batchnorm
-from .energy import iter_batches
 from .evaluation import predict_logits
 from .models import prunable_layers
 from .training import TrainResult, train_classifier

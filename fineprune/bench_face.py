@@ -44,7 +44,7 @@ from .baselines import backprop_finetune, bn_adapt, prior_em
 from .benchmark import Individual, compare_methods, forward_passes, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy, count_flops
-from .face import FACE_INPUT, crop_face, detect_faces, normalise_crops
+from .face import FACE_INPUT, detect_faces, normalise_crops
 from .face_model import VAL_FRACTION, load_fer2013, stratified_split
 from .pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 
@@ -358,7 +358,7 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
         acc = {(r["individual"], r["method"]): r["accuracy"] for r in methods if r["type"] == kind}
         desc = {r["individual"]: r["description"] for r in methods if r["type"] == kind}
         present = [m for m in key if any((p, m) in acc for p in people)]
-        lines += ["", f"### per individual (test accuracy, %)", "",
+        lines += ["", "### per individual (test accuracy, %)", "",
                   "| individual | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
         for p in people:
             lines.append(f"| {p} ({desc[p][:60]}) | " + " | ".join(f"{100 * acc[(p, m)]:.1f}" if (p, m) in acc else "" for m in present) + " |")

@@ -103,7 +103,7 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
             payload = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {name}") from None
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         head = _first_bytes(source)
         if head[:1] != b"\x80" and head != b"PK":  # neither a binary pickle nor a torch zip: just not a model
             raise ModelFileError(f"{name} is not a PyTorch model file.") from None

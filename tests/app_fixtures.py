@@ -6,9 +6,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -21,6 +25,44 @@ HAS_ESPEAK = shutil.which("espeak-ng") is not None
 DIGITS = [str(d) for d in range(10)]
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FER = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(command: list[str], *, env: dict, log_path: Path, start_timeout: float = 90.0):
+    """Run ``command`` (a ``streamlit run`` invocation, without port flags) from the checkout on a
+    free local port; yield ``(url, process)`` once ``/_stcore/health`` answers; stop it after.
+    Fails the test with the server's log when it does not come up."""
+    import pytest
+
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command + ["--server.port", str(port), "--server.address", "127.0.0.1"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            pytest.fail("the Studio server did not start:\n" + Path(log_path).read_text()[-3000:])
+        try:
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def make_voice_bundle(path: Path) -> Path:

@@ -1,14 +1,11 @@
 """Audio pipeline: decoding, trimming, splitting, errors and the log-mel definition."""
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from scipy.signal import get_window
 

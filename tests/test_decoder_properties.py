@@ -7,12 +7,9 @@ written (the tests must leave no files behind).
 """
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
-import pytest
-import soundfile as sf
 import torch
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st

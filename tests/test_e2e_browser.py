@@ -14,11 +14,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,12 +35,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
     pytest.mark.skipif(not fx.HAS_ESPEAK, reason="espeak-ng is not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OutboundTrap:
@@ -88,30 +80,8 @@ def server(tmp_path_factory):
     proxy = f"http://127.0.0.1:{trap.port}"
     env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy, NO_PROXY="localhost,127.0.0.1",
                no_proxy="localhost,127.0.0.1")
-    port = free_port()
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("the Studio server did not start: " + (work / "server.log").read_text()[-2000:])
-    yield {"url": url, "work": work, "trap": trap, "log": work / "server.log", "shipped": shipped, "pid": proc.pid}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with fx.streamlit_server([sys.executable, "-m", "streamlit", "run", "app.py"], env=env, log_path=work / "server.log") as (url, proc):
+        yield {"url": url, "work": work, "trap": trap, "log": work / "server.log", "shipped": shipped, "pid": proc.pid}
     trap.close()
 
 

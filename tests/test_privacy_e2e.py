@@ -20,11 +20,8 @@ import getpass
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -65,12 +62,6 @@ main()
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
@@ -95,31 +86,9 @@ def server(tmp_path_factory):
         FINEPRUNE_STUDIO_MODELS=f"voice={models / 'voice.pt'};face={models / 'face.pt'}",
         FINEPRUNE_STUDIO_DEMO_ROOT=str(models / "demo"),
     )
-    port = free_port()
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1"],  # headless etc. from the project's .streamlit/config.toml
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the Studio server did not start:\n" + (work / "server.log").read_text()[-3000:])
-    yield {"url": url, "work": work, "audit": audit, "home": home, "tmp": tmp, "log": work / "server.log", "proc": proc}
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    command = [sys.executable, "-c", SERVER, "run", str(ROOT / "app.py")]  # headless etc. from .streamlit/config.toml
+    with fx.streamlit_server(command, env=env, log_path=work / "server.log") as (url, proc):
+        yield {"url": url, "work": work, "audit": audit, "home": home, "tmp": tmp, "log": work / "server.log", "proc": proc}
 
 
 @pytest.fixture(scope="module")
