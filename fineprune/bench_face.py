@@ -125,8 +125,13 @@ def capture_condition(rng: np.random.Generator) -> dict:
     }
 
 
-def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> np.ndarray:
-    """Apply a capture condition to raw uint8 48x48 crops (before the product's normalisation)."""
+def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator, *, noise_blur_sigma: float = 0.0) -> np.ndarray:
+    """Apply a capture condition to raw uint8 48x48 crops (before the product's normalisation).
+
+    ``noise_blur_sigma``: for crops that already carry the product's blur (FER2013 train crops),
+    the sensor noise is blurred by it, as the product's blur smooths a camera's noise; the caller
+    then skips that blur. Blurring commutes with the linear steps (rotation, blur, resizing), so
+    such crops match sharp crops put through the condition and then the product's blur."""
     out = []
     rot = cv2.getRotationMatrix2D((23.5, 23.5), cond["rotation_deg"], 1.0)
     low = max(8, int(round(48 * cond["resolution"])))
@@ -140,7 +145,10 @@ def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator) -> 
         f = cv2.warpAffine(f, rot, (48, 48), borderMode=cv2.BORDER_REPLICATE)
         f = cv2.GaussianBlur(f, (0, 0), cond["blur_sigma"])
         f = cv2.resize(cv2.resize(f, (low, low), interpolation=cv2.INTER_AREA), (48, 48), interpolation=cv2.INTER_LINEAR)
-        f = f * 255.0 + rng.normal(0, cond["noise_std"], f.shape)
+        noise = rng.normal(0, cond["noise_std"], f.shape)
+        if noise_blur_sigma > 0:
+            noise = cv2.GaussianBlur(noise, (0, 0), noise_blur_sigma)
+        f = f * 255.0 + noise
         out.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
     return np.stack(out)
 
@@ -260,10 +268,12 @@ def validation_people(model, card: dict, data: dict, norm: dict, plan: Plan, see
         cond = capture_condition(rng)
         perm = rng.permutation(len(y))
         a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
-        # as for a camera: condition first, then the product's matching blur (which smooths the
-        # condition's noise); the face itself is then a little blurrier than in training
-        xa = normalise_crops(apply_condition(x_raw[a], cond, rng), norm)
-        xt = normalise_crops(apply_condition(x_raw[t], cond, rng), norm)
+        # the crops already carry the product's blur: blur only the sensor noise and skip the
+        # product's blur, so these individuals match the test-split ones (condition on sharp
+        # crops, then the blur). Blurring them twice made a much blurrier regime than test's.
+        sigma = float(norm.get("blur_sigma") or 0.0)
+        xa = normalise_crops(apply_condition(x_raw[a], cond, rng, noise_blur_sigma=sigma), norm, already_blurred=True)
+        xt = normalise_crops(apply_condition(x_raw[t], cond, rng, noise_blur_sigma=sigma), norm, already_blurred=True)
         people.append(("capture", Individual(f"val_capture_{i}", xa, xt, torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
     return people
 
@@ -281,10 +291,10 @@ def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
         "no_bias_correction": base.replace(bias_correction=False),
         "prune_classifier": base.replace(spare_last=False),
     }
-    for drop in (0.5, 1.0):
+    for drop in (0.5, 0.75, 1.0):
         candidates[f"bn_none+drop{drop}"] = base.replace(recalibrate_bn="none", drop_unused_classes=drop)
     for depth in (None, 3, 4, 5, 6):
-        for drop in (0.0, 0.5, 1.0):
+        for drop in (0.0, 0.5, 0.75, 1.0):
             if depth is None and drop == 0.0:
                 continue  # that is "default"
             label = "+".join(([f"bn_depth{depth}"] if depth else []) + ([f"drop{drop}"] if drop else []))

@@ -368,6 +368,28 @@ def test_capture_condition_is_consistent_and_changes_the_image():
     assert np.abs(a.astype(int) - crops.astype(int)).mean() > 3  # it is a real change of camera
 
 
+def test_condition_on_already_blurred_crops_matches_condition_then_blur():
+    """Validation individuals (blurred train crops, noise blurred, no second blur) must look like
+    test individuals (sharp crops, condition, then the product's blur)."""
+    import cv2
+
+    from fineprune.bench_face import apply_condition, capture_condition
+    from fineprune.face import prepare_crops
+
+    sigma = 3.3
+    sharp = np.stack([draw_face(48), np.fliplr(draw_face(48)).copy()])
+    blurred = np.stack([np.clip(np.rint(cv2.GaussianBlur(c.astype(np.float32), (0, 0), sigma)), 0, 255).astype(np.uint8)
+                        for c in sharp])
+    settings = {"blur_sigma": sigma, "equalize_hist": False}
+    cond = {**capture_condition(np.random.default_rng(0)), "gamma": 1.0}  # gamma is the one step blur does not commute with
+    test_like = prepare_crops(apply_condition(sharp, cond, np.random.default_rng(1)), settings).astype(float)
+    val_like = prepare_crops(apply_condition(blurred, cond, np.random.default_rng(1), noise_blur_sigma=sigma), settings,
+                             already_blurred=True).astype(float)
+    twice = prepare_crops(apply_condition(blurred, cond, np.random.default_rng(1)), settings).astype(float)
+    assert np.abs(val_like - test_like)[:, 8:-8, 8:-8].mean() < 2.5  # grey levels, away from the borders
+    assert np.abs(twice - test_like)[:, 8:-8, 8:-8].mean() > 2 * np.abs(val_like - test_like)[:, 8:-8, 8:-8].mean()
+
+
 def test_class_subset_individuals_are_disjoint_and_show_k_classes():
     from fineprune.bench_face import class_subset_individuals
 
