@@ -837,7 +837,9 @@ def startup_line(startup: dict) -> str:
 
 def settings_summary(settings) -> str:
     text = f"{settings.criterion}, sparsity {settings.sparsity:.0%}, recalibrate_bn={settings.recalibrate_bn}"
-    if getattr(settings, "drop_unused_classes", 0):  # one more pass: the general model's class shares
+    if settings.recalibrate_bn_depth is not None:
+        text += f" (first {settings.recalibrate_bn_depth} BatchNorm layers)"
+    if settings.drop_unused_classes:  # counted from the energy pass's predictions: no extra pass
         text += f", drop_unused_classes={settings.drop_unused_classes}"
     return text
 
