@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .baselines import backprop_finetune, bn_adapt, prior_em
-from .benchmark import Individual, compare_methods, forward_passes, sparsity_curve
+from .benchmark import Individual, compare_methods, forward_passes, passes_spent, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy, count_flops
 from .face import FACE_INPUT, detect_faces, normalise_crops
@@ -299,6 +299,14 @@ def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
                 continue  # that is "default"
             label = "+".join(([f"bn_depth{depth}"] if depth else []) + ([f"drop{drop}"] if drop else []))
             candidates[label] = base.replace(recalibrate_bn_depth=depth, drop_unused_classes=drop)
+    # the same-capture gate: a person captured like the training data (first BatchNorm input
+    # within the threshold) gets no recalibration and a bolder drop; everyone else the fallback
+    fallbacks = {"default": base, "bn_depth4+drop0.5": base.replace(recalibrate_bn_depth=4, drop_unused_classes=0.5)}
+    for threshold in (0.02, 0.03):
+        for same_drop in (0.5, 1.0):
+            for name, fallback in fallbacks.items():
+                candidates[f"gate{threshold}(same:bn_none+drop{same_drop}; else {name})"] = fallback.replace(
+                    same_capture_shift=threshold, same_capture_drop=same_drop)
     return candidates
 
 
@@ -495,7 +503,7 @@ def main(argv: list[str]) -> int:
             result = fine_prune(model, person.adapt_x, chosen)
             rows.append({**base_row, "method": method, "uses_labels": False, "seconds": time.perf_counter() - start,
                          "accuracy": accuracy(result.model, person.test_x, person.test_y), "sparsity": result.report["sparsity"],
-                         "flops": per_example * len(person.adapt_x) * forward_passes(chosen),
+                         "flops": per_example * len(person.adapt_x) * passes_spent(result, chosen),
                          "dropped_classes": "/".join(data["classes"][c] for c in result.report.get("dropped_classes") or [])})
 
         # Where does a class-subset gain live? The output units of classes the person does not use

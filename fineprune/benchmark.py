@@ -37,6 +37,13 @@ def forward_passes(settings: PruneSettings) -> int:
     return 1 + (settings.recalibrate_bn in ("before", "both")) + (settings.recalibrate_bn in ("after", "both"))
 
 
+def passes_spent(result, settings: PruneSettings) -> int:
+    """``forward_passes`` of the settings a fine-pruning result actually ran with (the same-capture
+    gate may have switched recalibration off for this person)."""
+    effective = result.report.get("effective_settings")
+    return forward_passes(settings.replace(**effective) if effective else settings)
+
+
 def svd_flops(model: nn.Module, layers: Sequence[str]) -> float:
     modules = dict(model.named_modules())
     total = 0.0
@@ -86,19 +93,20 @@ def compare_methods(
         out = fn()
         return out, time.perf_counter() - start
 
-    prune_flops = per_example * n * forward_passes(settings)
     for method in methods:
         if method == "general":
             add(method, model, 0.0, 0.0)
         elif method in ("fineprune", "magnitude", "random"):
             chosen = settings if method == "fineprune" else settings.replace(criterion=method)
             result, sec = timed(lambda: fine_prune(model, person.adapt_x, chosen, cancel=cancel))
-            add(method, result.model, sec, prune_flops, result.report["sparsity"], criterion=chosen.criterion)
+            add(method, result.model, sec, per_example * n * passes_spent(result, chosen), result.report["sparsity"],
+                criterion=chosen.criterion)
         elif method == "general_energy":
             if general_x is None:
                 continue
             result, sec = timed(lambda: fine_prune(model, person.adapt_x, settings, energy_data=general_x, cancel=cancel))
-            add(method, result.model, sec, prune_flops, result.report["sparsity"], criterion=settings.criterion)
+            add(method, result.model, sec, per_example * n * passes_spent(result, settings), result.report["sparsity"],
+                criterion=settings.criterion)
         elif method == "bn_adapt":
             adapted, sec = timed(lambda: bn_adapt(model, person.adapt_x))
             add(method, adapted, sec, per_example * n)

@@ -74,3 +74,48 @@ def recalibrate_batchnorm(
         if not was_training:
             model.eval()
     return model
+
+
+class _ProbeDone(Exception):
+    """Stops a forward pass once the first BatchNorm layer has seen its input."""
+
+
+@torch.no_grad()
+def capture_shift(model: nn.Module, data, *, batch_size: int = 64) -> float | None:
+    """How far the person's data sits from the general data where the network first normalises:
+    the mean over channels of |person mean - stored running mean| / stored running std at the
+    first BatchNorm layer's input. Near 0 when the person is captured like the training data (the
+    only way they can differ is *which classes* they show); larger for another camera, light or
+    microphone. Label-free; the forward pass stops at that layer, so it costs a sliver of one pass.
+    None when the model has no BatchNorm layer."""
+    norms = batchnorm_layers(model)
+    if not norms:
+        return None
+    first = norms[0]
+    sums = {"n": 0, "total": None}
+
+    def probe(module, args):
+        x = args[0].detach().double()
+        channels = x.transpose(0, 1).reshape(x.shape[1], -1)
+        total = channels.sum(1)
+        sums["total"] = total if sums["total"] is None else sums["total"] + total
+        sums["n"] += channels.shape[1]
+        raise _ProbeDone
+
+    was_training = model.training
+    model.eval()
+    handle = first.register_forward_pre_hook(probe)
+    try:
+        for xb in iter_batches(data, batch_size):
+            try:
+                model(xb)
+            except _ProbeDone:
+                pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not sums["n"]:
+        return None
+    mean = sums["total"] / sums["n"]
+    std = (first.running_var.double() + first.eps).sqrt()
+    return float(((mean - first.running_mean.double()).abs() / std).mean())

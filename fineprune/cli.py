@@ -125,6 +125,9 @@ def cmd_personalize(args) -> int:
         "baseline_per_class": baseline.per_class if baseline else None,
         "per_class": after.per_class if after else None,
     }
+    for key in ("capture_shift", "same_capture", "effective_settings"):  # the same-capture gate, when the card sets it
+        if key in result.report:
+            report[key] = result.report[key]
     if args.out:
         from .export import save_personalized
 

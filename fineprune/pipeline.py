@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .calibration import recalibrate_batchnorm
+from .calibration import capture_shift, recalibrate_batchnorm
 from .criteria import get_criterion, input_energy_per_weight
 from .energy import EnergyRecord, iter_batches, reiterable, record_energy
 from .errors import ConfigError, JobCancelled
@@ -53,6 +53,13 @@ class PruneSettings:
     # model predicts on fewer than ``drop_unused_classes / n_classes`` of the person's clips is
     # removed from the output layer. 0 turns it off; 0.5 = "under half its uniform share".
     drop_unused_classes: float = 0.0
+    # The same-capture gate (0 turns it off): when the person's data sits within this
+    # ``capture_shift`` of the general data at the first BatchNorm layer, they are captured like
+    # the training data and can only differ in which classes they use; then BatchNorm is not
+    # re-estimated (that would wash out the class signal) and unused classes are dropped with
+    # ``same_capture_drop`` instead of ``drop_unused_classes``.
+    same_capture_shift: float = 0.0
+    same_capture_drop: float = 0.0
     batch_size: int = 64
 
     def replace(self, **changes) -> "PruneSettings":
@@ -66,6 +73,8 @@ class PruneSettings:
         get_criterion(self.criterion)
         if self.recalibrate_bn not in RECALIBRATION_MODES:
             raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
+        if self.same_capture_shift < 0 or self.same_capture_drop < 0 or self.drop_unused_classes < 0:
+            raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
         depth = self.recalibrate_bn_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
@@ -204,7 +213,14 @@ class PruningSweep:
         self.settings = (settings or DEFAULT_SETTINGS).validate()
         self.cancel = cancel
         self.data = reiterable(data, self.settings.batch_size)
-        s = self.settings
+        self.capture_shift = self.same_capture = None
+        if self.settings.same_capture_shift > 0:
+            self.capture_shift = capture_shift(model, self.data, batch_size=self.settings.batch_size)
+            self.same_capture = self.capture_shift is not None and self.capture_shift < self.settings.same_capture_shift
+        # what this person gets: the settings, or their same-capture variant
+        self.effective = self.settings.replace(recalibrate_bn="none", drop_unused_classes=self.settings.same_capture_drop) \
+            if self.same_capture else self.settings
+        s = self.effective
         self.base = copy.deepcopy(model).eval()  # never touch the caller's model
         if s.recalibrate_bn in ("before", "both"):
             if progress:
@@ -247,7 +263,7 @@ class PruningSweep:
     def result_at(self, sparsity: float, *, progress: Progress | None = None) -> PruneResult:
         start = time.perf_counter()
         progress = progress or self._progress
-        s = self.settings.replace(sparsity=check_sparsity(sparsity))
+        s = self.effective.replace(sparsity=check_sparsity(sparsity))
         if self.cancel is not None and self.cancel.is_set():
             raise JobCancelled("cancelled before pruning")
         if progress:
@@ -265,7 +281,11 @@ class PruningSweep:
             silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()
         seconds = self.record_seconds + time.perf_counter() - start
-        report = pruning_report(model, s, self.layers, seconds)
+        report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds)
+        if self.capture_shift is not None:
+            report["capture_shift"] = round(self.capture_shift, 5)
+            report["same_capture"] = bool(self.same_capture)
+            report["effective_settings"] = s.to_dict()
         if self.class_share is not None:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)

@@ -571,6 +571,26 @@ def compute_savings(report: dict, positions: dict[str, int]) -> dict:
     }
 
 
+def adaptation_notes(report: dict, classes: Sequence[str]) -> list[str]:
+    """Plain sentences on what the label-free steps decided for this person (from a pruning report)."""
+    notes = []
+    if "same_capture" in report:
+        limit = report["settings"]["same_capture_shift"]
+        if report["same_capture"]:
+            notes.append(f"Your data looks captured like the training data (capture shift {report['capture_shift']:.3f} "
+                         f"< {limit:g}), so BatchNorm kept its general statistics and unused classes were dropped more readily.")
+        else:
+            notes.append(f"Your capture differs from the training data's (capture shift {report['capture_shift']:.3f} "
+                         f">= {limit:g}), so BatchNorm was re-measured on your data.")
+    dropped = report.get("dropped_classes")
+    if dropped:
+        names = ", ".join(str(classes[i]) if i < len(classes) else str(i) for i in dropped)
+        notes.append(f"Classes the model hardly predicted on your clips were removed from its output: {names}.")
+    elif dropped is not None:
+        notes.append("Every class was predicted often enough on your clips; none was removed from the output.")
+    return notes
+
+
 @dataclass
 class Personalization:
     """Everything the results, Explore and Export pages show about one fine-pruning run."""

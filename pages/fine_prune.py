@@ -8,7 +8,7 @@ import streamlit as st
 from fineprune.calibration import batchnorm_layers
 from fineprune.criteria import CRITERIA
 from fineprune.pipeline import settings_for
-from fineprune.session import Personalization
+from fineprune.session import Personalization, adaptation_notes
 from studio import actions, figures, jobs, models, state, ui
 from studio.models import MINE
 
@@ -76,6 +76,8 @@ def results_ui(run: Personalization) -> None:
                   "in all conv/linear layers for one input")
     if run.before is None:
         st.info("No check clips, so accuracy cannot be measured: give some clips a label and keep them for checking.")
+    for note in adaptation_notes(run.result.report, run.classes):
+        st.caption(note)
 
     st.plotly_chart(figures.sparsity_figure(run.result.report["layers"]), key="result_sparsity")
 

@@ -603,3 +603,26 @@ def test_start_up_imports_and_loads_the_shipped_models_within_5_seconds():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
     cpu, wall = map(float, out.split())
     assert cpu <= 5.0, f"start-up took {cpu:.1f} CPU seconds ({wall:.1f} s wall)"
+
+
+def test_adaptation_notes_say_what_the_label_free_steps_decided():
+    report = {"settings": {"same_capture_shift": 0.02}, "same_capture": True, "capture_shift": 0.011, "dropped_classes": [1, 2]}
+    notes = S.adaptation_notes(report, ["angry", "disgust", "fear"])
+    assert "captured like the training data" in notes[0] and "0.011" in notes[0]
+    assert notes[1].endswith("disgust, fear.")
+    shifted = S.adaptation_notes({**report, "same_capture": False, "capture_shift": 0.2, "dropped_classes": []}, ["a"])
+    assert "re-measured" in shifted[0] and "none was removed" in shifted[1]
+    assert S.adaptation_notes({"settings": {}}, ["a"]) == []
+
+
+def test_results_page_explains_dropped_classes(studio_env):
+    at = seed_face_recordings(new_app())
+    at = on_page(at, "pages/fine_prune.py")
+    at.selectbox(key="fp_model").set_value("face").run()
+    at.button(key="fp_run").click().run()
+    at = wait_for_job(at)
+    assert_clean(at)
+    report = studio(at).run.result.report
+    assert "dropped_classes" in report  # the fixture card sets drop_unused_classes
+    captions = " ".join(c.value for c in at.caption)
+    assert ("removed from its output" in captions) or ("none was removed" in captions)

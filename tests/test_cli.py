@@ -65,6 +65,20 @@ def test_personalize_without_test_reports_null_accuracy(tmp_path, generic_model)
     assert report["accuracy"] is None and report["n_test"] == 0 and report["baseline_accuracy"] is None
 
 
+def test_report_says_what_the_same_capture_gate_decided(tmp_path, tiny_vgg):
+    model, config = tiny_vgg
+    path = tmp_path / "gated.pt"
+    card = {"domain": "generic", "classes": ["a", "b", "c", "d"], "input": {"shape": [1, 16, 20]},
+            "prune_defaults": {"same_capture_shift": 1e6, "same_capture_drop": 1.0}}  # everyone counts as same-capture
+    save_bundle(path, model, config, card)
+    data = write_arrays(tmp_path / "person", [f"clip{i}.npy" for i in range(8)])
+    report_path = tmp_path / "r.json"
+    assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["same_capture"] is True and report["capture_shift"] >= 0
+    assert report["effective_settings"]["recalibrate_bn"] == "none" and report["settings"]["recalibrate_bn"] == "both"
+
+
 def test_unusable_files_are_skipped_and_counted(tmp_path, generic_model):
     data = write_arrays(tmp_path / "person", ["ok1.npy", "ok2.npy"])
     (data / "broken.npy").write_bytes(b"not numpy at all")

@@ -475,3 +475,43 @@ def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(t
             recalibrate_batchnorm(base, data)
         expected = predicted_class_share(base, data)
         assert result.report["class_share"] == [round(float(v), 4) for v in expected]
+
+
+def test_capture_shift_is_near_zero_for_data_like_the_general_data_and_grows_with_a_camera_shift(tiny_vgg):
+    from fineprune.calibration import capture_shift
+
+    model, _ = tiny_vgg
+    general = torch.randn(256, 1, 16, 20)
+    calibrated = copy.deepcopy(model)
+    recalibrate_batchnorm(calibrated, general)  # the "general data" the model was normalised on
+    same = capture_shift(calibrated, torch.randn(128, 1, 16, 20))
+    brighter = capture_shift(calibrated, torch.randn(128, 1, 16, 20) + 1.5)
+    assert same < 0.05 < brighter
+    assert capture_shift(nn.Sequential(nn.Linear(3, 2)), torch.randn(4, 3)) is None  # no BatchNorm
+
+
+def test_same_capture_gate_switches_recalibration_off_and_drops_boldly(tiny_vgg):
+    model, _ = tiny_vgg
+    general = torch.randn(256, 1, 16, 20)
+    recalibrate_batchnorm(model := copy.deepcopy(model), general)
+    settings = PruneSettings(sparsity=0.5, drop_unused_classes=0.0, same_capture_shift=0.05, same_capture_drop=1.0)
+    same = fine_prune(model, torch.randn(64, 1, 16, 20), settings)
+    assert same.report["same_capture"] is True and same.report["effective_settings"]["recalibrate_bn"] == "none"
+    assert same.report["effective_settings"]["drop_unused_classes"] == 1.0 and "dropped_classes" in same.report
+    assert torch.equal(same.model.features.bn2.running_mean, model.features.bn2.running_mean)  # not re-estimated
+    shifted = fine_prune(model, torch.randn(64, 1, 16, 20) * 2 + 3, settings)
+    assert shifted.report["same_capture"] is False and shifted.report["effective_settings"]["recalibrate_bn"] == "both"
+    assert "dropped_classes" not in shifted.report
+    assert shifted.report["settings"]["same_capture_shift"] == 0.05  # the report keeps what was asked for
+    off = fine_prune(model, torch.randn(64, 1, 16, 20), settings.replace(same_capture_shift=0.0))
+    assert "same_capture" not in off.report
+
+
+def test_benchmark_counts_the_passes_the_gate_actually_spent(tiny_vgg):
+    from fineprune.benchmark import forward_passes, passes_spent
+
+    model, _ = tiny_vgg
+    recalibrate_batchnorm(model := copy.deepcopy(model), torch.randn(256, 1, 16, 20))
+    settings = PruneSettings(sparsity=0.5, same_capture_shift=0.05, same_capture_drop=1.0)
+    same = fine_prune(model, torch.randn(64, 1, 16, 20), settings)
+    assert passes_spent(same, settings) == 1 and forward_passes(settings) == 3
