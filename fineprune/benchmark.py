@@ -99,8 +99,9 @@ def compare_methods(
         elif method in ("fineprune", "magnitude", "random"):
             chosen = settings if method == "fineprune" else settings.replace(criterion=method)
             result, sec = timed(lambda: fine_prune(model, person.adapt_x, chosen, cancel=cancel))
+            gate = {k: result.report[k] for k in ("capture_shift", "same_capture") if k in result.report}
             add(method, result.model, sec, per_example * n * passes_spent(result, chosen), result.report["sparsity"],
-                criterion=chosen.criterion)
+                criterion=chosen.criterion, **gate)
         elif method == "general_energy":
             if general_x is None:
                 continue
