@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .baselines import backprop_finetune, bn_adapt, prior_em
-from .benchmark import Individual, compare_methods, forward_passes, passes_spent, sparsity_curve
+from .benchmark import Individual, compare_methods, passes_spent, sparsity_curve
 from .bundle import load_bundle
 from .evaluation import accuracy, count_flops
 from .face import FACE_INPUT, detect_faces, normalise_crops
@@ -515,12 +515,7 @@ def main(argv: list[str]) -> int:
         else:
             engine_row("fineprune_with_head", settings.replace(drop_unused_classes=drop))
         if settings != DEFAULT_SETTINGS:  # what the project-wide default would have done here
-            start = time.perf_counter()
-            pruned = fine_prune(model, person.adapt_x, DEFAULT_SETTINGS)
-            sec = time.perf_counter() - start
-            rows.append({**base_row, "method": "fineprune_global_default", "uses_labels": False,
-                         "accuracy": accuracy(pruned.model, person.test_x, person.test_y), "sparsity": pruned.report["sparsity"],
-                         "flops": per_example * len(person.adapt_x) * forward_passes(DEFAULT_SETTINGS), "seconds": sec})
+            engine_row("fineprune_global_default", DEFAULT_SETTINGS)
         for r in rows:
             r.update(type=kind, k=k, description=desc)
         method_rows += rows

@@ -6,7 +6,7 @@ import threading
 import torch
 from torch import nn
 
-from .energy import iter_batches
+from .energy import _channel_reduce, iter_batches
 from .errors import JobCancelled
 
 
@@ -95,11 +95,9 @@ def capture_shift(model: nn.Module, data, *, batch_size: int = 64) -> float | No
     sums = {"n": 0, "total": None}
 
     def probe(module, args):
-        x = args[0].detach().double()
-        channels = x.transpose(0, 1).reshape(x.shape[1], -1)
-        total = channels.sum(1)
+        _, _, total, positions = _channel_reduce(args[0], 1)  # the energy recorder's float64 channel sums
         sums["total"] = total if sums["total"] is None else sums["total"] + total
-        sums["n"] += channels.shape[1]
+        sums["n"] += positions
         raise _ProbeDone
 
     was_training = model.training

@@ -7,6 +7,11 @@ Pipeline (each step optional through ``PruneSettings``):
 4. mask the lowest-scoring fraction (per layer, per output row, or globally),
 5. fold the expected contribution of pruned connections into the bias (bias correction),
 6. recalibrate BatchNorm again, since pruning shifted every downstream statistic.
+7. optionally prune the output units of classes the person hardly uses (``drop_unused_classes``;
+   the class shares come from step 2's own predictions).
+Before step 1, the optional same-capture gate (``same_capture_shift``) measures how far the
+person's data sits from the general data and, for a person captured like the training data,
+switches 1 and 6 off and drops classes with ``same_capture_drop`` instead.
 
 ``PruningSweep`` does 1-3 once and derives 4-6 for any sparsity cheaply (slider, curves);
 ``fine_prune`` is one sweep evaluated at one sparsity, so both always agree.
@@ -168,8 +173,7 @@ def silence_output_units(layer: nn.Module, classes: list[int]) -> None:
     rows[classes] = 0
     prune.custom_from_mask(layer, "weight", rows)  # combines with an existing mask, if any
     if getattr(layer, "bias", None) is not None:
-        with torch.no_grad():
-            layer.bias[classes] = -1e4
+        layer.bias[classes] = -1e4
 
 
 def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
