@@ -1,6 +1,7 @@
 """Fine-Pruning Studio: ``streamlit run app.py`` (see the README's "The Studio").
 
-Pages are thin views in ``pages/``; the work is done by ``fineprune`` (the engine) through
+Pages are thin views in ``views/`` (not ``pages/``: that name would make Streamlit treat the app as a
+legacy multipage app); the work is done by ``fineprune`` (the engine) through
 ``studio`` (session state, cached models, job polling, figures). Page icons are emoji on
 purpose: a ``:material/...:`` icon makes the browser fetch an SVG from fonts.gstatic.com, and
 this app loads nothing from outside the machine it runs on.
@@ -14,20 +15,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from studio.navigation import require_app_navigation  # noqa: E402
-
-require_app_navigation()  # a fresh server's first run would otherwise run this file as a v1 page
 st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂️", layout="wide")
 
 from studio import jobs, state  # noqa: E402
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/voice.py", title="Voice", icon="🎙️"),
-    st.Page("pages/face.py", title="Face", icon="🙂"),
-    st.Page("pages/fine_prune.py", title="Fine-prune", icon="✂️"),
-    st.Page("pages/explore.py", title="Explore", icon="🔭"),
-    st.Page("pages/export.py", title="Export", icon="📦"),
+    st.Page("views/home.py", title="Home", icon="🏠", default=True),
+    st.Page("views/voice.py", title="Voice", icon="🎙️"),
+    st.Page("views/face.py", title="Face", icon="🙂"),
+    st.Page("views/fine_prune.py", title="Fine-prune", icon="✂️"),
+    st.Page("views/explore.py", title="Explore", icon="🔭"),
+    st.Page("views/export.py", title="Export", icon="📦"),
 ]
 PAGES_WITH_OWN_PROGRESS = {"fine_prune", "explore"}
 

@@ -1,15 +1,15 @@
 """Fine-pruning: personalize a pretrained network to one person's unlabeled data by pruning the
 connections that person does not use -- no labels, no backprop."""
-from .baselines import backprop_finetune, bn_adapt, prior_em, svd_compress
-from .bundle import ModelBundle, load_bundle, save_bundle
-from .calibration import recalibrate_batchnorm
-from .criteria import CRITERIA, register_criterion
-from .energy import EnergyRecord, LayerEnergy, record_energy
-from .errors import FinePruneError
-from .evaluation import accuracy, count_flops, evaluate
-from .jobs import Job
-from .masks import apply_masks, make_permanent
-from .pipeline import DEFAULT_SETTINGS, PruneResult, PruneSettings, PruningSweep, fine_prune
+from fineprune.engine.baselines import backprop_finetune, bn_adapt, prior_em, svd_compress
+from fineprune.engine.bundle import ModelBundle, load_bundle, save_bundle
+from fineprune.engine.calibration import recalibrate_batchnorm
+from fineprune.engine.criteria import CRITERIA, register_criterion
+from fineprune.engine.energy import EnergyRecord, LayerEnergy, record_energy
+from fineprune.errors import FinePruneError
+from fineprune.engine.evaluation import accuracy, count_flops, evaluate
+from fineprune.person.jobs import Job
+from fineprune.engine.masks import apply_masks, make_permanent
+from fineprune.engine.pipeline import DEFAULT_SETTINGS, PruneResult, PruneSettings, PruningSweep, fine_prune
 
 __all__ = [
     "CRITERIA", "DEFAULT_SETTINGS", "EnergyRecord", "FinePruneError", "Job", "LayerEnergy", "ModelBundle",

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, FinePruneError, InputDataError
+from fineprune.errors import ConfigError, FinePruneError, InputDataError
 
 EXIT_BAD_INPUT = 2
-BENCHMARKS = {"fsdd": "fineprune.bench_fsdd", "face": "fineprune.bench_face", "perf": "fineprune.bench_perf"}
-TRAINERS = {"voice": "fineprune.voice", "face": "fineprune.face"}
+BENCHMARKS = {"fsdd": "fineprune.bench.fsdd", "face": "fineprune.bench.face", "perf": "fineprune.bench.perf"}
+TRAINERS = {"voice": "fineprune.domains.voice_training", "face": "fineprune.domains.face"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -76,9 +76,9 @@ def check_output_path(path: str | None, what: str) -> None:
 
 
 def cmd_personalize(args) -> int:
-    from .evaluation import evaluate
-    from .pipeline import fine_prune, settings_for
-    from .registry import get_domain, load_model
+    from fineprune.engine.evaluation import evaluate
+    from fineprune.engine.pipeline import fine_prune, settings_for
+    from fineprune.registry import get_domain, load_model
 
     start = time.perf_counter()
     check_output_path(args.out, "--out")
@@ -87,7 +87,7 @@ def cmd_personalize(args) -> int:
     bundle = load_model(args.model)
     settings = settings_for(bundle.card, sparsity=args.sparsity, criterion=args.criterion)
     if args.out and args.format == "structured":
-        from .export import check_exportable
+        from fineprune.engine.export import check_exportable
 
         check_exportable(bundle.model)  # refuse before the work, not after it
     domain = get_domain(bundle.domain)
@@ -129,7 +129,7 @@ def cmd_personalize(args) -> int:
         if key in result.report:
             report[key] = result.report[key]
     if args.out:
-        from .export import save_personalized
+        from fineprune.engine.export import save_personalized
 
         card = {**bundle.card, "personalized": True, "base_model": args.model, "prune_report": {k: report[k] for k in ("criterion", "sparsity", "n_unlabeled")}}
         saved = save_personalized(
@@ -153,7 +153,7 @@ def cmd_personalize(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .registry import SHIPPED_MODELS, available_shipped_models, load_model
+    from fineprune.registry import SHIPPED_MODELS, available_shipped_models, load_model
 
     available = available_shipped_models()
     for name in SHIPPED_MODELS:

@@ -13,20 +13,20 @@ from typing import Protocol, Sequence
 
 import torch
 
-from .bundle import ModelBundle, load_bundle
-from .errors import UnknownModelError
+from fineprune.paths import ASSETS
+from fineprune.engine.bundle import ModelBundle, load_bundle
+from fineprune.errors import UnknownModelError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # name -> bundle file in assets/ (a JSON model card with the same stem sits beside it)
 SHIPPED_MODELS: dict[str, str] = {"voice": "voice.pt", "face": "face.pt"}
 
 # domain name -> "module:attribute" of an object implementing ``Domain``
 DOMAINS: dict[str, str] = {
-    "generic": "fineprune.arrays:ARRAY_DOMAIN",
-    "voice": "fineprune.audio:VOICE_DOMAIN",
-    "face": "fineprune.face:FACE_DOMAIN",
-    "image": "fineprune.torchvision_models:IMAGE_DOMAIN",
+    "generic": "fineprune.domains.generic:ARRAY_DOMAIN",
+    "voice": "fineprune.domains.audio:VOICE_DOMAIN",
+    "face": "fineprune.domains.face:FACE_DOMAIN",
+    "image": "fineprune.domains.imagenet:IMAGE_DOMAIN",
 }
 
 
@@ -71,7 +71,7 @@ def load_model(spec: str) -> ModelBundle:
             raise UnknownModelError(f"the shipped {spec!r} model is not in {ASSETS} (train it: see README)")
         return load_bundle(path)
     if spec.startswith("torchvision:"):
-        from .torchvision_models import load_torchvision
+        from fineprune.domains.imagenet import load_torchvision
 
         return load_torchvision(spec.split(":", 1)[1])
     path = Path(spec)

@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fineprune.bench_face import DEFAULT_DATA, apply_condition, capture_condition  # noqa: E402
-from fineprune.bundle import load_bundle  # noqa: E402
-from fineprune.face import FACE_INPUT, crops_to_tensor, prepare_crops  # noqa: E402
-from fineprune.face_model import VAL_FRACTION, load_fer2013, stratified_split  # noqa: E402
+from fineprune.bench.face import DEFAULT_DATA, apply_condition, capture_condition  # noqa: E402
+from fineprune.engine.bundle import load_bundle  # noqa: E402
+from fineprune.domains.face import FACE_INPUT, crops_to_tensor, prepare_crops  # noqa: E402
+from fineprune.domains.face_training import VAL_FRACTION, load_fer2013, stratified_split  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 Writes <out>/<voice>/<digit>_<take>.wav (8 kHz, 16-bit mono; the label is the file name up to the
 first "_", as the CLI's --test expects). Needs espeak-ng and sox. Deterministic: the same
-espeak-ng/sox versions give the same bytes. The voices (fineprune.voice.DEMO_VOICES) are not among
+espeak-ng/sox versions give the same bytes. The voices (fineprune.domains.voice_training.DEMO_VOICES) are not among
 the synthetic voices the general model was trained on, so they are new people to it.
 
 Each take varies speed and pitch a little, and sox adds a light room colour, a level change and a
@@ -26,7 +26,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fineprune.voice import DEMO_VOICES, DIGIT_WORDS  # noqa: E402
+from fineprune.domains.voice_training import DEMO_VOICES, DIGIT_WORDS  # noqa: E402
 
 
 def take_params(voice_index: int, digit: int, take: int) -> dict:

@@ -4,8 +4,8 @@ Job functions run in a worker thread: they use only plain values (``DemoSource``
 from __future__ import annotations
 
 from fineprune.errors import InputDataError
-from fineprune.pipeline import PruneSettings
-from fineprune.session import (
+from fineprune.engine.pipeline import PruneSettings
+from fineprune.person.run import (
     PersonData, compare_baselines, compare_criteria, demo_split, personalize, scaled_progress,
 )
 
@@ -36,7 +36,7 @@ def demo_person_data(source: DemoSource, individual: str, *, progress=None, canc
 
 def personalize_job(model, source: DemoSource, model_name: str, individual: str, mine: PersonData | None,
                     settings: PruneSettings, *, progress=None, cancel=None):
-    """Worker: read the demo clips if needed (with progress), then ``fineprune.session.personalize``."""
+    """Worker: read the demo clips if needed (with progress), then ``fineprune.person.run.personalize``."""
     if mine is None:
         person = demo_person_data(source, individual, progress=scaled_progress(progress, 0.0, 0.2), cancel=cancel)
     else:

@@ -6,8 +6,8 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from fineprune.evaluation import predict_logits
-from fineprune.session import USES, Clip, Recordings, SetSplit
+from fineprune.engine.evaluation import predict_logits
+from fineprune.person.run import USES, Clip, Recordings, SetSplit
 
 from . import figures
 from .ui import friendly_errors
@@ -183,4 +183,4 @@ def collection_ui(
         crop_gallery(rec, split)
     table_ui(rec, split, describe)
     inspector_ui(session, name, rec, bundle, split, draw=draw, rerecord=rerecord)
-    st.page_link("pages/fine_prune.py", label=next_label, icon="✂️")
+    st.page_link("views/fine_prune.py", label=next_label, icon="✂️")

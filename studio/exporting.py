@@ -8,8 +8,8 @@ import re
 
 import torch
 
-from fineprune.bundle import save_bundle
-from fineprune.session import Personalization
+from fineprune.engine.bundle import save_bundle
+from fineprune.person.run import Personalization
 
 from . import figures
 
@@ -20,7 +20,7 @@ def slug(text: str) -> str:
 
 def available_formats() -> list[str]:
     try:
-        from fineprune.export import FORMATS
+        from fineprune.engine.export import FORMATS
     except ImportError:  # the compact formats arrive with fineprune/export.py
         return ["masked"]
     return list(FORMATS)
@@ -44,7 +44,7 @@ def model_file(session, bundle, fmt: str = "masked") -> bytes:
         if fmt == "masked" and available_formats() == ["masked"]:
             save_bundle(buffer, run.result.model, bundle.config, card)
         else:
-            from fineprune.export import save_personalized
+            from fineprune.engine.export import save_personalized
 
             save_personalized(buffer, run.result.model, bundle.config, card, fmt)
         session.exports = {k: v for k, v in session.exports.items() if k[0] == id(run)}  # drop other runs' files

@@ -37,6 +37,6 @@ def record_server_microphone(seconds: float) -> bytes:
         sd.wait()
     except Exception as exc:
         raise AudioError(f"the server microphone could not record ({type(exc).__name__}: {str(exc)[:80]})") from None
-    from fineprune.audio import encode_wav
+    from fineprune.domains.audio import encode_wav
 
     return encode_wav(samples[:, 0], RATE)

@@ -2,7 +2,7 @@
 
 ``st.cache_resource`` (models) and a plain locked dict (demo individuals, decoded inside a job
 so their progress shows) hand every session the *same* objects, so nothing here may ever be
-mutated: fine-pruning deep-copies the model (``fineprune.session.personalize``), and demo
+mutated: fine-pruning deep-copies the model (``fineprune.person.run.personalize``), and demo
 recordings are only read (split, stacked).
 
 Which models the Studio offers: the shipped ones (``fineprune.registry.SHIPPED_MODELS``) that
@@ -20,9 +20,9 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from fineprune.bundle import ModelBundle
+from fineprune.engine.bundle import ModelBundle
 from fineprune.registry import available_shipped_models, load_model
-from fineprune.session import DEMO_ROOT, Recordings, demo_individuals, load_demo, pooled_inputs, scaled_progress
+from fineprune.person.run import DEMO_ROOT, Recordings, demo_individuals, load_demo, pooled_inputs, scaled_progress
 
 MINE = "My recordings"
 

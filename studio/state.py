@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from fineprune.session import Personalization, Recordings
+from fineprune.person.run import Personalization, Recordings
 
 from .jobs import JobSlot
 

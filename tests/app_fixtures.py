@@ -66,9 +66,9 @@ def streamlit_server(command: list[str], *, env: dict, log_path: Path, start_tim
 
 
 def make_voice_bundle(path: Path) -> Path:
-    from fineprune.audio import DEFAULT_FEATURES
-    from fineprune.bundle import save_bundle
-    from fineprune.models import build_model
+    from fineprune.domains.audio import DEFAULT_FEATURES
+    from fineprune.engine.bundle import save_bundle
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(0)
     config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 10, "dims": 2, "fc": [32]}
@@ -79,9 +79,9 @@ def make_voice_bundle(path: Path) -> Path:
 
 
 def make_face_bundle(path: Path) -> Path:
-    from fineprune.bundle import save_bundle
-    from fineprune.face import FACE_INPUT
-    from fineprune.models import build_model
+    from fineprune.engine.bundle import save_bundle
+    from fineprune.domains.face import FACE_INPUT
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(1)
     config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 7, "dims": 2, "fc": [32]}

@@ -280,7 +280,7 @@ TINY_CONFIG = {"arch": "vgg", "conv": [8, "M", 16], "in_channels": 1, "n_classes
 
 
 def bundle_bytes(config=TINY_CONFIG, card=None, state=None, fmt: str = "fineprune-bundle/1") -> bytes:
-    from fineprune.models import build_model
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(0)
     model = build_model(TINY_CONFIG)

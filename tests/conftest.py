@@ -13,7 +13,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture
 def tiny_vgg():
-    from fineprune.models import build_model
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(0)
     config = {"arch": "vgg", "conv": [8, 8, "M", 16, "M", 16], "in_channels": 1, "n_classes": 4, "fc": [24], "dims": 2}

@@ -16,25 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = {"home": "pages/home.py", "voice": "pages/voice.py", "face": "pages/face.py",
-         "fine_prune": "pages/fine_prune.py", "explore": "pages/explore.py", "export": "pages/export.py"}
-
-
-@pytest.fixture(autouse=True)
-def real_server_navigation(monkeypatch):
-    """Import into a test module that clicks buttons. AppTest resets
-    ``PagesManager.uses_pages_directory`` before every run, so with this app's ``pages/`` folder each
-    run would start in Streamlit's v1 multipage mode, where ``studio.navigation`` reruns once and
-    drops that run's button clicks. A real server leaves that mode after its first run."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+PAGES = {"home": "views/home.py", "voice": "views/voice.py", "face": "views/face.py",
+         "fine_prune": "views/fine_prune.py", "explore": "views/explore.py", "export": "views/export.py"}
 
 
 def studio_models(folder: Path) -> str:
@@ -121,7 +104,7 @@ def wait_for_jobs(sessions: list[AppTest], timeout: float = 240) -> list[str]:
 
 
 def fineprune_threads() -> list[threading.Thread]:
-    """Live worker threads of ``fineprune.jobs.Job`` (they are named ``fineprune-<kind>``)."""
+    """Live worker threads of ``fineprune.person.jobs.Job`` (they are named ``fineprune-<kind>``)."""
     return [t for t in threading.enumerate() if t.name.startswith("fineprune-") and t.is_alive()]
 
 

@@ -1,4 +1,4 @@
-"""The Studio (app.py + pages/) driven with streamlit.testing.v1.AppTest, and its UI-free session
+"""The Studio (app.py + views/) driven with streamlit.testing.v1.AppTest, and its UI-free session
 logic (fineprune/session.py, studio/figures.py).
 
 Models are tiny random-init VGGs made here (the shipped ones are not needed); voices come from
@@ -26,12 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_fixtures as fx  # noqa: E402
 
-from fineprune import session as S  # noqa: E402
+from fineprune.person import run as S  # noqa: E402
 from fineprune.errors import ConfigError, JobCancelled, RecordingLimitError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = ["pages/home.py", "pages/voice.py", "pages/face.py", "pages/fine_prune.py", "pages/explore.py", "pages/export.py"]
+PAGES = ["views/home.py", "views/voice.py", "views/face.py", "views/fine_prune.py", "views/explore.py", "views/export.py"]
 needs_espeak = pytest.mark.skipif(not fx.HAS_ESPEAK, reason="espeak-ng is not installed")
 
 
@@ -53,23 +53,6 @@ def studio_env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-@pytest.fixture(autouse=True)
-def navigation_not_pages_dir(monkeypatch):
-    """AppTest resets ``PagesManager.uses_pages_directory`` before every run, so with this app's
-    ``pages/`` folder every run would start in Streamlit's v1 multipage mode, where
-    ``studio.navigation`` reruns once (dropping that run's widget triggers). A real server leaves
-    that mode after its first run; make every AppTest run look like that."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def new_app():
@@ -149,7 +132,7 @@ def test_one_click_demo_reaches_a_result_then_explore_and_export(studio_env):
     assert run.general_energies is not None  # the other demo voice is the general data
     assert len(at.get("plotly_chart")) >= 5  # sparsity, 2 heatmaps, layer detail, 2 confusions
 
-    at = on_page(at, "pages/explore.py")
+    at = on_page(at, "views/explore.py")
     assert_clean(at)
     assert len(run.explored) >= 9  # the first visit draws the whole accuracy-vs-sparsity curve
     at.select_slider(key="explore_sparsity").set_value(0.9).run()
@@ -169,10 +152,10 @@ def test_one_click_demo_reaches_a_result_then_explore_and_export(studio_env):
     methods = {r["method"] for r in studio(at).baseline_rows}
     assert {"general", "fineprune", "bn_adapt", "svd", "backprop", "random"} <= methods
 
-    at = on_page(at, "pages/export.py")
+    at = on_page(at, "views/export.py")
     assert_clean(at)
     assert {b.label.split(" (")[0] for b in at.get("download_button")} >= {"Download the model", "Report", "Per-layer table", "Plots"}
-    from fineprune.bundle import load_bundle
+    from fineprune.engine.bundle import load_bundle
     from studio import exporting, models
 
     bundle = models.bundle_for("voice")
@@ -190,7 +173,7 @@ def test_one_click_demo_reaches_a_result_then_explore_and_export(studio_env):
 # --------------------------------------------------------------------------- voice
 @needs_espeak
 def test_guided_voice_recording_labels_by_prompt_then_relabel_and_delete(studio_env):
-    at = on_page(new_app(), "pages/voice.py")
+    at = on_page(new_app(), "views/voice.py")
     state = studio(at)
     first = state.prompts["voice"][0]
     at.audio_input[0].upload("take.wav", wav_bytes(fx.WORDS[int(first)]))
@@ -213,7 +196,7 @@ def test_guided_voice_recording_labels_by_prompt_then_relabel_and_delete(studio_
 
 @needs_espeak
 def test_bad_recording_is_a_friendly_error_and_keeps_the_clips(studio_env):
-    at = on_page(new_app(), "pages/voice.py")
+    at = on_page(new_app(), "views/voice.py")
     state = studio(at)
     at.audio_input[0].upload("a.wav", wav_bytes("seven")).run()
     assert len(state.recordings["voice"]) == 1
@@ -231,7 +214,7 @@ def test_bad_recording_is_a_friendly_error_and_keeps_the_clips(studio_env):
 
 @needs_espeak
 def test_long_take_is_split_into_clips(studio_env):
-    at = on_page(new_app(), "pages/voice.py")
+    at = on_page(new_app(), "views/voice.py")
     digits = at.session_state["voice_take_digits_voice"]
     at.audio_input[1].upload("take.wav", fx.spoken_take([fx.WORDS[int(d)] for d in digits])).run()
     assert_clean(at)
@@ -248,7 +231,7 @@ def test_long_take_is_split_into_clips(studio_env):
 
 @needs_espeak
 def test_upload_wavs_and_nested_zip_skips_bad_files_with_reasons(studio_env):
-    at = on_page(new_app(), "pages/voice.py")
+    at = on_page(new_app(), "views/voice.py")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("me/day1/3_a.wav", wav_bytes("three"))
@@ -276,7 +259,7 @@ def test_server_microphone_is_hidden_with_a_note_when_absent(studio_env, monkeyp
         raise sounddevice.PortAudioError("no input device")
 
     monkeypatch.setattr(sounddevice, "query_devices", no_device)
-    at = on_page(new_app(), "pages/voice.py")
+    at = on_page(new_app(), "views/voice.py")
     assert_clean(at)
     assert any("no microphone" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "voice_server_record"]
@@ -285,7 +268,7 @@ def test_server_microphone_is_hidden_with_a_note_when_absent(studio_env, monkeyp
 
 # --------------------------------------------------------------------------- face
 def test_face_camera_shows_box_and_crop_and_no_face_is_friendly(studio_env):
-    at = on_page(new_app(), "pages/face.py")
+    at = on_page(new_app(), "views/face.py")
     state = studio(at)
     prompt = state.prompts["face"][0]
     at.camera_input[0].upload("photo.jpg", fx.face_photo(prompt)).run()
@@ -306,7 +289,7 @@ def test_face_camera_shows_box_and_crop_and_no_face_is_friendly(studio_env):
 
 
 def test_face_upload_of_photos(studio_env):
-    at = on_page(new_app(), "pages/face.py")
+    at = on_page(new_app(), "views/face.py")
     uploader = at.file_uploader[0]
     uploader.upload("happy_1.png", fx.face_photo("happy", "PNG"), "image/png")
     uploader.upload("surprise_1.webp", fx.face_photo("surprise", "WEBP"), "image/webp")
@@ -326,7 +309,7 @@ def seed_face_recordings(at, n_per_class: int = 2):
         for label in fx.FER:
             for k in range(n_per_class):
                 z.writestr(f"faces/{label}_{k}.png", fx.face_photo(label, "PNG", size=240 + 16 * k))
-    at = on_page(at, "pages/face.py")
+    at = on_page(at, "views/face.py")
     at.file_uploader[0].upload("faces.zip", archive.getvalue(), "application/zip")
     return at.run()
 
@@ -334,11 +317,11 @@ def seed_face_recordings(at, n_per_class: int = 2):
 def test_fine_prune_my_recordings_cancel_then_complete(studio_env):
     at = seed_face_recordings(new_app())
     assert len(studio(at).recordings["face"]) == 14
-    at = on_page(at, "pages/fine_prune.py")
+    at = on_page(at, "views/fine_prune.py")
     at.selectbox(key="fp_model").set_value("face").run()
     assert at.radio(key="individual_face").value == "My recordings"
     gate = threading.Event()
-    from fineprune import session as session_module
+    from fineprune.person import run as session_module
 
     real = session_module.PruningSweep
 
@@ -380,7 +363,7 @@ def test_fine_prune_my_recordings_cancel_then_complete(studio_env):
 
 def test_expert_settings_start_at_the_model_card_and_reach_the_run(studio_env):
     at = seed_face_recordings(new_app())
-    at = on_page(at, "pages/fine_prune.py")
+    at = on_page(at, "views/fine_prune.py")
     at.selectbox(key="fp_model").set_value("face").run()
     assert at.selectbox(key="recal_depth_face").value == 2  # the card's prune_defaults
     assert at.select_slider(key="drop_face").value == 0.5
@@ -395,7 +378,7 @@ def test_expert_settings_start_at_the_model_card_and_reach_the_run(studio_env):
 
 
 def test_fine_prune_without_clips_is_a_friendly_error(studio_env):
-    at = on_page(new_app(), "pages/fine_prune.py")
+    at = on_page(new_app(), "views/fine_prune.py")
     at.selectbox(key="fp_model").set_value("face").run()
     at.radio(key="individual_face").set_value("My recordings").run()
     at.button(key="fp_run").click().run()
@@ -408,14 +391,14 @@ def test_two_sessions_share_nothing_and_the_cached_model_is_never_mutated(studio
     from studio import models
 
     a = seed_face_recordings(new_app())
-    b = on_page(new_app(), "pages/face.py")
+    b = on_page(new_app(), "views/face.py")
     assert len(studio(a).recordings["face"]) == 14
     assert "face" not in studio(b).recordings or len(studio(b).recordings["face"]) == 0
     assert studio(a) is not studio(b)
 
     shared = models.bundle_for("face").model
     before = {k: v.clone() for k, v in shared.state_dict().items()}
-    a = on_page(a, "pages/fine_prune.py")
+    a = on_page(a, "views/fine_prune.py")
     a.selectbox(key="fp_model").set_value("face").run()
     a.button(key="fp_run").click().run()
     a = wait_for_job(a)
@@ -427,7 +410,7 @@ def test_two_sessions_share_nothing_and_the_cached_model_is_never_mutated(studio
 
 
 def test_clip_cap_is_a_clear_message(studio_env):
-    at = on_page(new_app(), "pages/face.py")
+    at = on_page(new_app(), "views/face.py")
     rec = studio(at).recordings_for("face", fx.FER)
     rec.max_clips = 1
     at.camera_input[0].upload("a.jpg", fx.face_photo()).run()
@@ -514,7 +497,7 @@ def test_lease_cancels_a_job_whose_owner_stopped_polling():
 
 
 def test_personalize_copies_the_model_and_explore_matches_fine_prune(tiny_vgg):
-    from fineprune.pipeline import fine_prune, settings_for
+    from fineprune.engine.pipeline import fine_prune, settings_for
 
     model, _ = tiny_vgg
     torch.manual_seed(0)
@@ -534,7 +517,7 @@ def test_personalize_copies_the_model_and_explore_matches_fine_prune(tiny_vgg):
     assert S.explore_point(run, 0.6) is point  # cached
     assert run.savings["connections_removed"] == sum(r["pruned"] for r in run.result.report["layers"])
     assert 0 < run.savings["flops_removed"] < run.savings["layer_flops"]
-    from fineprune.evaluation import count_flops
+    from fineprune.engine.evaluation import count_flops
 
     dense = count_flops(model, person.adapt_x[:1])  # torch's counter: conv/linear FLOPs match it
     assert run.savings["layer_flops"] == pytest.approx(dense, rel=0.02)
@@ -543,7 +526,7 @@ def test_personalize_copies_the_model_and_explore_matches_fine_prune(tiny_vgg):
 
 
 def test_personalize_stops_when_cancelled(tiny_vgg):
-    from fineprune.pipeline import settings_for
+    from fineprune.engine.pipeline import settings_for
 
     model, _ = tiny_vgg
     x = torch.randn(16, 1, 12, 12)
@@ -592,7 +575,7 @@ def test_start_up_imports_and_loads_the_shipped_models_within_5_seconds():
         "import time; t = time.perf_counter(); c = time.process_time()\n"
         "import streamlit, plotly.graph_objects, pandas\n"
         "import studio.models, studio.figures, studio.jobs, studio.state, studio.clips, studio.actions, studio.exporting\n"
-        "import fineprune.session, fineprune.audio, fineprune.face\n"
+        "import fineprune.person.run, fineprune.domains.audio, fineprune.domains.face\n"
         "from fineprune.registry import load_model\n"
         f"for name in {names!r}: load_model(name)\n"
         "print(time.process_time() - c, time.perf_counter() - t)\n"
@@ -617,7 +600,7 @@ def test_adaptation_notes_say_what_the_label_free_steps_decided():
 
 def test_results_page_explains_dropped_classes(studio_env):
     at = seed_face_recordings(new_app())
-    at = on_page(at, "pages/fine_prune.py")
+    at = on_page(at, "views/fine_prune.py")
     at.selectbox(key="fp_model").set_value("face").run()
     at.button(key="fp_run").click().run()
     at = wait_for_job(at)

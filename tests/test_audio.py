@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.signal import get_window
 
-from fineprune import audio
-from fineprune.audio import (
+from fineprune.domains import audio
+from fineprune.domains.audio import (
     DEFAULT_FEATURES,
     VOICE_DOMAIN,
     FeatureSettings,

@@ -24,10 +24,10 @@ from bad_inputs import (
     evil_pickle, reference_wav, rgb, face, zip_bytes,
 )
 from fineprune import errors as E
-from fineprune.audio import DEFAULT_FEATURES
-from fineprune.bundle import load_bundle
+from fineprune.domains.audio import DEFAULT_FEATURES
+from fineprune.engine.bundle import load_bundle
 from fineprune.cli import main
-from fineprune.session import Recordings, decode_face, decode_voice, ingest_files
+from fineprune.person.run import Recordings, decode_face, decode_voice, ingest_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_AUDIO = [c for c in AUDIO_CASES if c.expected]
@@ -190,7 +190,7 @@ def test_bad_model_files_are_refused(tmp_path, sentinel):
 def test_model_with_other_classes_refuses_labels_it_does_not_have():
     import torch
 
-    from fineprune.session import Decoded
+    from fineprune.person.run import Decoded
 
     rec = Recordings(["angry", "happy"])
     with pytest.raises(E.ConfigError) as info:

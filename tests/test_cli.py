@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fineprune.bundle import load_bundle, save_bundle
+from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

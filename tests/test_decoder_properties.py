@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bad_inputs import TINY_CONFIG, bundle_bytes, draw_face, image_bytes, reference_wav, spoken_digit, wav_bytes
-from fineprune.audio import DEFAULT_FEATURES
-from fineprune.bundle import load_bundle
+from fineprune.domains.audio import DEFAULT_FEATURES
+from fineprune.engine.bundle import load_bundle
 from fineprune.errors import FinePruneError, ModelFileError
-from fineprune.session import decode_face, decode_voice
+from fineprune.person.run import decode_face, decode_voice
 
 BOUNDED = settings(max_examples=120, deadline=None, database=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

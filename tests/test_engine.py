@@ -13,9 +13,9 @@ from fineprune import (
     CRITERIA, Job, PruneSettings, PruningSweep, fine_prune, load_bundle, make_permanent,
     recalibrate_batchnorm, record_energy, register_criterion, save_bundle,
 )
-from fineprune.baselines import backprop_finetune, prior_em, svd_compress, svd_rank_for_ratio
+from fineprune.engine.baselines import backprop_finetune, prior_em, svd_compress, svd_rank_for_ratio
 from fineprune.errors import ConfigError, JobCancelled, UnknownModelError
-from fineprune.evaluation import accuracy, count_flops, evaluate
+from fineprune.engine.evaluation import accuracy, count_flops, evaluate
 
 RAW = PruneSettings(spare_first=False, spare_last=False, recalibrate_bn="none", bias_correction=False)
 
@@ -393,7 +393,7 @@ def test_classes_the_person_never_uses_are_pruned_from_the_output():
 
 
 def test_dropping_never_removes_every_class():
-    from fineprune.pipeline import unused_classes
+    from fineprune.engine.pipeline import unused_classes
 
     assert unused_classes(torch.tensor([0.96, 0.02, 0.02]), ratio=0.9) == [1, 2]
     assert unused_classes(torch.tensor([1.0, 0.0]), ratio=5.0) == [1]
@@ -429,7 +429,7 @@ def test_bad_recalibration_depth_is_a_config_error(depth):
 
 
 def test_card_can_set_recalibration_depth():
-    from fineprune.pipeline import settings_for
+    from fineprune.engine.pipeline import settings_for
 
     assert settings_for({"prune_defaults": {"recalibrate_bn_depth": 5}}).recalibrate_bn_depth == 5
     assert settings_for(None).recalibrate_bn_depth is None
@@ -453,7 +453,7 @@ def test_unused_classes_are_judged_after_recalibration_to_the_capture():
 
 @pytest.mark.parametrize("recal,drop", [("none", 0.0), ("before", 0.0), ("both", 0.0), ("both", 0.5), ("after", 1.0)])
 def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(tiny_vgg, recal, drop):
-    from fineprune.benchmark import forward_passes
+    from fineprune.bench.harness import forward_passes
 
     class CountedBatches(list):  # a list of batches that counts how often it is walked
         walks = 0
@@ -468,7 +468,7 @@ def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(t
     result = fine_prune(model, data, settings)
     assert CountedBatches.walks == forward_passes(settings)
     if drop:  # the class shares come free with the energy pass, and equal a separate pass
-        from fineprune.pipeline import predicted_class_share
+        from fineprune.engine.pipeline import predicted_class_share
 
         base = copy.deepcopy(model)
         if recal in ("before", "both"):
@@ -478,7 +478,7 @@ def test_forward_pass_count_used_for_benchmark_flops_is_what_fine_prune_spends(t
 
 
 def test_capture_shift_is_near_zero_for_data_like_the_general_data_and_grows_with_a_camera_shift(tiny_vgg):
-    from fineprune.calibration import capture_shift
+    from fineprune.engine.calibration import capture_shift
 
     model, _ = tiny_vgg
     general = torch.randn(256, 1, 16, 20)
@@ -508,7 +508,7 @@ def test_same_capture_gate_switches_recalibration_off_and_drops_boldly(tiny_vgg)
 
 
 def test_benchmark_counts_the_passes_the_gate_actually_spent(tiny_vgg):
-    from fineprune.benchmark import forward_passes, passes_spent
+    from fineprune.bench.harness import forward_passes, passes_spent
 
     model, _ = tiny_vgg
     recalibrate_batchnorm(model := copy.deepcopy(model), torch.randn(256, 1, 16, 20))

@@ -12,16 +12,16 @@ import torch
 from torch import nn
 
 from fineprune import PruneSettings, fine_prune
-from fineprune.bundle import load_bundle, save_bundle
+from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.errors import ExportError, ModelFileError
-from fineprune.export import (
+from fineprune.engine.export import (
     FoldedConv2d,
     export_structured,
     file_bytes,
     save_personalized,
     sparse_payload,
 )
-from fineprune.models import build_model
+from fineprune.engine.models import build_model
 
 TOLERANCE = 1e-5
 
@@ -261,7 +261,7 @@ def test_cli_rejects_an_unknown_format(tmp_path, capsys):
 def test_one_shot_mask_selection_equals_the_stable_sort():
     """``RankedScores`` selects in O(n) for the first sparsity and sorts for later ones: the masks
     must equal a stable argsort's (ties broken by position) in every scope."""
-    from fineprune.masks import RankedScores, lowest_k_keep
+    from fineprune.engine.masks import RankedScores, lowest_k_keep
 
     g = torch.Generator().manual_seed(0)
     for trial in range(60):
@@ -283,8 +283,8 @@ def test_one_shot_mask_selection_equals_the_stable_sort():
 
 def test_fast_energy_recording_matches_a_plain_float64_reference():
     """The chunked, deduplicated hooks must give what one float64 pass over all the data gives."""
-    from fineprune.energy import record_energy
-    from fineprune.models import prunable_layers
+    from fineprune.engine.energy import record_energy
+    from fineprune.engine.models import prunable_layers
 
     model, x = make_vgg(VGG2D), inputs(VGG2D, n=50)
     captured: dict[str, list[torch.Tensor]] = {}
@@ -320,7 +320,7 @@ def test_fast_energy_recording_matches_a_plain_float64_reference():
 @pytest.mark.slow
 def test_bench_perf_quick_writes_every_key(tmp_path, capsys):
     """CI smoke test: the command runs end to end and writes the issue's keys (no timing asserted)."""
-    from fineprune.bench_perf import JSON_KEYS, main
+    from fineprune.bench.perf import JSON_KEYS, main
 
     out, md = tmp_path / "perf.json", tmp_path / "PERFORMANCE.md"
     threads = torch.get_num_threads()
@@ -340,8 +340,9 @@ def test_bench_perf_quick_writes_every_key(tmp_path, capsys):
 
 
 def test_cli_refuses_structured_export_of_a_non_vgg_model_before_the_work(tmp_path, capsys, monkeypatch):
-    from fineprune import cli, pipeline
-    from fineprune.bundle import ModelBundle
+    from fineprune import cli
+    from fineprune.engine import pipeline
+    from fineprune.engine.bundle import ModelBundle
 
     class Residual(nn.Module):
         def __init__(self):

@@ -21,7 +21,7 @@ from fineprune.errors import (
     NoFaceError,
     UnreadableImageError,
 )
-from fineprune.face import (
+from fineprune.domains.face import (
     FACE_DOMAIN,
     FACE_INPUT,
     crop_face,
@@ -297,7 +297,7 @@ SHIPPED = ROOT / "assets" / "face.pt"
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="assets/face.pt not trained yet")
 def test_shipped_model_loads_safely_and_has_a_complete_card():
-    from fineprune.bundle import load_bundle
+    from fineprune.engine.bundle import load_bundle
 
     payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)  # must not need pickle
     assert payload["card"]["domain"] == "face"
@@ -316,9 +316,9 @@ def test_shipped_model_loads_safely_and_has_a_complete_card():
 
 @pytest.mark.skipif(not (SHIPPED.exists() and HAS_FER), reason="needs assets/face.pt and ../shared/data/fer2013")
 def test_shipped_model_meets_its_stated_test_accuracy():
-    from fineprune.bundle import load_bundle
-    from fineprune.evaluation import accuracy
-    from fineprune.face_model import load_fer2013
+    from fineprune.engine.bundle import load_bundle
+    from fineprune.engine.evaluation import accuracy
+    from fineprune.domains.face_training import load_fer2013
 
     bundle = load_bundle(SHIPPED)
     data = load_fer2013(DATA)
@@ -330,8 +330,8 @@ def test_shipped_model_meets_its_stated_test_accuracy():
 
 @pytest.mark.skipif(not HAS_FER, reason="needs ../shared/data/fer2013")
 def test_training_command_is_seeded_and_reproducible(tmp_path):
-    from fineprune.bundle import load_bundle
-    from fineprune.face import train_main
+    from fineprune.engine.bundle import load_bundle
+    from fineprune.domains.face import train_main
 
     argv = ["--data", str(DATA), "--epochs", "1", "--limit", "192", "--seed", "3", "--threads", "1"]
     assert train_main(argv + ["--out", str(tmp_path / "a.pt")]) == 0
@@ -341,11 +341,11 @@ def test_training_command_is_seeded_and_reproducible(tmp_path):
         assert torch.equal(pa, pb), name
     card = json.loads((tmp_path / "a.json").read_text())
     assert card["domain"] == "face" and card["training"]["seed"] == 3
-    assert 2.5 <= card["input"]["blur_sigma"] <= 4.0  # the train split's blur is found
+    # (the blur-sigma check went with the old blurred FER2013 train split: the data is sharp now)
 
 
 def test_blur_estimate_recovers_a_known_blur():
-    from fineprune.face_model import blur_crops, estimate_train_blur
+    from fineprune.domains.face_training import blur_crops, estimate_train_blur
 
     rng = np.random.default_rng(0)
     sharp = np.stack([cv2.resize(rng.integers(0, 256, (24, 24), dtype=np.uint8), (48, 48)) for _ in range(200)])
@@ -357,7 +357,7 @@ def test_blur_estimate_recovers_a_known_blur():
 
 
 def test_capture_condition_is_consistent_and_changes_the_image():
-    from fineprune.bench_face import apply_condition, capture_condition
+    from fineprune.bench.face import apply_condition, capture_condition
 
     crops = np.stack([draw_face(48), np.fliplr(draw_face(48)).copy()])
     cond = capture_condition(np.random.default_rng(0))
@@ -373,8 +373,8 @@ def test_condition_on_already_blurred_crops_matches_condition_then_blur():
     test individuals (sharp crops, condition, then the product's blur)."""
     import cv2
 
-    from fineprune.bench_face import apply_condition, capture_condition
-    from fineprune.face import prepare_crops
+    from fineprune.bench.face import apply_condition, capture_condition
+    from fineprune.domains.face import prepare_crops
 
     sigma = 3.3
     sharp = np.stack([draw_face(48), np.fliplr(draw_face(48)).copy()])
@@ -391,7 +391,7 @@ def test_condition_on_already_blurred_crops_matches_condition_then_blur():
 
 
 def test_class_subset_individuals_are_disjoint_and_show_k_classes():
-    from fineprune.bench_face import class_subset_individuals
+    from fineprune.bench.face import class_subset_individuals
 
     y = np.repeat(np.arange(7), 100)
     y[:30] = 1  # a rare class, like "disgust"
@@ -403,7 +403,7 @@ def test_class_subset_individuals_are_disjoint_and_show_k_classes():
 
 
 def test_plot_is_written(tmp_path):
-    from fineprune.bench_face import plot_lines
+    from fineprune.bench.face import plot_lines
 
     pytest.importorskip("matplotlib")
     ok = plot_lines(tmp_path / "p.png", {"a": [(0.5, 0.6), (0.8, 0.55)], "general": [(0.5, 0.5), (0.8, float("nan"))]}, "t", "x", "y")

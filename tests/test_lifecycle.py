@@ -27,11 +27,11 @@ import torch
 
 import app_fixtures as fx
 from bad_inputs import demo_voices, digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes
-from fineprune import session as S
+from fineprune.person import run as S
 from fineprune.errors import RecordingLimitError
-from fineprune.jobs import Job
-from studio_driver import (  # noqa: F401  (real_server_navigation: an autouse fixture)
-    by_label, clip_fingerprint, fineprune_threads, mask_bytes, messages, open_app, real_server_navigation, record_voice,
+from fineprune.person.jobs import Job
+from studio_driver import (
+    by_label, clip_fingerprint, fineprune_threads, mask_bytes, messages, open_app, record_voice,
     state, state_hash, wait_for_job, wait_for_jobs, wait_no_threads,
 )
 
@@ -41,10 +41,10 @@ FER = fx.FER
 
 # ----------------------------------------------------------------------------- set-up
 def face_arch_bundle(path: Path) -> Path:
-    from fineprune.bundle import save_bundle
-    from fineprune.face import FACE_INPUT
-    from fineprune.face_model import FACE_MODEL_CONFIG
-    from fineprune.models import build_model
+    from fineprune.engine.bundle import save_bundle
+    from fineprune.domains.face import FACE_INPUT
+    from fineprune.domains.face_training import FACE_MODEL_CONFIG
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(3)
     card = {"domain": "face", "classes": FER, "input": dict(FACE_INPUT)}
@@ -88,7 +88,7 @@ def face_photos_zip(seed: int, per_class: int = 2) -> bytes:
 
 
 def upload_faces(at, data: bytes):
-    at.switch_page("pages/face.py").run()
+    at.switch_page("views/face.py").run()
     by_label(at.file_uploader, "Photos or zip").upload("faces.zip", data, "application/zip")
     return at.run()
 
@@ -102,7 +102,7 @@ def synthetic_face_clips(at, n: int, seed: int = 0) -> None:
 
 
 def on_fine_prune(at, model: str = "face"):
-    at.switch_page("pages/fine_prune.py").run()
+    at.switch_page("views/fine_prune.py").run()
     at.selectbox(key="fp_model").set_value(model).run()
     return at
 
@@ -183,7 +183,7 @@ def test_no_job_kind_mutates_the_cached_models_or_demo_individuals(studio_env):
     at.radio(key="individual_voice").set_value("low").run()
     at.button(key="fp_run").click().run()
     assert wait_for_job(at) == "done", messages(at)
-    at.switch_page("pages/explore.py").run()
+    at.switch_page("views/explore.py").run()
     for target in (0.0, 0.3, 0.9):
         at.select_slider(key="explore_sparsity").set_value(target).run()
     at.button(key="explore_compare").click().run()
@@ -194,7 +194,7 @@ def test_no_job_kind_mutates_the_cached_models_or_demo_individuals(studio_env):
     assert session.criteria_rows and session.baseline_rows
     for fmt in exporting.available_formats():
         assert exporting.model_file(session, voice, fmt)
-    at.switch_page("pages/export.py").run()
+    at.switch_page("views/export.py").run()
     assert not at.exception
 
     assert_pristine(voice.model, digest)
@@ -222,8 +222,8 @@ def cancel_and_measure(job: Job) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def heavy_person():
     """The shipped face architecture and a full session (300 clips): jobs of several seconds."""
-    from fineprune.face_model import FACE_MODEL_CONFIG
-    from fineprune.models import build_model
+    from fineprune.domains.face_training import FACE_MODEL_CONFIG
+    from fineprune.engine.models import build_model
 
     torch.manual_seed(0)
     model = build_model(FACE_MODEL_CONFIG).eval()
@@ -236,7 +236,7 @@ def heavy_person():
 
 @pytest.mark.parametrize("kind, after", [("personalize", 0.4), ("personalize", 1.5), ("criteria", 0.5), ("baselines", 1.0)])
 def test_cancel_stops_every_job_kind_within_a_second(heavy_person, kind, after):
-    from fineprune.pipeline import settings_for
+    from fineprune.engine.pipeline import settings_for
 
     model, person, general = heavy_person
     settings = settings_for(None)
@@ -264,7 +264,7 @@ def test_reruns_and_page_switches_mid_job_keep_one_thread_and_the_result(studio_
     on_fine_prune(at).button(key="fp_run").click().run()
     active = state(at).jobs.active
     job = active.job
-    for page in ("pages/voice.py", "pages/home.py", "pages/explore.py", "pages/fine_prune.py", "pages/face.py"):
+    for page in ("views/voice.py", "views/home.py", "views/explore.py", "views/fine_prune.py", "views/face.py"):
         at.switch_page(page).run()
         at.run()  # a rerun of the same page
         assert not at.exception, [e.value for e in at.exception]
@@ -280,7 +280,7 @@ def test_reruns_and_page_switches_mid_job_keep_one_thread_and_the_result(studio_
 def test_starting_a_job_cancels_the_one_before(heavy_person):
     from studio.jobs import JobSlot
 
-    from fineprune.pipeline import settings_for
+    from fineprune.engine.pipeline import settings_for
 
     model, person, _ = heavy_person
     slot = JobSlot()
@@ -330,7 +330,7 @@ def retained_bytes(clip: S.Clip) -> int:
 def test_caps_bound_the_memory_of_a_session():
     import tomllib
 
-    from fineprune import audio
+    from fineprune.domains import audio
 
     longest_digit = wav_bytes(np.tile(spoken_digit(pad=0.01), 40)[: int(audio.MAX_DIGIT_SECONDS * 8000) - 800])
     rec = S.Recordings(list("0123456789"))
@@ -386,7 +386,7 @@ def test_recording_limit_error_is_a_person_readable_input_error():
 # ----------------------------------------------------------------------------- reproducibility
 @pytest.mark.parametrize("criterion", ["energy", "energy_rms", "channel", "magnitude", "random"])
 def test_same_clips_and_settings_give_identical_masks(tiny_vgg, criterion):
-    from fineprune.pipeline import fine_prune, settings_for
+    from fineprune.engine.pipeline import fine_prune, settings_for
 
     model, _ = tiny_vgg
     x = torch.randn(40, 1, 16, 16, generator=torch.Generator().manual_seed(5))
@@ -408,7 +408,7 @@ def test_same_clips_and_settings_give_identical_masks(tiny_vgg, criterion):
 @pytest.mark.xfail(strict=True, reason="known: BatchNorm recalibration averages per-batch variances and drops a trailing "
                    "batch of one, so the clips' order (batch composition) shifts some masks")
 def test_masks_do_not_depend_on_the_order_of_the_clips(tiny_vgg):
-    from fineprune.pipeline import fine_prune, settings_for
+    from fineprune.engine.pipeline import fine_prune, settings_for
 
     model, _ = tiny_vgg
     x = torch.randn(100, 1, 16, 16, generator=torch.Generator().manual_seed(5))

@@ -62,13 +62,6 @@ canaries = [e[0] for e in events]
 events.clear()
 sys.path[1:1] = [os.path.dirname(sys.argv[1])]
 
-from streamlit.runtime.pages_manager import PagesManager  # AppTest resets this; see studio_driver
-_init = PagesManager.__init__
-def _init_v2(self, *a, **k):
-    _init(self, *a, **k)
-    PagesManager.uses_pages_directory = False
-PagesManager.__init__ = _init_v2
-
 import app_fixtures as fx
 from bad_inputs import digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes, zip_bytes
 from studio_driver import by_label, open_app, record_voice, state, take_photo, wait_for_job
@@ -85,7 +78,7 @@ by_label(at.file_uploader, "WAV or zip").set_value(
 at.run()
 summary["voice_clips"] = len(state(at).recordings["voice"])
 
-at.switch_page("pages/face.py").run()
+at.switch_page("views/face.py").run()
 for expression in ("happy", "sad"):
     take_photo(at, fx.face_photo(expression))
 by_label(at.file_uploader, "Photos or zip").set_value(
@@ -94,13 +87,13 @@ at.run()
 summary["face_clips"] = len(state(at).recordings["face"])
 
 for model in ("voice", "face"):
-    at.switch_page("pages/fine_prune.py").run()
+    at.switch_page("views/fine_prune.py").run()
     at.selectbox(key="fp_model").set_value(model).run()
     at.radio(key=f"individual_{model}").set_value("My recordings").run()
     at.button(key="fp_run").click().run()
     summary[f"{model}_run"] = wait_for_job(at)
 
-at.switch_page("pages/explore.py").run()
+at.switch_page("views/explore.py").run()
 at.select_slider(key="explore_sparsity").set_value(0.8).run()
 at.button(key="explore_compare").click().run()
 summary["criteria"] = wait_for_job(at)
@@ -110,13 +103,13 @@ summary["baselines"] = wait_for_job(at)
 
 from studio import exporting, models
 session = state(at)
-at.switch_page("pages/export.py").run()
+at.switch_page("views/export.py").run()
 summary["exports"] = [len(exporting.model_file(session, models.bundle_for(session.run.model_name), f))
                       for f in exporting.available_formats()]
 summary["report"] = len(exporting.report_json(session.run)) + len(exporting.layers_csv(session.run))
 summary["plots"] = len(exporting.plots_html(session))
 
-at.switch_page("pages/home.py").run()
+at.switch_page("views/home.py").run()
 at.button(key="run_demo").click().run()
 summary["demo"] = wait_for_job(at)
 summary["exceptions"] = [e.value for e in at.exception]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fineprune import voice
-from fineprune.audio import VOICE_DOMAIN, FeatureSettings, encode_wav
-from fineprune.models import build_model
+from fineprune.domains import voice_training as voice
+from fineprune.domains.audio import VOICE_DOMAIN, FeatureSettings, encode_wav
+from fineprune.engine.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -97,7 +97,7 @@ def test_train_command_writes_bundle_and_card(tmp_path, capsys):
 
 
 def test_bench_individual_protocol():
-    from fineprune.bench_fsdd import Speaker, individual
+    from fineprune.bench.fsdd import Speaker, individual
 
     x = torch.arange(500, dtype=torch.float32)[:, None]
     y = torch.arange(500) // 50
@@ -113,7 +113,7 @@ def test_bench_individual_protocol():
 
 
 def test_nested_choice_never_uses_the_held_out_speaker():
-    from fineprune.bench_fsdd import nested_choice
+    from fineprune.bench.fsdd import nested_choice
 
     rows = []
     for s in ("a", "b", "c"):
@@ -169,7 +169,7 @@ def test_shipped_model_card_and_demo_voices():
 
 @pytest.mark.skipif(not (SHIPPED.exists() and FSDD.exists()), reason="needs assets/voice.pt and ../shared/data/fsdd")
 def test_shipped_model_matches_its_card_on_the_fsdd_test_split():
-    from fineprune.evaluation import accuracy
+    from fineprune.engine.evaluation import accuracy
     from fineprune.registry import load_model
 
     bundle = load_model("voice")

@@ -1,0 +1,498 @@
+"""Reproduction benchmark on FSDD: ``python -m fineprune bench fsdd [--quick] [--out docs/results]``.
+
+Protocol (leave-one-speaker-out): for each of the six speakers, a general model trained without
+that speaker (``runs/fsdd/loso_<speaker>.pt``, trained here when missing) is personalized to the
+speaker's takes 5-49 (the unlabeled adaptation pool; labels hidden from every method except
+backprop) and scored on takes 0-4 (the official test split) plus any adaptation takes a run
+leaves unused. Outputs in ``--out``:
+
+- ``fsdd_methods.csv``: general, fine-pruning (default settings), BN-adapt, backprop with
+  labels, SVD at matched parameters, controls (magnitude, random, general-data energies),
+  prior EM -- accuracy, sparsity, FLOPs and seconds per speaker;
+- ``fsdd_sparsity.csv`` / ``.png`` (Fig. 3a analog): accuracy vs sparsity per criterion;
+- ``fsdd_clips.csv`` / ``.png`` (Fig. 3b): accuracy vs adaptation clips per digit;
+- ``fsdd_subsets.csv`` / ``.png`` (Fig. 3c): individuals who use 2, 3, 5 or 10 digits;
+- ``fsdd_selection.csv``: the candidate pipelines the default was chosen from, scored on the
+  *adaptation* clips' hidden labels (never the test takes), with the nested leave-one-speaker-out
+  choice per speaker;
+- ``fsdd_summary.md``: the tables quoted in docs/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fineprune.paths import REPO, SHARED_DATA
+from fineprune.bench.harness import Individual, compare_methods, sparsity_curve
+from fineprune.engine.bundle import load_bundle
+from fineprune.engine.evaluation import accuracy
+from fineprune.engine.models import prunable_layers
+from fineprune.engine.pipeline import DEFAULT_SETTINGS, PruneSettings, PruningSweep
+from fineprune.domains.voice_training import (
+    DEFAULT_ARCH,
+    DEFAULT_EPOCHS,
+    FSDD_SPEAKERS,
+    ClipSet,
+    feature_settings,
+    load_fsdd,
+    train_and_save,
+)
+
+SPARSITIES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+CURVE_CRITERIA = ("energy", "energy_rms", "channel", "magnitude", "random")
+CLIPS_PER_DIGIT = (1, 2, 5, 10, 20, 45)
+SUBSET_SIZES = (2, 3, 5, 10)
+SUBSETS_PER_SIZE = 2
+SELECTION_SPARSITIES = (0.5, 0.6, 0.7)
+
+def candidate_pipelines() -> dict[str, PruneSettings]:
+    """Label-free, backprop-free variants the default is chosen from (sparsity set separately)."""
+    base = PruneSettings()
+    return {
+        "energy/layer": base.replace(criterion="energy", scope="layer"),
+        "energy/row": base.replace(criterion="energy", scope="row"),
+        "energy_rms/layer": base.replace(criterion="energy_rms", scope="layer"),
+        "energy_rms/row": base.replace(criterion="energy_rms", scope="row"),
+        "energy_rms/global": base.replace(criterion="energy_rms", scope="global"),
+        "energy_rms/layer/no-bias-corr": base.replace(criterion="energy_rms", bias_correction=False),
+        "energy_rms/layer/no-recal": base.replace(criterion="energy_rms", recalibrate_bn="none"),
+        "energy_rms/layer/all-layers": base.replace(criterion="energy_rms", spare_first=False, spare_last=False),
+    }
+
+@dataclass
+class Speaker:
+    name: str
+    clips: ClipSet  # all 500 of the speaker's clips
+
+def individual(speaker: Speaker, per_digit: int = 45, digits: tuple[int, ...] | None = None, name: str | None = None) -> Individual:
+    """Adaptation = the first ``per_digit`` of takes 5-49 of each digit; test = takes 0-4 + unused takes."""
+    c = speaker.clips
+    use = torch.ones(len(c), dtype=torch.bool) if digits is None else torch.isin(c.y, torch.tensor(digits))
+    adapt = use & (c.takes >= 5) & (c.takes < 5 + per_digit)
+    test = use & ~adapt
+    return Individual(
+        name=name or speaker.name,
+        adapt_x=c.x[adapt],
+        test_x=c.x[test],
+        test_y=c.y[test],
+        adapt_y=c.y[adapt],
+    )
+
+def general_sample(fsdd: ClipSet, held_out: str, n: int = 450, seed: int = 0) -> torch.Tensor:
+    """Clips of the general model's own training speakers: the 'general data' energy control."""
+    others = fsdd.without_speaker(held_out)
+    idx = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:n]
+    return others.x[idx]
+
+def ensure_loso_models(data: Path, folder: Path, speakers, epochs: int, log) -> dict[str, Path]:
+    paths = {}
+    for speaker in speakers:
+        path = folder / f"loso_{speaker}.pt"
+        if not path.exists():
+            log(f"training the general model without {speaker} ({epochs} epochs) -> {path}")
+            start = time.perf_counter()
+            _, card = train_and_save(
+                data, path, exclude_speaker=speaker, arch=DEFAULT_ARCH, epochs=epochs,
+                command=f"python -m fineprune train voice --data {data} --out {path} --exclude-speaker {speaker} --epochs {epochs}",
+            )
+            log(f"  held-out accuracy {card['held_out']['accuracy']:.3f} ({time.perf_counter() - start:.0f} s)")
+        paths[speaker] = path
+    return paths
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+# --------------------------------------------------------------------------- default selection
+def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings], sparsities) -> list[dict]:
+    """Each candidate pipeline at each sparsity: accuracy on the adaptation clips (dev, labels hidden
+    from the pruner) and on the test takes (reported only)."""
+    person = individual(speaker)
+    general_dev = accuracy(model, person.adapt_x, person.adapt_y)
+    rows = []
+    for label, settings in candidates.items():
+        sweep = PruningSweep(model, person.adapt_x, settings)
+        for s in sparsities:
+            pruned = sweep.result_at(s).model
+            rows.append(
+                {
+                    "individual": speaker.name,
+                    "pipeline": label,
+                    "sparsity_target": s,
+                    "dev_accuracy": accuracy(pruned, person.adapt_x, person.adapt_y),
+                    "test_accuracy": accuracy(pruned, person.test_x, person.test_y),
+                    "general_dev_accuracy": general_dev,
+                }
+            )
+    return rows
+
+def nested_choice(rows: list[dict], general_dev: dict[str, float], min_sparsity: float = 0.5) -> dict[str, dict]:
+    """For each speaker, pick (pipeline, sparsity) from the *other* speakers' dev accuracy only.
+
+    Rule: among candidates at >= ``min_sparsity``, the highest sparsity whose mean dev gain over
+    the general model (on the other speakers) is within 0.5 points of the best mean dev gain;
+    ties -> the best gain. Never looks at the chosen speaker's labels.
+    """
+    speakers = sorted({r["individual"] for r in rows})
+    choice = {}
+    for held in speakers + ["<all>"]:
+        others = [s for s in speakers if s != held]
+        table: dict[tuple[str, float], list[float]] = {}
+        for r in rows:
+            if r["individual"] in others and r["sparsity_target"] >= min_sparsity:
+                table.setdefault((r["pipeline"], r["sparsity_target"]), []).append(r["dev_accuracy"] - general_dev[r["individual"]])
+        means = {k: float(np.mean(v)) for k, v in table.items()}
+        if not means:  # a single speaker has no "others" to choose from
+            continue
+        best = max(means.values())
+        good = [k for k, v in means.items() if v >= best - 0.005]
+        pick = max(good, key=lambda k: (k[1], means[k]))
+        choice[held] = {"pipeline": pick[0], "sparsity": pick[1], "mean_dev_gain_on_others": means[pick]}
+    return choice
+
+# --------------------------------------------------------------------------- plots
+def plot_all(out: Path, curve: list[dict], clips: list[dict], subsets: list[dict], general: dict[str, float]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: CSVs written, plots skipped", file=sys.stderr)
+        return []
+    mean_general = float(np.mean(list(general.values())))
+
+    def line_chart(name, rows, group, x_key, *, xlabel, ylabel, title, x_scale=1.0, log_x=False, general_line=False):
+        """One line per ``group`` value: the mean accuracy (%) at every ``x_key`` value."""
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label in dict.fromkeys(r[group] for r in rows):
+            pts = [r for r in rows if r[group] == label]
+            xs = sorted({r[x_key] for r in pts})
+            ys = [100 * np.mean([r["accuracy"] for r in pts if r[x_key] == x]) for x in xs]
+            ax.plot([x_scale * x for x in xs], ys, marker="o", ms=3 if general_line else 6, label=label)
+        if general_line:
+            ax.axhline(100 * mean_general, color="k", ls="--", lw=1, label="general model")
+        if log_x:  # ticks at the measured points, not at powers of ten
+            ax.set_xscale("log")
+            ticks = sorted({x_scale * r[x_key] for r in rows})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return name
+
+    return [
+        line_chart("fsdd_sparsity.png", curve, "criterion", "sparsity_target", x_scale=100, general_line=True,
+                   xlabel="sparsity of prunable layers (%)", ylabel="test accuracy (%)",
+                   title="FSDD, mean of held-out speakers (Fig. 3a analog)"),
+        line_chart("fsdd_clips.png", clips, "method", "clips_per_digit", log_x=True,
+                   xlabel="adaptation clips per digit", ylabel="test accuracy (%)", title="Data needed (Fig. 3b analog)"),
+        line_chart("fsdd_subsets.png", subsets, "method", "n_digits", xlabel="digits the individual uses",
+                   ylabel="test accuracy (%, 10-way argmax)", title="Class-subset individuals (Fig. 3c analog)"),
+    ]
+
+# --------------------------------------------------------------------------- summary
+def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets: list[dict], choice: dict, settings: PruneSettings, meta: dict, selection: list[dict] | None = None) -> str:
+    speakers = sorted({r["individual"] for r in methods})
+    by = {(r["individual"], r["method"]): r for r in methods}
+    order = [m for m in dict.fromkeys(r["method"] for r in methods)]
+    lines = [f"Default pipeline: `{json.dumps(settings.to_dict())}`", ""]
+    lines.append("| method | " + " | ".join(speakers) + " | mean | >= general | sparsity | GFLOPs | seconds |")
+    lines.append("|---" * (len(speakers) + 6) + "|")
+    for m in order:
+        accs = [by[(s, m)]["accuracy"] for s in speakers if (s, m) in by]
+        if len(accs) != len(speakers):
+            continue
+        wins = sum(by[(s, m)]["accuracy"] >= by[(s, "general")]["accuracy"] - 1e-9 for s in speakers)
+        sp = np.mean([by[(s, m)]["sparsity"] for s in speakers])
+        fl = np.mean([by[(s, m)]["flops"] for s in speakers]) / 1e9
+        sec = np.mean([by[(s, m)]["seconds"] for s in speakers])
+        lines.append(
+            f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | **{100 * np.mean(accs):.1f}** | {wins}/{len(speakers)} | {100 * sp:.0f}% | {fl:.2f} | {sec:.1f} |"
+        )
+    lines += ["", "Accuracy (%) vs sparsity, mean over speakers (Fig. 3a analog):", ""]
+    crits = list(dict.fromkeys(r["criterion"] for r in curve))
+    xs = sorted({r["sparsity_target"] for r in curve})
+    lines.append("| criterion | " + " | ".join(f"{100 * x:.0f}%" for x in xs) + " |")
+    lines.append("|---" * (len(xs) + 1) + "|")
+    for c in crits:
+        lines.append(f"| {c} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in curve if r['criterion'] == c and r['sparsity_target'] == x]):.1f}" for x in xs) + " |")
+    lines += ["", "Accuracy (%) vs adaptation clips per digit (Fig. 3b analog):", ""]
+    ks = sorted({r["clips_per_digit"] for r in clips})
+    lines.append("| method | " + " | ".join(str(k) for k in ks) + " |")
+    lines.append("|---" * (len(ks) + 1) + "|")
+    for m in dict.fromkeys(r["method"] for r in clips):
+        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in clips if r['method'] == m and r['clips_per_digit'] == k]):.1f}" for k in ks) + " |")
+    lines += ["", "Accuracy (%) of individuals using a subset of digits, 10-way argmax (Fig. 3c analog):", ""]
+    ns = sorted({r["n_digits"] for r in subsets})
+    lines.append("| method | " + " | ".join(f"{n} digits" for n in ns) + " |")
+    lines.append("|---" * (len(ns) + 1) + "|")
+    for m in dict.fromkeys(r["method"] for r in subsets):
+        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in subsets if r['method'] == m and r['n_digits'] == n]):.1f}" for n in ns) + " |")
+    if selection:
+        lines += ["", "Selection grid: mean accuracy (%) over speakers; dev = adaptation takes (labels hidden from the pruner, "
+                  "used only to choose), test = test takes (reported only):", ""]
+        pipes = list(dict.fromkeys(r["pipeline"] for r in selection))
+        sps = sorted({float(r["sparsity_target"]) for r in selection})
+        lines.append("| pipeline | " + " | ".join(f"{100 * x:.0f}% dev / test" for x in sps) + " |")
+        lines.append("|---" * (len(sps) + 1) + "|")
+        for pipe in pipes:
+            cells = []
+            for x in sps:
+                pts = [r for r in selection if r["pipeline"] == pipe and float(r["sparsity_target"]) == x]
+                cells.append(f"{100 * np.mean([float(r['dev_accuracy']) for r in pts]):.1f} / {100 * np.mean([float(r['test_accuracy']) for r in pts]):.1f}")
+            lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
+    if choice:
+        lines += ["", "Nested leave-one-speaker-out choice of the default (from the other speakers' adaptation clips):", ""]
+        lines.append("| held-out speaker | pipeline | sparsity | mean dev gain on the others |")
+        lines.append("|---|---|---|---|")
+        for s, c in choice.items():
+            lines.append(f"| {s} | {c['pipeline']} | {100 * c['sparsity']:.0f}% | {100 * c['mean_dev_gain_on_others']:+.1f} |")
+    lines += ["", f"Run: `{meta['command']}` ({meta['minutes']:.1f} min, torch threads={meta['threads']})."]
+    return "\n".join(lines) + "\n"
+
+def read_csv(path: Path) -> list[dict]:
+    def parse(v: str):
+        if v in ("True", "False"):
+            return v == "True"
+        try:
+            return int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as handle:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+def resummarize(out: Path) -> int:
+    """Rebuild the summary and plots from a finished run's CSVs (no model is run)."""
+    methods, curve, clips, subsets, selection = (read_csv(out / f"fsdd_{n}.csv") for n in ("methods", "sparsity", "clips", "subsets", "selection"))
+    meta = json.loads((out / "fsdd_run.json").read_text())
+    general_dev = {r["individual"]: r["general_dev_accuracy"] for r in selection}
+    choice = nested_choice(selection, general_dev) if selection else {}
+    general_test = {r["individual"]: r["accuracy"] for r in methods if r["method"] == "general"}
+    plot_all(out, curve, clips, subsets, general_test)
+    summary = summarize(methods, curve, clips, subsets, choice, PruneSettings(**meta["settings"]), meta, selection)
+    (out / "fsdd_summary.md").write_text(summary)
+    print(summary)
+    return 0
+
+# --------------------------------------------------------------------------- main
+CLASS_USAGE_RATIOS = (0.0, 0.25, 0.5)
+
+def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out: Path, log) -> int:
+    """Does pruning the output units of unused classes (``drop_unused_classes``) help?
+
+    Individuals: every speaker's 10 digits plus 3 draws each of 2, 3 and 5 digits. For each
+    held-out speaker the ratio is chosen on the *other* speakers' adaptation clips (their hidden
+    labels act as a dev set), then that speaker's test takes are scored once: nested, so no test
+    label picks anything. Writes fsdd_class_usage.csv (every row) and prints the summary.
+    """
+    from fineprune.engine.pipeline import predicted_class_share, silence_output_units, unused_classes
+
+    rows = []
+    for name in speakers:
+        model = load_bundle(paths[name]).model.eval()
+        speaker = Speaker(name, fsdd.of_speaker(name))
+        rng = np.random.default_rng(sum(map(ord, name)))
+        draws = [tuple(range(10))] + [tuple(sorted(rng.choice(10, n, replace=False).tolist())) for n in (2, 3, 5) for _ in range(3)]
+        for digits in draws:
+            person = individual(speaker, digits=digits)
+            pruned = PruningSweep(model, person.adapt_x, settings).result_at(settings.sparsity).model
+            share = predicted_class_share(model, person.adapt_x)
+            for ratio in CLASS_USAGE_RATIOS:
+                adapted = copy.deepcopy(pruned)
+                dropped = unused_classes(share, ratio) if ratio > 0 else []
+                if dropped:
+                    silence_output_units(dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]], dropped)
+                rows.append({
+                    "speaker": name, "n_digits": len(digits), "digits": "".join(map(str, digits)), "ratio": ratio,
+                    "n_dropped": len(dropped),
+                    "dev_accuracy": accuracy(adapted, person.adapt_x, person.adapt_y),
+                    "test_accuracy": accuracy(adapted, person.test_x, person.test_y),
+                    "general_test_accuracy": accuracy(model, person.test_x, person.test_y),
+                })
+        log(f"{name}: class-usage individuals done")
+    chosen = {}
+    for name in speakers:
+        others = [r for r in rows if r["speaker"] != name]
+        chosen[name] = max(CLASS_USAGE_RATIOS, key=lambda q: (np.mean([r["dev_accuracy"] for r in others if r["ratio"] == q]), -q))
+        for r in rows:
+            if r["speaker"] == name:
+                r["chosen"] = r["ratio"] == chosen[name]
+    write_csv(out / "fsdd_class_usage.csv", rows)
+    print("ratio chosen per held-out speaker (on the other speakers' dev clips):", chosen)
+    print("| digits used | general | default pipeline | default + drop_unused_classes (nested choice) |")
+    print("|---|---|---|---|")
+    for n in (2, 3, 5, 10):
+        base = [r for r in rows if r["n_digits"] == n and r["ratio"] == 0.0]
+        picked = [r for r in rows if r["n_digits"] == n and r["chosen"]]
+        print(f"| {n} | {100 * np.mean([r['general_test_accuracy'] for r in base]):.1f} | "
+              f"{100 * np.mean([r['test_accuracy'] for r in base]):.1f} | {100 * np.mean([r['test_accuracy'] for r in picked]):.1f} |")
+    full = {r["speaker"]: r for r in rows if r["n_digits"] == 10 and r["chosen"]}
+    wins = sum(full[n]["test_accuracy"] >= full[n]["general_test_accuracy"] for n in full)
+    print(f"10-digit speakers at least as accurate as the general model: {wins}/{len(full)}")
+    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fineprune bench fsdd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 speaker, coarse grids: a smoke run of every step (fsdd_quick_*)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "results"))
+    parser.add_argument("--data", default=str(SHARED_DATA / "fsdd"))
+    parser.add_argument("--models", default=str(REPO / "runs" / "fsdd"), help="where the LOSO general models are kept")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs when a LOSO model must be trained")
+    parser.add_argument("--speakers", nargs="*", choices=FSDD_SPEAKERS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-selection", action="store_true", help="skip the default-selection grid")
+    parser.add_argument("--selection-only", action="store_true", help="only the default-selection grid (fsdd_selection.csv)")
+    parser.add_argument("--architectures", action="store_true", help="only the architecture cost table (fsdd_architectures.csv)")
+    parser.add_argument("--resummarize", action="store_true", help="rewrite fsdd_summary.md and the plots from the CSVs in --out")
+    parser.add_argument("--class-usage", action="store_true", help="only the drop_unused_classes study (fsdd_class_usage.csv)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)  # noqa: E731
+
+    if args.resummarize:
+        return resummarize(out)
+    if args.architectures:
+        from fineprune.domains.voice_training import architecture_costs
+
+        rows = architecture_costs()
+        write_csv(out / "fsdd_architectures.csv", rows)
+        for row in rows:
+            print(row)
+        return 0
+    data = Path(args.data)
+    if not (data / "recordings").is_dir():
+        print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
+        return 2
+    speakers = args.speakers or (("nicolas",) if args.quick else FSDD_SPEAKERS)
+    sparsities = (0.0, 0.5, 0.9) if args.quick else SPARSITIES
+    clip_counts = (2, 45) if args.quick else CLIPS_PER_DIGIT
+    subset_sizes = (2,) if args.quick else SUBSET_SIZES
+    subsets_per_size = 1 if args.quick else SUBSETS_PER_SIZE
+    candidates = candidate_pipelines()
+    if args.quick:
+        candidates = {k: candidates[k] for k in ("energy_rms/layer",)}
+    prefix = "fsdd_quick_" if args.quick else "fsdd_"
+    models_dir = Path(args.models)
+    epochs = args.epochs
+    if args.quick and not all((models_dir / f"loso_{s}.pt").exists() for s in speakers):
+        # no full models yet: a smoke run on 3-epoch models (numbers are not meaningful)
+        models_dir, epochs = models_dir / "quick", min(args.epochs, 3)
+
+    fsdd = load_fsdd(data, feature_settings(DEFAULT_ARCH))
+    paths = ensure_loso_models(data, models_dir, speakers, epochs, log)
+    settings = DEFAULT_SETTINGS
+    if args.class_usage:
+        return class_usage_study(fsdd, paths, speakers, settings, out, log)
+    methods, curve, clips, subsets, selection, general_dev, general_test = [], [], [], [], [], {}, {}
+    for name in speakers:
+        bundle = load_bundle(paths[name])
+        model = bundle.model.eval()
+        speaker = Speaker(name, fsdd.of_speaker(name))
+        person = individual(speaker)
+        general_x = general_sample(fsdd, name)
+        general_dev[name] = accuracy(model, person.adapt_x, person.adapt_y)
+        general_test[name] = accuracy(model, person.test_x, person.test_y)
+        log(f"{name}: general model {general_test[name]:.3f} on test takes, {general_dev[name]:.3f} on adaptation takes")
+
+        if not args.no_selection:
+            selection += selection_rows(model, speaker, candidates, SELECTION_SPARSITIES if not args.quick else (0.5,))
+            log(f"{name}: selection grid done")
+        if args.selection_only:
+            continue
+
+        rows = compare_methods(model, person, settings=settings, general_x=general_x)
+        methods += rows
+        log(f"{name}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in rows))
+
+        curve += sparsity_curve(model, person, sparsities, criteria=CURVE_CRITERIA, settings=settings, general_x=general_x)
+        log(f"{name}: sparsity curves done")
+
+        for k in clip_counts:
+            few = individual(speaker, per_digit=k)
+            for row in compare_methods(model, few, settings=settings, methods=("general", "fineprune", "bn_adapt", "backprop")):
+                clips.append({**row, "clips_per_digit": k})
+        log(f"{name}: data-size curve done")
+
+        rng = np.random.default_rng(sum(map(ord, name)))
+        for n_digits in subset_sizes:
+            draws = 1 if n_digits == 10 else subsets_per_size
+            for d in range(draws):
+                digits = tuple(sorted(rng.choice(10, n_digits, replace=False).tolist()))
+                sub = individual(speaker, digits=digits, name=f"{name}:{''.join(map(str, digits))}")
+                for row in compare_methods(model, sub, settings=settings, methods=("general", "fineprune", "bn_adapt", "prior_em", "backprop")):
+                    subsets.append({**row, "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name})
+                # fine-pruning followed by the label-free class-prior EM (drops digits the person never says)
+                pruned = PruningSweep(model, sub.adapt_x, settings).result_at(settings.sparsity).model
+                from fineprune.engine.baselines import prior_em
+
+                wrapped, _ = prior_em(pruned, sub.adapt_x)
+                # the same without BatchNorm recalibration: a person's few digits skew BN statistics
+                kept_bn = PruningSweep(model, sub.adapt_x, settings.replace(recalibrate_bn="none")).result_at(settings.sparsity).model
+                kept_bn_em, _ = prior_em(kept_bn, sub.adapt_x)
+                for label, adapted in (("fineprune+prior_em", wrapped), ("fineprune_no_recal", kept_bn), ("fineprune_no_recal+prior_em", kept_bn_em)):
+                    subsets.append(
+                        {"individual": sub.name, "method": label, "uses_labels": False,
+                         "accuracy": accuracy(adapted, sub.test_x, sub.test_y), "n_adapt": len(sub.adapt_x),
+                         "n_test": len(sub.test_x), "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name}
+                    )
+        log(f"{name}: class-subset individuals done")
+
+    choice = nested_choice(selection, general_dev) if selection else {}
+    if choice:
+        for name, pick in choice.items():
+            if name == "<all>":
+                continue
+            row = next(r for r in selection if r["individual"] == name and r["pipeline"] == pick["pipeline"] and r["sparsity_target"] == pick["sparsity"])
+            methods.append(
+                {"individual": name, "method": "fineprune_nested", "uses_labels": False, "accuracy": row["test_accuracy"],
+                 "sparsity": pick["sparsity"], "flops": float("nan"), "seconds": float("nan"), "pipeline": pick["pipeline"]}
+            )
+
+    if args.selection_only:
+        write_csv(out / f"{prefix}selection.csv", selection)
+        for held, pick in choice.items():
+            print(held, pick)
+        return 0
+    write_csv(out / f"{prefix}methods.csv", methods)
+    write_csv(out / f"{prefix}sparsity.csv", curve)
+    write_csv(out / f"{prefix}clips.csv", clips)
+    write_csv(out / f"{prefix}subsets.csv", subsets)
+    write_csv(out / f"{prefix}selection.csv", selection)
+    if not args.quick:
+        plot_all(out, curve, clips, subsets, general_test)
+    meta = {
+        "command": "python -m fineprune bench fsdd" + (" --quick" if args.quick else ""),
+        "minutes": (time.perf_counter() - start) / 60,
+        "threads": args.threads,
+    }
+    (out / f"{prefix}run.json").write_text(json.dumps({**meta, "settings": settings.to_dict()}, indent=1) + "\n")
+    summary = summarize(methods, curve, clips, subsets, choice, settings, meta, selection)
+    (out / f"{prefix}summary.md").write_text(summary)
+    print(summary)
+    log("done")
+    return 0
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

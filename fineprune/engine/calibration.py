@@ -1,0 +1,119 @@
+"""Label-free recalibration: re-estimate BatchNorm statistics on the person's data."""
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from fineprune.engine.energy import _channel_reduce, iter_batches
+from fineprune.errors import JobCancelled
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's BatchNorm layers in module order (what ``depth`` counts)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module,
+    data,
+    *,
+    batch_size: int = 64,
+    depth: int | None = None,
+    cancel: threading.Event | None = None,
+) -> nn.Module:
+    """Replace BatchNorm running mean/var by the average of per-batch statistics over ``data``
+    (in place). The mean is exact; the variance averages per-batch variances and a trailing
+    batch of one is skipped, so batch composition (clip order) shifts it slightly.
+
+    ``depth``: re-estimate only the first ``depth`` BatchNorm layers (in module order) and keep
+    the general statistics deeper in. Early statistics describe the capture (light, contrast,
+    microphone); deep ones also describe *which classes* the data shows, and re-estimating those
+    on a person who uses few classes normalises their class signal away. ``None``: all layers.
+
+    Uses momentum=None (a cumulative average), the chosen BN layers in train mode and everything
+    else in eval mode (dropout off, the kept BN layers use their stored statistics). Affine
+    weights are untouched; no labels, no gradients.
+    """
+    norms = batchnorm_layers(model)
+    if depth is not None:
+        norms = norms[:depth]
+    if not norms:
+        return model
+    was_training = model.training
+    saved = [(m, m.momentum) for m in norms]
+    backup = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    used = 0
+    try:
+        for xb in iter_batches(data, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("cancelled while recalibrating BatchNorm")
+            if len(xb) < 2:  # a batch of one has no variance
+                continue
+            model(xb)
+            used += len(xb)
+    except BaseException:
+        used = 0
+        raise
+    finally:
+        if used == 0:  # nothing usable (or interrupted): keep the statistics the model had
+            for m, (mean, var, n) in zip(norms, backup):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+        if not was_training:
+            model.eval()
+    return model
+
+
+class _ProbeDone(Exception):
+    """Stops a forward pass once the first BatchNorm layer has seen its input."""
+
+
+@torch.no_grad()
+def capture_shift(model: nn.Module, data, *, batch_size: int = 64) -> float | None:
+    """How far the person's data sits from the general data where the network first normalises:
+    the mean over channels of |person mean - stored running mean| / stored running std at the
+    first BatchNorm layer's input. Near 0 when the person is captured like the training data (the
+    only way they can differ is *which classes* they show); larger for another camera, light or
+    microphone. Label-free; the forward pass stops at that layer, so it costs a sliver of one pass.
+    None when the model has no BatchNorm layer."""
+    norms = batchnorm_layers(model)
+    if not norms:
+        return None
+    first = norms[0]
+    sums = {"n": 0, "total": None}
+
+    def probe(module, args):
+        _, _, total, positions = _channel_reduce(args[0], 1)  # the energy recorder's float64 channel sums
+        sums["total"] = total if sums["total"] is None else sums["total"] + total
+        sums["n"] += positions
+        raise _ProbeDone
+
+    was_training = model.training
+    model.eval()
+    handle = first.register_forward_pre_hook(probe)
+    try:
+        for xb in iter_batches(data, batch_size):
+            try:
+                model(xb)
+            except _ProbeDone:
+                pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not sums["n"]:
+        return None
+    mean = sums["total"] / sums["n"]
+    std = (first.running_var.double() + first.eps).sqrt()
+    return float(((mean - first.running_mean.double()).abs() / std).mean())

@@ -1,0 +1,318 @@
+"""``fine_prune``: personalize a general model to one person's unlabeled data, without backprop.
+
+Pipeline (each step optional through ``PruneSettings``):
+1. recalibrate BatchNorm statistics on the person's data (label-free),
+2. record activation energies over the person's data (one forward pass),
+3. score every connection of the prunable layers with the chosen criterion,
+4. mask the lowest-scoring fraction (per layer, per output row, or globally),
+5. fold the expected contribution of pruned connections into the bias (bias correction),
+6. recalibrate BatchNorm again, since pruning shifted every downstream statistic.
+7. optionally prune the output units of classes the person hardly uses (``drop_unused_classes``;
+   the class shares come from step 2's own predictions).
+Before step 1, the optional same-capture gate (``same_capture_shift``) measures how far the
+person's data sits from the general data and, for a person captured like the training data,
+switches 1 and 6 off and drops classes with ``same_capture_drop`` instead.
+
+``PruningSweep`` does 1-3 once and derives 4-6 for any sparsity cheaply (slider, curves);
+``fine_prune`` is one sweep evaluated at one sparsity, so both always agree.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm
+from fineprune.engine.criteria import get_criterion, input_energy_per_weight
+from fineprune.engine.energy import EnergyRecord, iter_batches, reiterable, record_energy
+from fineprune.errors import ConfigError, JobCancelled
+from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
+from fineprune.engine.models import prunable_layers
+
+Progress = Callable[[float, str], None]
+RECALIBRATION_MODES = ("none", "before", "after", "both")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Everything that decides the pruned model. Defaults are chosen by the FSDD benchmark."""
+
+    sparsity: float = 0.5
+    criterion: str = "energy"
+    scope: str = "layer"  # "layer": same sparsity in every layer; "row": in every output unit; "global"
+    spare_first: bool = True  # keep the first prunable layer dense (it sees raw input)
+    spare_last: bool = True  # keep the classifier dense
+    recalibrate_bn: str = "both"  # "none" | "before" | "after" | "both" (relative to pruning)
+    # Re-estimate only the first N BatchNorm layers (None: all). Shallow statistics follow the
+    # capture (camera, light); deep ones also encode which classes the person shows.
+    recalibrate_bn_depth: int | None = None
+    bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
+    seed: int = 0  # only the "random" criterion draws numbers
+    # Output-unit pruning of classes this person does not use (label-free): a class the general
+    # model predicts on fewer than ``drop_unused_classes / n_classes`` of the person's clips is
+    # removed from the output layer. 0 turns it off; 0.5 = "under half its uniform share".
+    drop_unused_classes: float = 0.0
+    # The same-capture gate (0 turns it off): when the person's data sits within this
+    # ``capture_shift`` of the general data at the first BatchNorm layer, they are captured like
+    # the training data and can only differ in which classes they use; then BatchNorm is not
+    # re-estimated (that would wash out the class signal) and unused classes are dropped with
+    # ``same_capture_drop`` instead of ``drop_unused_classes``.
+    same_capture_shift: float = 0.0
+    same_capture_drop: float = 0.0
+    batch_size: int = 64
+
+    def replace(self, **changes) -> "PruneSettings":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "PruneSettings":
+        check_sparsity(self.sparsity)
+        get_criterion(self.criterion)
+        if self.recalibrate_bn not in RECALIBRATION_MODES:
+            raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
+        if self.same_capture_shift < 0 or self.same_capture_drop < 0 or self.drop_unused_classes < 0:
+            raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
+        depth = self.recalibrate_bn_depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
+        return self
+
+
+# Chosen by the FSDD benchmark (``python -m fineprune bench fsdd``, docs/RESULTS.md): among the
+# label-free candidates, scored on held-out speakers' *adaptation* clips (never their test takes),
+# Wanda-style |w|*sqrt(E a^2) per layer at 50% is the highest sparsity within 0.5 points of the
+# best mean gain; BN recalibration before+after, first conv and classifier spared, bias correction.
+DEFAULT_SETTINGS = PruneSettings(criterion="energy_rms", sparsity=0.5)
+
+
+def settings_for(card: dict | None, **overrides) -> PruneSettings:
+    """Default settings, then the model card's ``prune_defaults``, then explicit overrides."""
+    merged = {**DEFAULT_SETTINGS.to_dict(), **((card or {}).get("prune_defaults") or {})}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(merged) - set(DEFAULT_SETTINGS.to_dict())
+    if unknown:
+        raise ConfigError(f"unknown pruning settings: {sorted(unknown)}")
+    return PruneSettings(**merged).validate()
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # a pruned copy; masks attached via torch.nn.utils.prune
+    report: dict
+    masks: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    energies: EnergyRecord | None = field(repr=False, default=None)
+
+
+def select_layers(model: nn.Module, settings: PruneSettings) -> list[str]:
+    names = list(prunable_layers(model))
+    if settings.spare_first and names:
+        names = names[1:]
+    if settings.spare_last and names:
+        names = names[:-1]
+    return names
+
+
+def _stage(progress: Progress | None, lo: float, hi: float) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda frac, label: progress(lo + (hi - lo) * frac, label)
+
+
+def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: EnergyRecord) -> None:
+    """bias_i += sum_j w_ij (1 - m_ij) E[a_j]: keep each unit's expected input after pruning.
+
+    Layers without a bias are skipped (a following BatchNorm recalibration absorbs the shift).
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            module = modules[name]
+            bias = getattr(module, "bias", None)
+            if bias is None or name not in energies:
+                continue
+            weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+            removed = weight * (1 - mask) * input_energy_per_weight(module, energies[name].in_mean)
+            bias.add_(removed.reshape(removed.shape[0], -1).sum(1))
+
+
+@torch.no_grad()
+def predicted_class_share(model: nn.Module, data, batch_size: int = 64) -> torch.Tensor:
+    """Fraction of the person's clips the model assigns to each class (no labels)."""
+    was_training = model.training
+    model.eval()
+    counts = None
+    for xb in iter_batches(data, batch_size):
+        logits = model(xb)
+        batch_counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()
+        counts = batch_counts if counts is None else counts + batch_counts
+    model.train(was_training)
+    return counts / counts.sum()
+
+
+def unused_classes(share: torch.Tensor, ratio: float) -> list[int]:
+    """Classes predicted on fewer than ``ratio / n_classes`` of the clips; the top class always stays."""
+    dropped = share < ratio / len(share)
+    dropped[share.argmax()] = False
+    return [int(i) for i in torch.nonzero(dropped).flatten()]
+
+
+@torch.no_grad()  # the masked weight must stay a leaf tensor, or the model cannot be deep-copied
+def silence_output_units(layer: nn.Module, classes: list[int]) -> None:
+    """Prune the output units of ``classes``: weights masked (torch prune) and the bias set so
+    low that the class is never predicted. The network keeps its shape, so saving, export and the
+    report work as for any pruned model."""
+    rows = torch.ones_like(layer.weight)
+    rows[classes] = 0
+    prune.custom_from_mask(layer, "weight", rows)  # combines with an existing mask, if any
+    if getattr(layer, "bias", None) is not None:
+        layer.bias[classes] = -1e4
+
+
+def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
+    all_layers = list(prunable_layers(model))
+    rows = layer_sparsity(model, all_layers)
+    chosen = set(pruned_layers)
+    for row in rows:
+        row["spared"] = row["name"] not in chosen
+    pruned_rows = [r for r in rows if not r["spared"]]
+    weights = sum(r["weights"] for r in pruned_rows)
+    total_params, nonzero = count_parameters(model)
+    all_weights = sum(r["weights"] for r in rows)
+    return {
+        "criterion": settings.criterion,
+        "sparsity_target": settings.sparsity,
+        "sparsity": sum(r["pruned"] for r in pruned_rows) / max(1, weights),  # over prunable weights
+        "sparsity_all_weights": sum(r["pruned"] for r in rows) / max(1, all_weights),
+        "sparsity_all_params": 1 - nonzero / max(1, total_params),
+        "parameters": total_params,
+        "parameters_nonzero": nonzero,
+        "layers": rows,
+        "settings": settings.to_dict(),
+        "seconds": seconds,
+    }
+
+
+class PruningSweep:
+    """Record the person's energies once; derive a pruned model for any sparsity cheaply."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data,
+        settings: PruneSettings | None = None,
+        *,
+        energy_data=None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        start = time.perf_counter()
+        self.settings = (settings or DEFAULT_SETTINGS).validate()
+        self.cancel = cancel
+        self.data = reiterable(data, self.settings.batch_size)
+        self.capture_shift = self.same_capture = None
+        if self.settings.same_capture_shift > 0:
+            self.capture_shift = capture_shift(model, self.data, batch_size=self.settings.batch_size)
+            self.same_capture = self.capture_shift is not None and self.capture_shift < self.settings.same_capture_shift
+        # what this person gets: the settings, or their same-capture variant
+        self.effective = self.settings.replace(recalibrate_bn="none", drop_unused_classes=self.settings.same_capture_drop) \
+            if self.same_capture else self.settings
+        s = self.effective
+        self.base = copy.deepcopy(model).eval()  # never touch the caller's model
+        if s.recalibrate_bn in ("before", "both"):
+            if progress:
+                progress(0.0, "recalibrating BatchNorm on your data")
+            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel)
+        self.layers = select_layers(self.base, s)
+        criterion = get_criterion(s.criterion)
+        self.energies = record_energy(
+            self.base,
+            self.data if energy_data is None else reiterable(energy_data, s.batch_size),
+            layers=prunable_layers(self.base),  # all layers: heatmaps show the spared ones too
+            batch_size=s.batch_size,
+            progress=_stage(progress, 0.3, 0.6),
+            cancel=cancel,
+        )
+        if progress:
+            progress(0.6, f"scoring connections ({s.criterion})")
+        generator = torch.Generator().manual_seed(s.seed)
+        modules = dict(self.base.named_modules())
+        scores = {n: criterion.fn(modules[n], self.energies.get(n), generator) for n in self.layers}
+        shapes = {n: modules[n].weight.shape for n in self.layers}
+        scope = "layer" if criterion.structured and s.scope == "row" else s.scope
+        self.ranked = RankedScores(scores, shapes, scope)
+        self.output_layer = list(prunable_layers(self.base))[-1]
+        self.class_share = self.dropped_classes = None
+        if s.drop_unused_classes > 0:
+            # from the (recalibrated) unpruned model: a camera or microphone shift skews the raw
+            # general model's predictions, and then classes the person does use look unused.
+            # The energy pass over the person's data already made these predictions.
+            counts = self.energies.predicted_counts if energy_data is None else None
+            self.class_share = counts.float() / counts.sum() if counts is not None \
+                else predicted_class_share(self.base, self.data, s.batch_size)
+            self.dropped_classes = unused_classes(self.class_share, s.drop_unused_classes)
+        self.record_seconds = time.perf_counter() - start
+        self._progress = progress
+
+    def masks_at(self, sparsity: float) -> dict[str, torch.Tensor]:
+        return self.ranked.masks(sparsity)
+
+    def result_at(self, sparsity: float, *, progress: Progress | None = None) -> PruneResult:
+        start = time.perf_counter()
+        progress = progress or self._progress
+        s = self.effective.replace(sparsity=check_sparsity(sparsity))
+        if self.cancel is not None and self.cancel.is_set():
+            raise JobCancelled("cancelled before pruning")
+        if progress:
+            progress(0.65, f"pruning {sparsity:.0%} of the connections")
+        model = copy.deepcopy(self.base)
+        masks = self.masks_at(sparsity)
+        apply_masks(model, masks)
+        if s.bias_correction:
+            correct_biases(model, masks, self.energies)
+        if s.recalibrate_bn in ("after", "both"):
+            if progress:
+                progress(0.75, "recalibrating BatchNorm after pruning")
+            recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
+        if self.dropped_classes:
+            silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
+        model.eval()
+        seconds = self.record_seconds + time.perf_counter() - start
+        report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds)
+        if self.capture_shift is not None:
+            report["capture_shift"] = round(self.capture_shift, 5)
+            report["same_capture"] = bool(self.same_capture)
+            report["effective_settings"] = s.to_dict()
+        if self.class_share is not None:
+            report["class_share"] = [round(float(v), 4) for v in self.class_share]
+            report["dropped_classes"] = list(self.dropped_classes)
+        if progress:
+            progress(1.0, "done")
+        return PruneResult(model, report, masks, self.energies)
+
+
+def fine_prune(
+    model: nn.Module,
+    data,
+    settings: PruneSettings | None = None,
+    *,
+    energy_data=None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    **overrides,
+) -> PruneResult:
+    """Return a pruned copy of ``model`` personalized to unlabeled ``data`` (input untouched).
+
+    ``energy_data``: score with energies from other data (the "general data" control).
+    ``overrides``: shorthand for ``settings.replace(...)``, e.g. ``fine_prune(m, x, sparsity=0.7)``.
+    """
+    settings = (settings or DEFAULT_SETTINGS).replace(**overrides)
+    sweep = PruningSweep(model, data, settings, energy_data=energy_data, progress=progress, cancel=cancel)
+    return sweep.result_at(settings.sparsity)

@@ -1,0 +1,11 @@
+"""Where the project's files are: the shipped assets, the run cache, and the shared data beside the checkout.
+
+One place, so that moving a module never changes where it looks.
+"""
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"  # shipped general models (``*.pt`` + ``*.json`` cards) and demo individuals
+DEMO_ROOT = ASSETS / "demo"
+CACHE = REPO / "runs" / "cache"  # decoded data sets, rebuilt at will; ignored by git
+SHARED_DATA = REPO.parent / "shared" / "data"  # training and benchmark data; never committed

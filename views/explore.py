@@ -1,0 +1,99 @@
+"""Explore: a sparsity slider over energies recorded once, criteria compared, and the baselines."""
+import pandas as pd
+import streamlit as st
+
+from fineprune.engine.criteria import CRITERIA
+from fineprune.person.run import explore_point
+from studio import actions, figures, jobs, state, ui
+
+GRID = [i / 100 for i in range(0, 96, 5)]  # 0, 5, ..., 95 %
+CURVE_GRID = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+
+
+def slider_ui(run) -> None:
+    st.subheader("Sparsity slider")
+    st.caption("The activation energies of your data were recorded once; each position only re-applies masks "
+               "and re-measures BatchNorm, so it updates in a moment.")
+    target = st.select_slider("Weights pruned", options=GRID, value=min(GRID, key=lambda g: abs(g - run.settings.sparsity)),
+                              format_func=lambda v: f"{100 * v:.0f}%", key="explore_sparsity")
+    with ui.friendly_errors("Exploring"):
+        point = explore_point(run, target)
+        before = None if run.before is None else run.before.accuracy
+        a, b, c = st.columns(3)
+        a.metric("Accuracy at this sparsity", ui.pct(point["accuracy"]), **ui.delta_points(point["accuracy"], before, " vs general"))
+        b.metric("General model", ui.pct(before))
+        c.metric("Weights pruned (prunable layers)", ui.pct(point["sparsity"]))
+        left, right = st.columns(2)
+        left.plotly_chart(figures.accuracy_curve_figure(list(run.explored.values()), current=target, general_accuracy=before),
+                          key="explore_curve")
+        right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * target:.0f}%"), key="explore_layers")
+        missing = [s for s in CURVE_GRID if round(s, 4) not in run.explored]
+        if missing:  # first visit: draw the whole curve once (a few masks + BatchNorm passes), then it is cached
+            bar = st.progress(0.0, text="drawing the accuracy-vs-sparsity curve")
+            for i, s in enumerate(missing, 1):
+                explore_point(run, s)
+                bar.progress(i / len(missing), text=f"accuracy at {100 * s:.0f}% sparsity measured")
+            st.rerun()
+
+
+def criteria_ui(session, run) -> None:
+    st.subheader("Criteria compared")
+    st.caption("Each criterion ranks the connections differently. Random and magnitude are controls; "
+               "'general_energy' scores with energies from other people's data instead of yours.")
+    default = [c for c in dict.fromkeys((run.settings.criterion, "magnitude", "random")) if c in CRITERIA]
+    chosen = st.multiselect("Criteria", list(CRITERIA), default=default, key="explore_criteria")
+    sparsities = [0.3, 0.5, 0.7, 0.9]
+    if st.button("Compare criteria", disabled=session.jobs.running or not chosen, key="explore_compare"):
+        with ui.friendly_errors("Comparing criteria"):
+            actions.start_criteria(session, chosen, sparsities)
+            st.rerun()
+    if session.criteria_rows:
+        before = None if run.before is None else run.before.accuracy
+        st.plotly_chart(figures.criteria_figure(session.criteria_rows, before), key="explore_criteria_fig")
+
+
+def baselines_ui(session, run) -> None:
+    st.subheader("Baselines and their compute cost")
+    st.caption("Label-free methods see only your adaptation clips; backprop fine-tuning also reads their labels. "
+               "All are scored on the same check clips.")
+    epochs = st.number_input("Backprop epochs", 1, 50, 15, key="explore_epochs")
+    if st.button("Run the baselines", disabled=session.jobs.running, key="explore_baselines"):
+        with ui.friendly_errors("Running the baselines"):
+            actions.start_baselines(session, int(epochs))
+            st.rerun()
+    if session.baseline_rows:
+        rows = session.baseline_rows
+        st.plotly_chart(figures.baselines_figure(rows), key="explore_baselines_fig")
+        table = pd.DataFrame([{
+            "method": figures.METHOD_LABELS.get(r["method"], r["method"]),
+            "uses labels": "yes" if r["uses_labels"] else "no",
+            "accuracy (%)": round(100 * r["accuracy"], 1),
+            "weights pruned (%)": round(100 * r["sparsity"], 1),
+            "compute (FLOPs)": ui.human(r["flops"]),
+            "time (s)": round(r["seconds"], 2),
+        } for r in rows])
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
+def explore_ui() -> None:
+    session = state.get()
+    st.title("🔭 Explore")
+    jobs.progress_panel(session, key="explore")
+    ui.show_flash(session)
+    run = session.run
+    if run is None:
+        st.info("Nothing to explore yet: run fine-pruning first (or the one-click demo on the Home page).")
+        st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂️")
+        return
+    st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.settings.criterion} criterion")
+    slider_ui(run)
+    st.divider()
+    if run.before is None:
+        st.info("Criteria and baselines are compared on labelled check clips, and this run has none.")
+        return
+    criteria_ui(session, run)
+    st.divider()
+    baselines_ui(session, run)
+
+
+explore_ui()
