@@ -15,8 +15,6 @@ from pathlib import Path
 from fineprune.errors import ConfigError, FinePruneError, InputDataError
 
 EXIT_BAD_INPUT = 2
-BENCHMARKS = {"fsdd": "fineprune.bench.fsdd", "face": "fineprune.bench.face", "perf": "fineprune.bench.perf"}
-TRAINERS = {"voice": "fineprune.domains.voice_training", "face": "fineprune.domains.face"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,14 +22,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise ConfigError(f"{self.prog}: {message} (see --help)")
-
-
-def label_of(path: Path) -> str:
-    """The label of a test file is its name up to the first '_' (``7_a.wav`` -> ``7``)."""
-    stem = path.name
-    if "_" not in stem:
-        raise InputDataError(f"test file {path.name} has no label: name it LABEL_anything (e.g. 7_a.wav, happy_01.jpg)")
-    return stem.split("_", 1)[0]
 
 
 def list_input_files(folder: str | Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
@@ -51,14 +41,18 @@ def list_input_files(folder: str | Path, suffixes: tuple[str, ...], what: str) -
 def load_labelled(domain, folder, card, classes: list[str]):
     import torch
 
+    from fineprune.domains import label_from_name
+
     files = list_input_files(folder, domain.suffixes, "--test")
-    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    aliases = card.get("class_aliases") or {}
     labels = {}
     for f in files:
-        label = label_of(f).lower()
-        if label not in lookup:
-            raise InputDataError(f"test file {f.name}: label {label!r} is not a class of this model ({', '.join(classes)})")
-        labels[f] = lookup[label]
+        label = label_from_name(f.name, classes, aliases)
+        if label is None:
+            shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} classes)" if len(classes) > 12 else "")
+            raise InputDataError(f"test file {f.name} has no label we know: name it LABEL_anything, LABEL a class of "
+                                 f"this model ({shown}); {f.name.split('_', 1)[0]!r} is not a class")
+        labels[f] = classes.index(label)
     loaded = domain.load_files(files, card)
     y = torch.tensor([labels[p] for p in loaded.paths], dtype=torch.long)
     return loaded, y
@@ -78,7 +72,8 @@ def check_output_path(path: str | None, what: str) -> None:
 def cmd_personalize(args) -> int:
     from fineprune.engine.evaluation import evaluate
     from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.registry import get_domain, load_model
+    from fineprune.domains import get_domain
+    from fineprune.registry import load_model
 
     start = time.perf_counter()
     check_output_path(args.out, "--out")
@@ -171,15 +166,32 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_delegate(table: dict, kind: str, argv: list[str]) -> int:
+def trainers() -> dict[str, str]:
+    """Domain name -> the module whose ``train_main`` trains its general model (``train NAME``)."""
+    from fineprune.domains import SHIPPED_DOMAINS, get_domain
+
+    return {name: get_domain(name).trainer for name in SHIPPED_DOMAINS if get_domain(name).trainer}
+
+
+def cmd_delegate(kind: str, argv: list[str]) -> int:
+    from fineprune.bench import BENCHMARKS
+
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m fineprune {kind} {{{','.join(table)}}} [options]")
+        names = trainers() if kind == "train" else BENCHMARKS
+        print(f"usage: python -m fineprune {kind} {{{','.join(names)}}} [options]")
         return 0 if argv else EXIT_BAD_INPUT
     name, rest = argv[0], argv[1:]
-    if name not in table:
-        raise ConfigError(f"unknown {kind} target {name!r}; choose one of {', '.join(table)}")
-    module = importlib.import_module(table[name])
-    entry = getattr(module, "train_main" if kind == "train" else "main")
+    if kind == "train":
+        from fineprune.domains import SHIPPED_DOMAINS, get_domain
+
+        module = get_domain(name).trainer if name in SHIPPED_DOMAINS else None  # import only the domain asked for
+        if module is None:
+            raise ConfigError(f"unknown train target {name!r}; choose one of {', '.join(trainers())}")
+    else:
+        if name not in BENCHMARKS:
+            raise ConfigError(f"unknown bench target {name!r}; choose one of {', '.join(BENCHMARKS)}")
+        module = BENCHMARKS[name]
+    entry = getattr(importlib.import_module(module), "train_main" if kind == "train" else "main")
     return int(entry(rest) or 0)
 
 
@@ -189,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("personalize", help="fine-prune a model to a person's unlabeled files")
     p.add_argument("--model", required=True, help="voice | face | torchvision:NAME | path to a saved model")
     p.add_argument("--data", required=True, help="folder of the person's unlabeled files (any names)")
-    p.add_argument("--test", help="folder of labelled files (label = name up to the first '_') to score before/after")
+    p.add_argument("--test", help="folder of labelled files to score before/after; a file's label is its name up to the first '_', a class name of the model (e.g. 7_a.wav, happy_01.jpg) or an alias its card lists (an ImageNet synset such as n01440764_1.jpg)")
     p.add_argument("--sparsity", type=float, help="fraction of prunable weights to remove, in [0, 1)")
     p.add_argument("--criterion", help="energy | energy_rms | channel | magnitude | random | ...")
     p.add_argument("--out", help="save the personalized model to this .pt file")
@@ -201,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the JSON report to this file")
     sub.add_parser("info", help="list the shipped models, their classes and input format")
     sub.add_parser("train", help="train a general model: train {voice,face} ...", add_help=False)
-    sub.add_parser("bench", help="run a benchmark: bench {fsdd,face,perf} ...", add_help=False)
+    sub.add_parser("bench", help="run a benchmark: bench {fsdd,face,imagenet,perf} ...", add_help=False)
     return parser
 
 
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("train", "bench"):
-            return cmd_delegate(TRAINERS if argv[0] == "train" else BENCHMARKS, argv[0], argv[1:])
+            return cmd_delegate(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "personalize":
             return cmd_personalize(args)

@@ -1,58 +1,16 @@
-"""Shipped models and the input domains that feed them.
-
-A *domain* turns files into model inputs: ``voice`` (WAV -> log-mel), ``face`` (photo ->
-48x48 crop), ``image`` (torchvision-style RGB). Each domain lives in its own module and is
-imported only when used, so the CLI and app start fast.
-"""
+"""The general models this project ships (``assets/``), and ``load_model``, the one way to get a
+model by name, by ``torchvision:NAME`` or by the path of a saved model file. Which inputs a model
+reads is its card's ``domain`` (``fineprune.domains``)."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
-
-import torch
 
 from fineprune.paths import ASSETS
 from fineprune.engine.bundle import ModelBundle, load_bundle
 from fineprune.errors import UnknownModelError
 
-
 # name -> bundle file in assets/ (a JSON model card with the same stem sits beside it)
 SHIPPED_MODELS: dict[str, str] = {"voice": "voice.pt", "face": "face.pt"}
-
-# domain name -> "module:attribute" of an object implementing ``Domain``
-DOMAINS: dict[str, str] = {
-    "generic": "fineprune.domains.generic:ARRAY_DOMAIN",
-    "voice": "fineprune.domains.audio:VOICE_DOMAIN",
-    "face": "fineprune.domains.face:FACE_DOMAIN",
-    "image": "fineprune.domains.imagenet:IMAGE_DOMAIN",
-}
-
-
-@dataclass
-class LoadedInputs:
-    """Inputs decoded from files; files that could not be used are listed with the reason."""
-
-    x: torch.Tensor
-    paths: list[Path]
-    skipped: list[tuple[Path, str]]
-
-
-class Domain(Protocol):
-    name: str
-    suffixes: tuple[str, ...]  # file suffixes this domain reads, lower case, with dot
-
-    def load_files(self, paths: Sequence[Path], card: dict) -> LoadedInputs:
-        """Decode files into one batch; unusable files go to ``skipped`` (never raise for one bad file)."""
-        ...
-
-
-def get_domain(name: str) -> Domain:
-    if name not in DOMAINS:
-        raise UnknownModelError(f"no input pipeline for domain {name!r}; known: {sorted(DOMAINS)}")
-    module, _, attr = DOMAINS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def shipped_model_path(name: str) -> Path:

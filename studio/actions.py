@@ -4,10 +4,11 @@ Job functions run in a worker thread: they use only plain values (``DemoSource``
 from __future__ import annotations
 
 from fineprune.errors import InputDataError
-from fineprune.engine.pipeline import PruneSettings
-from fineprune.person.run import (
-    PersonData, compare_baselines, compare_criteria, demo_split, personalize, scaled_progress,
-)
+from fineprune.person.demo import demo_split
+from fineprune.person.jobs import scaled_progress
+from fineprune.person.options import PruneSettings
+from fineprune.person.recordings import PersonData
+from fineprune.person.run import compare_baselines, compare_criteria, personalize
 
 from . import models
 from .models import MINE, DemoSource

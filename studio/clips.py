@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from fineprune.engine.evaluation import predict_logits
-from fineprune.person.run import USES, Clip, Recordings, SetSplit
+from fineprune.person.recordings import USES, Clip, Recordings, SetSplit
 
 from . import figures
 from .ui import friendly_errors
@@ -149,7 +149,7 @@ def new_file(session, uploaded) -> bytes | None:
 
 
 def crop_gallery(rec: Recordings, split: SetSplit, limit: int = 60) -> None:
-    crops = [c for c in rec.clips if c.decoded is not None and c.decoded.crop is not None][-limit:]
+    crops = [c for c in rec.clips if getattr(c.decoded, "crop", None) is not None][-limit:]
     if crops:
         st.image([figures.enlarge(c.decoded.crop, 2) for c in crops],
                  caption=[f"#{c.id} {c.label or '?'} ({where(c, split)[0]})" for c in crops], width=96)

@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from fineprune.engine.bundle import save_bundle
+from fineprune.engine.export import FORMATS, save_personalized
 from fineprune.person.run import Personalization
 
 from . import figures
@@ -19,10 +19,6 @@ def slug(text: str) -> str:
 
 
 def available_formats() -> list[str]:
-    try:
-        from fineprune.engine.export import FORMATS
-    except ImportError:  # the compact formats arrive with fineprune/export.py
-        return ["masked"]
     return list(FORMATS)
 
 
@@ -41,12 +37,7 @@ def model_file(session, bundle, fmt: str = "masked") -> bytes:
         card = personalized_card(bundle, run)
         with torch.no_grad():  # torch.prune recomputes weight = orig * mask per forward; make it a plain leaf again
             run.result.model.eval()(run.person.adapt_x[:1])
-        if fmt == "masked" and available_formats() == ["masked"]:
-            save_bundle(buffer, run.result.model, bundle.config, card)
-        else:
-            from fineprune.engine.export import save_personalized
-
-            save_personalized(buffer, run.result.model, bundle.config, card, fmt)
+        save_personalized(buffer, run.result.model, bundle.config, card, fmt)
         session.exports = {k: v for k, v in session.exports.items() if k[0] == id(run)}  # drop other runs' files
         session.exports[key] = buffer.getvalue()
     return session.exports[key]

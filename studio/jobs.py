@@ -2,7 +2,7 @@
 fragment.
 
 How it works
-- ``JobSlot.start`` wraps the work in a ``Lease`` (``fineprune.person.run.leased``) and starts a
+- ``JobSlot.start`` wraps the work in a ``Lease`` (``fineprune.person.jobs.leased``) and starts a
   ``Job`` thread. The worker never calls ``st.*``; it reports ``progress(fraction, stage)`` and
   checks its cancel flag between batches.
 - ``progress_panel`` is an ``st.fragment(run_every=POLL_SECONDS)``: every half second it reruns
@@ -25,8 +25,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from fineprune.errors import FinePruneError
-from fineprune.person.jobs import CANCELLED, DONE, FAILED, Job
-from fineprune.person.run import Lease, leased
+from fineprune.person.jobs import CANCELLED, DONE, FAILED, Job, Lease, leased
 
 POLL_SECONDS = 0.5
 LEASE_SECONDS = 45.0  # generous: browsers throttle timers of background tabs

@@ -22,7 +22,10 @@ import torch
 
 from fineprune.engine.bundle import ModelBundle
 from fineprune.registry import available_shipped_models, load_model
-from fineprune.person.run import DEMO_ROOT, Recordings, demo_individuals, load_demo, pooled_inputs, scaled_progress
+from fineprune.paths import DEMO_ROOT
+from fineprune.person.demo import demo_individuals, load_demo, pooled_inputs
+from fineprune.person.jobs import scaled_progress
+from fineprune.person.recordings import Recordings
 
 MINE = "My recordings"
 

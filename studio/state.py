@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from fineprune.person.run import Personalization, Recordings
+from fineprune.person.recordings import Recordings
+from fineprune.person.run import Personalization
 
 from .jobs import JobSlot
 

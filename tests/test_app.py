@@ -26,7 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_fixtures as fx  # noqa: E402
 
-from fineprune.person import run as S  # noqa: E402
+from fineprune.domains import Decoded, label_from_name
+from fineprune.person.demo import demo_individuals
+from fineprune.person.jobs import Lease, LeasedCancel
+from fineprune.person.recordings import PersonData, Recordings
+from fineprune.person.run import adaptation_notes, explore_point, personalize
+from fineprune.person.uploads import expand_uploads
 from fineprune.errors import ConfigError, JobCancelled, RecordingLimitError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +133,7 @@ def test_one_click_demo_reaches_a_result_then_explore_and_export(studio_env):
     assert shown["Accuracy before"].endswith("%") and shown["Accuracy after"].endswith("%")
     assert shown["Connections removed"].endswith("%")
     run = studio(at).run
-    assert run is not None and run.individual in S.demo_individuals("voice", studio_env / "demo")
+    assert run is not None and run.individual in demo_individuals("voice", studio_env / "demo")
     assert run.general_energies is not None  # the other demo voice is the general data
     assert len(at.get("plotly_chart")) >= 5  # sparsity, 2 heatmaps, layer detail, 2 confusions
 
@@ -321,7 +326,7 @@ def test_fine_prune_my_recordings_cancel_then_complete(studio_env):
     at.selectbox(key="fp_model").set_value("face").run()
     assert at.radio(key="individual_face").value == "My recordings"
     gate = threading.Event()
-    from fineprune.person import run as session_module
+    from fineprune.person import run as session_module  # personalize looks PruningSweep up here
 
     real = session_module.PruningSweep
 
@@ -422,12 +427,12 @@ def test_clip_cap_is_a_clear_message(studio_env):
 
 
 # --------------------------------------------------------------------------- session logic (no UI)
-def decoded(value: float = 0.0) -> S.Decoded:
-    return S.Decoded(torch.full((1, 4, 4), value))
+def decoded(value: float = 0.0) -> Decoded:
+    return Decoded(torch.full((1, 4, 4), value))
 
 
 def test_split_respects_use_labels_and_caps():
-    rec = S.Recordings(["a", "b"])
+    rec = Recordings(["a", "b"])
     clips = [rec.add(decoded(i), label=lab) for i, lab in enumerate(["a", "a", "a", "b", "b", None])]
     split = rec.split(check_per_label=1)
     assert split.check == [clips[0].id, clips[3].id]
@@ -451,7 +456,7 @@ def test_split_respects_use_labels_and_caps():
 
 
 def test_recordings_cap_and_all_or_nothing_takes():
-    rec = S.Recordings(["a"], max_clips=3)
+    rec = Recordings(["a"], max_clips=3)
     rec.add(decoded(), label="a")
     with pytest.raises(RecordingLimitError, match="room for 2"):
         rec.add_many([decoded()] * 3)
@@ -463,33 +468,33 @@ def test_recordings_cap_and_all_or_nothing_takes():
 
 def test_label_from_name_and_zip_expansion_in_memory():
     classes = ["0", "7", "happy"]
-    assert S.label_from_name("7_take.wav", classes) == "7"
-    assert S.label_from_name("dir/HAPPY_01.jpg", classes) == "happy"
-    assert S.label_from_name("happy.jpg", classes) == "happy"
-    assert S.label_from_name("take.wav", classes) is None
+    assert label_from_name("7_take.wav", classes) == "7"
+    assert label_from_name("dir/HAPPY_01.jpg", classes) == "happy"
+    assert label_from_name("happy.jpg", classes) == "happy"
+    assert label_from_name("take.wav", classes) is None
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a/b/c/7_x.wav", b"1")
         z.writestr("__MACOSX/._7_x.wav", b"junk")
         z.writestr("readme.md", b"x")
-    files, skipped = S.expand_uploads([("in.zip", archive.getvalue()), ("0_y.WAV", b"2"), ("z.zip", b"not a zip")], (".wav",))
+    files, skipped = expand_uploads([("in.zip", archive.getvalue()), ("0_y.WAV", b"2"), ("z.zip", b"not a zip")], (".wav",))
     assert [n for n, _ in files] == ["in.zip/a/b/c/7_x.wav", "0_y.WAV"]
     assert {n for n, _ in skipped} == {"in.zip/readme.md", "z.zip"}
 
 
 def test_zip_members_over_the_size_cap_are_skipped(monkeypatch):
-    monkeypatch.setattr(S, "MAX_MEMBER_BYTES", 10)
+    monkeypatch.setattr("fineprune.person.uploads.MAX_MEMBER_BYTES", 10)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("big.wav", b"\0" * 1000)  # compresses to a few bytes: the cap reads the declared size
-    files, skipped = S.expand_uploads([("a.zip", archive.getvalue())], (".wav",))
+    files, skipped = expand_uploads([("a.zip", archive.getvalue())], (".wav",))
     assert files == [] and "too large" in skipped[0][1]
 
 
 def test_lease_cancels_a_job_whose_owner_stopped_polling():
-    lease = S.Lease(0.05)
+    lease = Lease(0.05)
     cancel = threading.Event()
-    flag = S.LeasedCancel(cancel, lease)
+    flag = LeasedCancel(cancel, lease)
     assert not flag.is_set()
     lease.renew()
     time.sleep(0.1)
@@ -502,19 +507,19 @@ def test_personalize_copies_the_model_and_explore_matches_fine_prune(tiny_vgg):
     model, _ = tiny_vgg
     torch.manual_seed(0)
     x = torch.randn(24, 1, 12, 12)
-    person = S.PersonData(x[:16], torch.full((16,), -1), x[16:], torch.arange(8) % 4, list(range(16)), list(range(16, 24)))
+    person = PersonData(x[:16], torch.full((16,), -1), x[16:], torch.arange(8) % 4, list(range(16)), list(range(16, 24)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     settings = settings_for(None, sparsity=0.6)
     stages = []
-    run = S.personalize(model, person, settings, classes=list("abcd"), general_x=x[:4], progress=lambda f, s: stages.append((f, s)))
+    run = personalize(model, person, settings, classes=list("abcd"), general_x=x[:4], progress=lambda f, s: stages.append((f, s)))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert stages[-1] == (1.0, "done") and all(0 <= f <= 1 for f, _ in stages)
     reference = fine_prune(model, person.adapt_x, settings)
     assert run.result.report["sparsity"] == pytest.approx(reference.report["sparsity"])
     assert torch.allclose(run.result.model(person.check_x), reference.model(person.check_x), atol=1e-5)
-    point = S.explore_point(run, 0.6)
+    point = explore_point(run, 0.6)
     assert point["accuracy"] == pytest.approx(run.after.accuracy)
-    assert S.explore_point(run, 0.6) is point  # cached
+    assert explore_point(run, 0.6) is point  # cached
     assert run.savings["connections_removed"] == sum(r["pruned"] for r in run.result.report["layers"])
     assert 0 < run.savings["flops_removed"] < run.savings["layer_flops"]
     from fineprune.engine.evaluation import count_flops
@@ -530,11 +535,11 @@ def test_personalize_stops_when_cancelled(tiny_vgg):
 
     model, _ = tiny_vgg
     x = torch.randn(16, 1, 12, 12)
-    person = S.PersonData(x, torch.full((16,), -1), x[:0], torch.empty(0, dtype=torch.long), list(range(16)), [])
+    person = PersonData(x, torch.full((16,), -1), x[:0], torch.empty(0, dtype=torch.long), list(range(16)), [])
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(JobCancelled):
-        S.personalize(model, person, settings_for(None), classes=list("abcd"), cancel=cancel)
+        personalize(model, person, settings_for(None), classes=list("abcd"), cancel=cancel)
 
 
 def test_figures_are_titled_and_export_html_is_self_contained(tiny_vgg):
@@ -590,12 +595,12 @@ def test_start_up_imports_and_loads_the_shipped_models_within_5_seconds():
 
 def test_adaptation_notes_say_what_the_label_free_steps_decided():
     report = {"settings": {"same_capture_shift": 0.02}, "same_capture": True, "capture_shift": 0.011, "dropped_classes": [1, 2]}
-    notes = S.adaptation_notes(report, ["angry", "disgust", "fear"])
+    notes = adaptation_notes(report, ["angry", "disgust", "fear"])
     assert "captured like the training data" in notes[0] and "0.011" in notes[0]
     assert notes[1].endswith("disgust, fear.")
-    shifted = S.adaptation_notes({**report, "same_capture": False, "capture_shift": 0.2, "dropped_classes": []}, ["a"])
+    shifted = adaptation_notes({**report, "same_capture": False, "capture_shift": 0.2, "dropped_classes": []}, ["a"])
     assert "re-measured" in shifted[0] and "none was removed" in shifted[1]
-    assert S.adaptation_notes({"settings": {}}, ["a"]) == []
+    assert adaptation_notes({"settings": {}}, ["a"]) == []
 
 
 def test_results_page_explains_dropped_classes(studio_env):

@@ -10,9 +10,9 @@ import torch
 from scipy.signal import get_window
 
 from fineprune.domains import audio
+from fineprune.domains.voice import DOMAIN as VOICE_DOMAIN
 from fineprune.domains.audio import (
     DEFAULT_FEATURES,
-    VOICE_DOMAIN,
     FeatureSettings,
     decode_wav_bytes,
     encode_wav,
@@ -138,7 +138,7 @@ def test_stereo_and_multichannel_are_mixed_to_mono():
 def test_browser_style_48k_float_stereo_recording_gives_features():
     rate = 48000
     take = np.concatenate([silence(0.5, rate, 1e-4), tone(300.0, 0.4, rate) * np.hanning(int(0.4 * rate)), silence(0.7, rate, 1e-4)])
-    feats = VOICE_DOMAIN.load_bytes(encode_wav(np.stack([take, take], 1), rate, "FLOAT"), {})
+    feats = VOICE_DOMAIN.decode_bytes(encode_wav(np.stack([take, take], 1), rate, "FLOAT"), {})[0].features[None]
     assert feats.shape == (1, *DEFAULT_FEATURES.input_shape)
     assert torch.isfinite(feats).all()
 
@@ -231,7 +231,7 @@ def test_domain_skips_bad_files_with_a_reason(tmp_path):
 
 
 def test_domain_is_registered():
-    from fineprune.registry import get_domain
+    from fineprune.domains import get_domain
 
     assert get_domain("voice") is VOICE_DOMAIN
 

@@ -27,7 +27,9 @@ from fineprune import errors as E
 from fineprune.domains.audio import DEFAULT_FEATURES
 from fineprune.engine.bundle import load_bundle
 from fineprune.cli import main
-from fineprune.person.run import Recordings, decode_face, decode_voice, ingest_files
+from fineprune.domains.face import DOMAIN as FACE
+from fineprune.domains.voice import DOMAIN as VOICE
+from fineprune.person.recordings import Recordings, ingest_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_AUDIO = [c for c in AUDIO_CASES if c.expected]
@@ -65,7 +67,7 @@ def bundles(tmp_path_factory):
 @pytest.mark.parametrize("case", BAD_AUDIO, ids=str)
 def test_bad_audio_raises_its_own_error(case: Case):
     with pytest.raises(E.FinePruneError) as info:
-        decode_voice(case.data(), {}, name="take.wav")
+        VOICE.decode_bytes(case.data(), {}, name="take.wav")
     assert type(info.value) is case.expected, f"{case}: {type(info.value).__name__}: {info.value}"
     assert_readable(str(info.value), case.hint)
     assert "take.wav" in str(info.value), "the message names the file"
@@ -73,7 +75,7 @@ def test_bad_audio_raises_its_own_error(case: Case):
 
 @pytest.mark.parametrize("case", GOOD_AUDIO, ids=str)
 def test_every_audio_format_is_accepted(case: Case):
-    (clip,) = decode_voice(case.data(), {}, name="take.wav")
+    (clip,) = VOICE.decode_bytes(case.data(), {}, name="take.wav")
     assert tuple(clip.features.shape) == DEFAULT_FEATURES.input_shape
     assert np.isfinite(clip.features.numpy()).all()
     assert clip.sample_rate == 8000
@@ -84,8 +86,8 @@ def test_every_audio_format_is_accepted(case: Case):
 def test_long_take_is_split_but_not_taken_as_one_digit():
     take = LONG_TAKE_30S()
     with pytest.raises(E.AudioTooLongError, match="split"):
-        decode_voice(take, {})
-    pieces = decode_voice(take, {}, split=True)
+        VOICE.decode_bytes(take, {})
+    pieces = VOICE.decode_bytes(take, {}, split=True)
     assert len(pieces) == 35  # a digit every 0.85 s: 35 whole ones in 30 s
     assert all(tuple(p.features.shape) == DEFAULT_FEATURES.input_shape for p in pieces)
 
@@ -128,14 +130,14 @@ def test_zip_without_usable_audio_adds_nothing(payload, hint):
 @pytest.mark.parametrize("case", BAD_IMAGES, ids=str)
 def test_bad_image_raises_its_own_error(case: Case):
     with pytest.raises(E.FinePruneError) as info:
-        decode_face(case.data(), {}, name="photo.jpg")
+        FACE.decode_bytes(case.data(), {}, name="photo.jpg")[0]
     assert type(info.value) is case.expected, f"{case}: {type(info.value).__name__}: {info.value}"
     assert_readable(str(info.value), case.hint)
 
 
 @pytest.mark.parametrize("case", GOOD_IMAGES, ids=str)
 def test_every_image_format_is_accepted(case: Case):
-    decoded = decode_face(case.data(), {}, name="photo.jpg")
+    decoded = FACE.decode_bytes(case.data(), {}, name="photo.jpg")[0]
     assert decoded.crop.shape == (48, 48) and decoded.crop.dtype == np.uint8
     assert tuple(decoded.features.shape) == (1, 48, 48) and np.isfinite(decoded.features.numpy()).all()
     assert decoded.crop.std() > 20, "the crop holds a face, not a flat patch"
@@ -143,14 +145,14 @@ def test_every_image_format_is_accepted(case: Case):
 
 
 def test_three_faces_use_the_largest_and_say_so():
-    decoded = decode_face(IMAGE_BY_NAME["three faces"].data(), {})
+    decoded = FACE.decode_bytes(IMAGE_BY_NAME["three faces"].data(), {})[0]
     assert any("3 faces" in note for note in decoded.notes)
     x, y, w, h = decoded.box  # preview coordinates (1100 px wide photo shown at 320)
     assert x < 320 / 3, "the largest face is the left one"
 
 
 def test_exif_rotated_photo_is_turned_upright():
-    decoded = decode_face(IMAGE_BY_NAME["EXIF-rotated phone photo"].data(), {})
+    decoded = FACE.decode_bytes(IMAGE_BY_NAME["EXIF-rotated phone photo"].data(), {})[0]
     assert decoded.photo.shape[0] > decoded.photo.shape[1], "stored landscape, shown portrait"
 
 
@@ -160,7 +162,7 @@ def test_huge_photo_memory_stays_bounded():
     data = IMAGE_BY_NAME["8000x8000 with a face"].data()
     tracemalloc.start()
     try:
-        decode_face(data, {})
+        FACE.decode_bytes(data, {})[0]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -190,7 +192,7 @@ def test_bad_model_files_are_refused(tmp_path, sentinel):
 def test_model_with_other_classes_refuses_labels_it_does_not_have():
     import torch
 
-    from fineprune.person.run import Decoded
+    from fineprune.domains import Decoded
 
     rec = Recordings(["angry", "happy"])
     with pytest.raises(E.ConfigError) as info:

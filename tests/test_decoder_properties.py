@@ -19,7 +19,8 @@ from bad_inputs import TINY_CONFIG, bundle_bytes, draw_face, image_bytes, refere
 from fineprune.domains.audio import DEFAULT_FEATURES
 from fineprune.engine.bundle import load_bundle
 from fineprune.errors import FinePruneError, ModelFileError
-from fineprune.person.run import decode_face, decode_voice
+from fineprune.domains.face import DOMAIN as FACE
+from fineprune.domains.voice import DOMAIN as VOICE
 
 BOUNDED = settings(max_examples=120, deadline=None, database=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -36,7 +37,7 @@ def valid_voice(clips) -> None:
 
 def voice_outcome(data: bytes, split: bool = False) -> None:
     try:
-        clips = decode_voice(data, {}, split=split, name="x.wav")
+        clips = VOICE.decode_bytes(data, {}, split=split, name="x.wav")
     except FinePruneError as exc:
         event(type(exc).__name__)
         assert str(exc).strip()
@@ -47,7 +48,7 @@ def voice_outcome(data: bytes, split: bool = False) -> None:
 
 def face_outcome(data: bytes) -> None:
     try:
-        decoded = decode_face(data, {}, name="x.jpg")
+        decoded = FACE.decode_bytes(data, {}, name="x.jpg")[0]
     except FinePruneError as exc:
         event(type(exc).__name__)
         assert str(exc).strip()
@@ -216,7 +217,7 @@ def test_damaged_model_files_load_or_fail_cleanly(edits, cut):
 def test_strategies_reach_the_success_paths():
     """Guards the property tests against vacuity: the seeds they mutate decode fine."""
     for data in WAVS.values():
-        valid_voice(decode_voice(data, {}))
+        valid_voice(VOICE.decode_bytes(data, {}))
     for kind, data in PHOTOS.items():
-        assert decode_face(data, {}).crop.shape == (48, 48), kind
+        assert FACE.decode_bytes(data, {})[0].crop.shape == (48, 48), kind
     assert load_bundle(GOOD_BUNDLE).classes == list("abcd")

@@ -21,8 +21,8 @@ from fineprune.errors import (
     NoFaceError,
     UnreadableImageError,
 )
+from fineprune.domains.face import DOMAIN as FACE_DOMAIN
 from fineprune.domains.face import (
-    FACE_DOMAIN,
     FACE_INPUT,
     crop_face,
     crops_to_tensor,
@@ -331,7 +331,7 @@ def test_shipped_model_meets_its_stated_test_accuracy():
 @pytest.mark.skipif(not HAS_FER, reason="needs ../shared/data/fer2013")
 def test_training_command_is_seeded_and_reproducible(tmp_path):
     from fineprune.engine.bundle import load_bundle
-    from fineprune.domains.face import train_main
+    from fineprune.domains.face_training import train_main
 
     argv = ["--data", str(DATA), "--epochs", "1", "--limit", "192", "--seed", "3", "--threads", "1"]
     assert train_main(argv + ["--out", str(tmp_path / "a.pt")]) == 0
@@ -357,7 +357,7 @@ def test_blur_estimate_recovers_a_known_blur():
 
 
 def test_capture_condition_is_consistent_and_changes_the_image():
-    from fineprune.bench.face import apply_condition, capture_condition
+    from fineprune.bench.face_people import apply_condition, capture_condition
 
     crops = np.stack([draw_face(48), np.fliplr(draw_face(48)).copy()])
     cond = capture_condition(np.random.default_rng(0))
@@ -373,7 +373,7 @@ def test_condition_on_already_blurred_crops_matches_condition_then_blur():
     test individuals (sharp crops, condition, then the product's blur)."""
     import cv2
 
-    from fineprune.bench.face import apply_condition, capture_condition
+    from fineprune.bench.face_people import apply_condition, capture_condition
     from fineprune.domains.face import prepare_crops
 
     sigma = 3.3
@@ -391,7 +391,7 @@ def test_condition_on_already_blurred_crops_matches_condition_then_blur():
 
 
 def test_class_subset_individuals_are_disjoint_and_show_k_classes():
-    from fineprune.bench.face import class_subset_individuals
+    from fineprune.bench.face_people import class_subset_individuals
 
     y = np.repeat(np.arange(7), 100)
     y[:30] = 1  # a rare class, like "disgust"
@@ -403,7 +403,7 @@ def test_class_subset_individuals_are_disjoint_and_show_k_classes():
 
 
 def test_plot_is_written(tmp_path):
-    from fineprune.bench.face import plot_lines
+    from fineprune.bench.tables import plot_lines
 
     pytest.importorskip("matplotlib")
     ok = plot_lines(tmp_path / "p.png", {"a": [(0.5, 0.6), (0.8, 0.55)], "general": [(0.5, 0.5), (0.8, float("nan"))]}, "t", "x", "y")

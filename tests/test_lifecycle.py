@@ -27,7 +27,9 @@ import torch
 
 import app_fixtures as fx
 from bad_inputs import demo_voices, digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes
-from fineprune.person import run as S
+from fineprune.domains import Decoded
+from fineprune.person.recordings import Clip, MAX_CLIPS, PersonData, Recordings, decode_input, ingest_files
+from fineprune.person.run import compare_baselines, compare_criteria, personalize
 from fineprune.errors import RecordingLimitError
 from fineprune.person.jobs import Job
 from studio_driver import (
@@ -97,7 +99,7 @@ def synthetic_face_clips(at, n: int, seed: int = 0) -> None:
     """Fill a session's face clips directly (fast): lifecycle tests are about jobs, not decoding."""
     rec = state(at).recordings_for("face", FER)
     g = torch.Generator().manual_seed(seed)
-    rec.add_many([S.Decoded(torch.randn(1, 48, 48, generator=g)) for _ in range(n)],
+    rec.add_many([Decoded(torch.randn(1, 48, 48, generator=g)) for _ in range(n)],
                  labels=[FER[i % len(FER)] for i in range(n)], source="test")
 
 
@@ -227,10 +229,10 @@ def heavy_person():
 
     torch.manual_seed(0)
     model = build_model(FACE_MODEL_CONFIG).eval()
-    x = torch.randn(S.MAX_CLIPS, 1, 48, 48)
-    y = torch.arange(S.MAX_CLIPS) % 7
-    n = S.MAX_CLIPS - 70
-    person = S.PersonData(x[:n], y[:n], x[n:], y[n:], list(range(n)), list(range(n, S.MAX_CLIPS)))
+    x = torch.randn(MAX_CLIPS, 1, 48, 48)
+    y = torch.arange(MAX_CLIPS) % 7
+    n = MAX_CLIPS - 70
+    person = PersonData(x[:n], y[:n], x[n:], y[n:], list(range(n)), list(range(n, MAX_CLIPS)))
     return model, person, x[:100]
 
 
@@ -241,14 +243,14 @@ def test_cancel_stops_every_job_kind_within_a_second(heavy_person, kind, after):
     model, person, general = heavy_person
     settings = settings_for(None)
     work = {
-        "personalize": lambda: Job(S.personalize, model, person, settings, classes=FER, general_x=general, name=kind),
-        "criteria": lambda: Job(S.compare_criteria, model, person, settings, criteria=["energy", "magnitude", "random"],
+        "personalize": lambda: Job(personalize, model, person, settings, classes=FER, general_x=general, name=kind),
+        "criteria": lambda: Job(compare_criteria, model, person, settings, criteria=["energy", "magnitude", "random"],
                                 sparsities=[0.3, 0.5, 0.7, 0.9], general_x=general, name=kind),
-        "baselines": lambda: Job(S.compare_baselines, model, person, settings, general_x=general, backprop_epochs=5, name=kind),
+        "baselines": lambda: Job(compare_baselines, model, person, settings, general_x=general, backprop_epochs=5, name=kind),
     }
     job = work[kind]().start()
     time.sleep(after)
-    assert not job.finished, f"{kind} ended in {after} s: the workload is too small to test cancelling"
+    assert not job.finished, f"{kind} ended in {after} s ({job.status}: {job.error!r}): the workload is too small to test cancelling"
     stage = job.progress[1]
     wall, cpu = cancel_and_measure(job)
     assert cpu < 1.0, f"{kind}: after Cancel during '{stage}' the job still worked {cpu:.2f} CPU s"
@@ -284,9 +286,9 @@ def test_starting_a_job_cancels_the_one_before(heavy_person):
 
     model, person, _ = heavy_person
     slot = JobSlot()
-    first = slot.start("personalize", "first", S.personalize, model, person, settings_for(None), classes=FER)
+    first = slot.start("personalize", "first", personalize, model, person, settings_for(None), classes=FER)
     time.sleep(0.3)
-    second = slot.start("personalize", "second", S.personalize, model, person, settings_for(None), classes=FER)
+    second = slot.start("personalize", "second", personalize, model, person, settings_for(None), classes=FER)
     assert first.job.wait(20) and first.job.status == "cancelled"
     assert [t.name for t in fineprune_threads()] == ["fineprune-personalize"]
     assert slot.active is second and second.job.status == "running"
@@ -321,9 +323,9 @@ def test_a_job_nobody_polls_cancels_itself(studio_env, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- memory caps
-def retained_bytes(clip: S.Clip) -> int:
+def retained_bytes(clip: Clip) -> int:
     d = clip.decoded
-    arrays = [clip.features.numpy()] + [a for a in (d.waveform, d.crop, d.photo) if a is not None]
+    arrays = [clip.features.numpy()] + [a for a in (getattr(d, k, None) for k in ("waveform", "crop", "photo")) if a is not None]
     return sum(a.nbytes for a in arrays)
 
 
@@ -333,13 +335,13 @@ def test_caps_bound_the_memory_of_a_session():
     from fineprune.domains import audio
 
     longest_digit = wav_bytes(np.tile(spoken_digit(pad=0.01), 40)[: int(audio.MAX_DIGIT_SECONDS * 8000) - 800])
-    rec = S.Recordings(list("0123456789"))
-    (clip,) = rec.add_many(S.decode_voice(longest_digit, {}))
-    voice_worst = S.MAX_CLIPS * retained_bytes(clip)
+    rec = Recordings(list("0123456789"))
+    (clip,) = rec.add_many(decode_input("voice", longest_digit, {}))
+    voice_worst = MAX_CLIPS * retained_bytes(clip)
     from bad_inputs import IMAGE_BY_NAME
 
-    photo = S.decode_face(IMAGE_BY_NAME["8000x8000 with a face"].data(), {})
-    face_worst = S.MAX_CLIPS * (retained_bytes(S.Clip(1, photo.features, None, "", decoded=photo)))
+    (photo,) = decode_input("face", IMAGE_BY_NAME["8000x8000 with a face"].data(), {})
+    face_worst = MAX_CLIPS * (retained_bytes(Clip(1, photo.features, None, "", decoded=photo)))
     assert voice_worst + face_worst < 160 * 2**20, f"a full session holds {(voice_worst + face_worst) / 2**20:.0f} MiB"
     assert audio.MAX_DECODE_SECONDS <= 120 and audio.MAX_FILE_BYTES <= 64 * 2**20
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
@@ -365,22 +367,22 @@ def test_a_take_that_does_not_fit_is_refused_whole_with_a_message(studio_env):
 
 
 def test_too_many_files_in_one_upload_are_reported_not_dropped(monkeypatch):
-    monkeypatch.setattr(S, "MAX_UPLOAD_FILES", 3)
+    monkeypatch.setattr("fineprune.person.uploads.MAX_UPLOAD_FILES", 3)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         for i in range(5):
             z.writestr(f"takes/{i}_a.wav", reference_wav())
-    rec = S.Recordings(list("0123456789"))
-    added, problems = S.ingest_files(rec, "voice", {}, [("takes.zip", archive.getvalue()), ("9_b.wav", reference_wav())])
+    rec = Recordings(list("0123456789"))
+    added, problems = ingest_files(rec, "voice", {}, [("takes.zip", archive.getvalue()), ("9_b.wav", reference_wav())])
     assert len(added) == 3
     assert len(problems) == 3 and all("more than 3 files" in reason for _, reason in problems)
 
 
 def test_recording_limit_error_is_a_person_readable_input_error():
-    rec = S.Recordings(["a"], max_clips=1)
-    rec.add(S.Decoded(torch.zeros(1)))
+    rec = Recordings(["a"], max_clips=1)
+    rec.add(Decoded(torch.zeros(1)))
     with pytest.raises(RecordingLimitError, match="delete some"):
-        rec.add(S.Decoded(torch.zeros(1)))
+        rec.add(Decoded(torch.zeros(1)))
 
 
 # ----------------------------------------------------------------------------- reproducibility
@@ -400,8 +402,8 @@ def test_same_clips_and_settings_give_identical_masks(tiny_vgg, criterion):
     finally:
         torch.set_num_threads(threads)
     assert first and first == second
-    person = S.PersonData(x, torch.full((40,), -1), x[:0], torch.empty(0, dtype=torch.long), list(range(40)), [])
-    via_studio = S.personalize(model, person, settings, classes=list("abcd"))
+    person = PersonData(x, torch.full((40,), -1), x[:0], torch.empty(0, dtype=torch.long), list(range(40)), [])
+    via_studio = personalize(model, person, settings, classes=list("abcd"))
     assert mask_bytes(via_studio.result.model) == first
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fineprune.domains import voice_training as voice
-from fineprune.domains.audio import VOICE_DOMAIN, FeatureSettings, encode_wav
+from fineprune.domains.audio import FeatureSettings, encode_wav
+from fineprune.domains.voice import DOMAIN as VOICE_DOMAIN
 from fineprune.engine.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from fineprune.engine.criteria import CRITERIA
+from fineprune.person import options
 from fineprune.person.run import explore_point
 from studio import actions, figures, jobs, state, ui
 
@@ -40,8 +40,9 @@ def criteria_ui(session, run) -> None:
     st.subheader("Criteria compared")
     st.caption("Each criterion ranks the connections differently. Random and magnitude are controls; "
                "'general_energy' scores with energies from other people's data instead of yours.")
-    default = [c for c in dict.fromkeys((run.settings.criterion, "magnitude", "random")) if c in CRITERIA]
-    chosen = st.multiselect("Criteria", list(CRITERIA), default=default, key="explore_criteria")
+    names = list(options.criteria())
+    default = [c for c in dict.fromkeys((run.settings.criterion, "magnitude", "random")) if c in names]
+    chosen = st.multiselect("Criteria", names, default=default, key="explore_criteria")
     sparsities = [0.3, 0.5, 0.7, 0.9]
     if st.button("Compare criteria", disabled=session.jobs.running or not chosen, key="explore_compare"):
         with ui.friendly_errors("Comparing criteria"):

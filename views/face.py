@@ -1,13 +1,13 @@
 """Face: a guided session of facial expressions (browser camera, or photo uploads)."""
 import streamlit as st
 
-from fineprune.person.run import decode_face, ingest_files
+from fineprune.person.recordings import decode_input, ingest_files
 from studio import clips, figures, models, state, ui
 
 
 def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> bool:
     with ui.friendly_errors("Reading the photo"):
-        decoded = decode_face(data, bundle.card, name="the photo")
+        decoded = decode_input("face", data, bundle.card, name="the photo")[0]
         clip = rec.add(decoded, label=label, source=source)
         for note in decoded.notes:
             session.say("info", f"Photo #{clip.id}: {note}.")
@@ -50,9 +50,9 @@ def upload_ui(session, rec, name, bundle) -> None:
 def draw_face_clip(clip) -> None:
     d = clip.decoded
     a, b = st.columns([3, 2])
-    if d is not None and d.photo is not None:
+    if getattr(d, "photo", None) is not None:  # a clip decoded elsewhere may have no preview
         a.image(figures.photo_with_box(d.photo, d.box), caption=f"Photo #{clip.id} with the detected face", width="stretch")
-    if d is not None and d.crop is not None:
+    if getattr(d, "crop", None) is not None:
         b.image(figures.enlarge(d.crop, 4), caption="The 48×48 crop the model sees (equalised)", width=192)
 
 
@@ -63,7 +63,7 @@ def retake_face(session, rec, name, bundle, clip) -> None:
         data = clips.new_file(session, photo)
         if data is not None:
             with ui.friendly_errors("Reading the photo"):
-                rec.replace(clip.id, decode_face(data, bundle.card, name="the photo"), source="camera (retaken)")
+                rec.replace(clip.id, decode_input("face", data, bundle.card, name="the photo")[0], source="camera (retaken)")
                 session.reset_widget(f"face_retake_{name}_{clip.id}")
                 st.rerun()
 

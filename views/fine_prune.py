@@ -1,37 +1,36 @@
 """Fine-prune: choose model, individual, criterion and sparsity; run in the background; results."""
 import streamlit as st
 
-from fineprune.engine.calibration import batchnorm_layers
-from fineprune.engine.criteria import CRITERIA
-from fineprune.engine.pipeline import settings_for
+from fineprune.person import options
 from fineprune.person.run import Personalization, adaptation_notes
 from studio import actions, figures, jobs, models, state, ui
 from studio.models import MINE
 
 
 def settings_ui(bundle, model_name: str):
-    defaults = settings_for(bundle.card)
-    criteria = list(CRITERIA)
+    defaults = options.settings_for(bundle.card)
+    described = options.criteria()
+    criteria = list(described)
     a, b = st.columns(2)
     criterion = a.selectbox(
         "Criterion", criteria, index=criteria.index(defaults.criterion) if defaults.criterion in criteria else 0,
-        key=f"criterion_{model_name}", format_func=lambda c: f"{c} — {CRITERIA[c].description}",
+        key=f"criterion_{model_name}", format_func=lambda c: f"{c} — {described[c]}",
     )
     sparsity = b.slider("Target sparsity (% of weights pruned)", 0, 95, int(round(100 * defaults.sparsity)), 5,
                         key=f"sparsity_{model_name}", help="Default chosen by the benchmark for this model")
     with st.expander("More settings"):
         c, d, e = st.columns(3)
-        scope = c.selectbox("Scope", ["layer", "row", "global"], index=["layer", "row", "global"].index(defaults.scope),
+        scope = c.selectbox("Scope", options.SCOPES, index=options.SCOPES.index(defaults.scope),
                             key=f"scope_{model_name}", help="layer: same sparsity in every layer; row: in every unit; global: one threshold")
         ratios = sorted({0.0, 0.25, 0.5, 0.75, 1.0, defaults.drop_unused_classes})
         drop = c.select_slider("Drop classes you hardly use", ratios, value=defaults.drop_unused_classes,
                                format_func=lambda r: "off" if r == 0 else f"< {r:g}× fair share", key=f"drop_{model_name}",
                                help="Label-free: a class the model predicts on fewer than this fraction of 1/classes of "
                                     "your clips is removed from the output layer")
-        modes = ["none", "before", "after", "both"]
+        modes = list(options.RECALIBRATION_MODES)
         recal = d.selectbox("Re-measure BatchNorm on your data", modes, index=modes.index(defaults.recalibrate_bn),
                             key=f"recal_{model_name}")
-        depths = [None] + list(range(1, len(batchnorm_layers(bundle.model)) + 1))
+        depths = [None] + list(range(1, options.batchnorm_depth(bundle.model) + 1))
         depth = d.selectbox("…in how many BatchNorm layers", depths,
                             index=depths.index(defaults.recalibrate_bn_depth) if defaults.recalibrate_bn_depth in depths else 0,
                             format_func=lambda n: "all" if n is None else f"the first {n}", key=f"recal_depth_{model_name}",

@@ -1,7 +1,7 @@
 """Home: fine-pruning in one picture, and a one-click demo that needs no microphone or camera."""
 import streamlit as st
 
-from fineprune.engine.pipeline import settings_for
+from fineprune.person.options import settings_for
 from studio import figures, models, state, ui
 from studio.actions import start_personalization
 

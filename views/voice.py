@@ -3,7 +3,7 @@ import random
 
 import streamlit as st
 
-from fineprune.person.run import decode_voice, ingest_files
+from fineprune.person.recordings import decode_input, ingest_files
 from studio import clips, figures, models, state, ui
 from studio.microphone import record_server_microphone, server_microphone
 
@@ -13,7 +13,7 @@ TAKE_LENGTH = 5  # digits asked for in one long take
 def take_in_recording(session, rec, name, bundle, data: bytes, *, label, source, split=False, labels=None) -> bool:
     """Decode one recording into clips; False (and a message) when it cannot be used."""
     with ui.friendly_errors("Reading the recording"):
-        pieces = decode_voice(data, bundle.card, split=split, name="the recording")
+        pieces = decode_input("voice", data, bundle.card, split=split, name="the recording")
         if split:
             if labels is not None and len(pieces) == len(labels):
                 chosen = list(labels)
@@ -102,7 +102,7 @@ def server_mic_ui(session, rec, name, bundle) -> None:
 def draw_voice_clip(clip, bundle) -> None:
     d = clip.decoded
     a, b = st.columns(2)
-    if d is not None and d.waveform is not None:
+    if getattr(d, "waveform", None) is not None:  # a clip decoded elsewhere may have no waveform
         a.plotly_chart(figures.waveform_figure(d.waveform, d.sample_rate, f"Clip #{clip.id}: waveform"), key=f"wave_{clip.id}")
         st.audio(d.waveform, sample_rate=d.sample_rate)
     features = bundle.card.get("features") or {}
@@ -118,7 +118,7 @@ def rerecord_voice(session, rec, name, bundle, clip) -> None:
     data = clips.new_file(session, audio)
     if data is not None:
         with ui.friendly_errors("Reading the recording"):
-            rec.replace(clip.id, decode_voice(data, bundle.card, name="the recording")[0], source="microphone (re-recorded)")
+            rec.replace(clip.id, decode_input("voice", data, bundle.card, name="the recording")[0], source="microphone (re-recorded)")
             session.reset_widget(f"voice_rerecord_{name}_{clip.id}")
             st.rerun()
 
@@ -150,7 +150,7 @@ def voice_ui() -> None:
         session, name, rec, bundle, unit="clip", counts_title="Clips per digit",
         empty_note="No clips yet. Record a few digits above, or run the demo from the Home page.",
         describe=lambda c: f"{len(c.decoded.waveform) / c.decoded.sample_rate:.2f} s"
-        if c.decoded is not None and c.decoded.waveform is not None else "",
+        if getattr(c.decoded, "waveform", None) is not None else "",
         draw=lambda c: draw_voice_clip(c, bundle), rerecord=lambda c: rerecord_voice(session, rec, name, bundle, c),
         next_label="Next: fine-prune the model to your voice",
     )

@@ -1,0 +1,10 @@
+"""Benchmarks that reproduce the paper's experiments with honest baselines and controls, and
+measure cost: ``python -m fineprune bench NAME``. Each module has a ``main(argv)``."""
+
+# benchmark name -> module (imported only when run)
+BENCHMARKS: dict[str, str] = {
+    "fsdd": "fineprune.bench.fsdd",
+    "face": "fineprune.bench.face",
+    "imagenet": "fineprune.bench.imagenet",
+    "perf": "fineprune.bench.perf",
+}

@@ -1,4 +1,4 @@
-"""Voice input: WAV decoding, silence trimming, digit splitting and log-mel features.
+"""Voice signal processing (no model knowledge; the ``voice`` domain in ``voice.py`` uses it): WAV decoding, silence trimming, digit splitting and log-mel features.
 
 Every clip, whatever produced it (browser recorder, phone, ``sounddevice``, FSDD), goes through
 the same path: decode with soundfile -> mix to mono -> resample to 8 kHz (``resample_poly``) ->
@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+
 
 import numpy as np
 import torch
@@ -371,43 +371,3 @@ def wav_features(source: str | Path | bytes, settings: FeatureSettings = DEFAULT
     if isinstance(source, (bytes, bytearray)):
         return clip_features(decode_wav_bytes(bytes(source)), settings)
     return clip_features(load_wav(source), settings, name=Path(source).name)
-
-
-# --------------------------------------------------------------------------- domain
-class VoiceDomain:
-    """The ``voice`` domain of ``fineprune.registry``: WAV files of single spoken digits -> log-mel batch."""
-
-    name = "voice"
-    suffixes = (".wav",)
-
-    def settings(self, card: dict | None) -> FeatureSettings:
-        return FeatureSettings.from_dict((card or {}).get("features"))
-
-    def load_files(self, paths: Sequence[Path], card: dict):
-        from fineprune.errors import FinePruneError
-        from fineprune.registry import LoadedInputs
-
-        settings = self.settings(card)
-        rows, used, skipped = [], [], []
-        for path in paths:
-            path = Path(path)
-            try:
-                rows.append(wav_features(path, settings))
-                used.append(path)
-            except FinePruneError as exc:
-                skipped.append((path, str(exc)))
-        x = torch.stack(rows) if rows else torch.empty((0, *settings.input_shape))
-        return LoadedInputs(x=x, paths=used, skipped=skipped)
-
-    def load_bytes(self, data: bytes, card: dict) -> torch.Tensor:
-        """Model input batch of one (1, *input_shape) for one recorded digit (e.g. from the browser)."""
-        return wav_features(data, self.settings(card)).unsqueeze(0)
-
-    def split_bytes(self, data: bytes, card: dict) -> torch.Tensor:
-        """Model inputs (k, *input_shape) of the k digits spoken in one take."""
-        settings = self.settings(card)
-        clips = split_digits(decode_wav_bytes(data), settings.sample_rate, trim_db=settings.trim_db)
-        return torch.stack([log_mel_features(c, settings) for c in clips])
-
-
-VOICE_DOMAIN = VoiceDomain()

@@ -33,14 +33,15 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fineprune.errors import ImageError, ImageTooLargeError, ImageTooSmallError, NoFaceError, UnreadableImageError
+from fineprune.domains.base import Decoded, Domain, named
+from fineprune.errors import FinePruneError, ImageError, ImageTooLargeError, ImageTooSmallError, NoFaceError, UnreadableImageError
 
 # How a 48x48 grayscale face crop becomes the model input -- identical at training time
 # (FER2013 crops) and at camera time (Haar crop resized to 48x48): Gaussian blur to the training
@@ -287,37 +288,51 @@ def extract_face(source: bytes | str | Path | BinaryIO | np.ndarray, settings: d
 
 
 # ----------------------------------------------------------------------------- Domain
+PHOTO_PREVIEW_SIDE = 320  # the photo kept for display is downscaled to this
 
 
-class FaceDomain:
-    """``Domain`` for photos: each file -> one 48x48 face crop. Files without a usable face are
-    listed in ``skipped`` with the reason (no face, unreadable, too small, too large)."""
+@dataclass
+class FacePhoto(Decoded):
+    """One photo's face: the 48x48 crop the model sees, and the photo with the face box to show."""
+
+    crop: np.ndarray | None = None  # (48, 48) uint8
+    photo: np.ndarray | None = None  # the upright gray photo, downscaled for display
+    box: tuple[int, int, int, int] | None = None  # face box in ``photo`` coordinates
+
+
+def _downscale(gray: np.ndarray, box, side: int):
+    h, w = gray.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray, tuple(int(round(v * scale)) for v in box)
+
+
+class FaceDomain(Domain):
+    """Photos -> the largest face as a 48x48 crop. Photos without a usable face raise an
+    ``ImageError`` (no face, unreadable, too small, too large) with a hint for the user."""
 
     name = "face"
+    title = "Face"
     suffixes = IMAGE_SUFFIXES
+    trainer = "fineprune.domains.face_training"
 
-    def load_files(self, paths: Sequence[Path], card: dict):
-        from fineprune.registry import LoadedInputs
+    def settings(self, card: dict | None) -> dict:
+        return {**FACE_INPUT, **((card or {}).get("input") or {})}
 
-        settings = {**FACE_INPUT, **(card.get("input") or {})}
-        crops, used, skipped = [], [], []
-        for path in paths:
-            path = Path(path)
-            try:
-                crops.append(extract_face(path, settings).crop)
-                used.append(path)
-            except ImageError as exc:
-                skipped.append((path, str(exc)))
-        size = int(settings["size"])
-        x = crops_to_tensor(np.stack(crops), settings) if crops else torch.empty(0, 1, size, size)
-        return LoadedInputs(x=x, paths=used, skipped=skipped)
+    def input_shape(self, card: dict) -> tuple[int, ...]:
+        size = int(self.settings(card)["size"])
+        return (1, size, size)
 
-
-FACE_DOMAIN = FaceDomain()
+    def decode_bytes(self, data: bytes, card: dict, *, name: str = "the photo", split: bool = False) -> list[FacePhoto]:
+        settings = self.settings(card)
+        try:
+            gray = decode_image(data)
+            found = extract_face(gray, settings)
+        except FinePruneError as exc:
+            raise type(exc)(named(str(exc), name)) from None
+        photo, box = _downscale(gray, found.box, PHOTO_PREVIEW_SIDE)
+        return [FacePhoto(found.tensor(settings)[0], list(found.notes), crop=found.crop, photo=photo, box=box)]
 
 
-def train_main(argv: list[str]) -> int:
-    """``python -m fineprune train face ...`` (the training code lives in face_model)."""
-    from fineprune.domains.face_training import train_main as _train_main
-
-    return _train_main(argv)
+DOMAIN = FaceDomain()

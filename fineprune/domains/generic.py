@@ -5,38 +5,34 @@ Lets ``personalize --model PATH`` work for any saved model whose card names no o
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+import io
 
 import numpy as np
 import torch
 
-from fineprune.registry import LoadedInputs
+from fineprune.domains.base import Decoded, Domain
+from fineprune.errors import InputDataError
 
 
-class ArrayDomain:
+class ArrayDomain(Domain):
     name = "generic"
+    title = "Arrays"
     suffixes = (".npy",)
 
-    def load_files(self, paths: Sequence[Path], card: dict) -> LoadedInputs:
-        shape = tuple(card.get("input", {}).get("shape", ()))
-        arrays, used, skipped = [], [], []
-        for path in map(Path, paths):
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except Exception as exc:
-                skipped.append((path, f"not a .npy array ({type(exc).__name__})"))
-                continue
-            if shape and tuple(arr.shape) != shape:
-                skipped.append((path, f"shape {tuple(arr.shape)} but the model takes {shape}"))
-                continue
-            if not np.isfinite(arr).all():
-                skipped.append((path, "contains NaN or infinity"))
-                continue
-            arrays.append(torch.from_numpy(np.asarray(arr, dtype=np.float32)))
-            used.append(path)
-        x = torch.stack(arrays) if arrays else torch.empty(0, *shape)
-        return LoadedInputs(x, used, skipped)
+    def input_shape(self, card: dict) -> tuple[int, ...]:
+        return tuple((card.get("input") or {}).get("shape") or ())
+
+    def decode_bytes(self, data: bytes, card: dict, *, name: str = "the file", split: bool = False) -> list[Decoded]:
+        shape = self.input_shape(card)
+        try:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)  # never a pickle: a file cannot run code
+        except Exception as exc:
+            raise InputDataError(f"{name} is not a .npy array ({type(exc).__name__})") from None
+        if shape and tuple(arr.shape) != shape:
+            raise InputDataError(f"{name} has shape {tuple(arr.shape)} but the model takes {shape}")
+        if not np.isfinite(arr).all():
+            raise InputDataError(f"{name} contains NaN or infinity")
+        return [Decoded(torch.from_numpy(np.asarray(arr, dtype=np.float32)))]
 
 
-ARRAY_DOMAIN = ArrayDomain()
+DOMAIN = ArrayDomain()

@@ -6,8 +6,7 @@ torchvision:resnet50`` works; elsewhere the user gets one clear line saying why 
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
+import io
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ import torch
 from fineprune.engine.bundle import ModelBundle
 from fineprune.errors import UnknownModelError, UnreadableImageError
 from fineprune.engine.models import register_architecture
-from fineprune.registry import LoadedInputs
+from fineprune.domains.base import Decoded, Domain
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,39 +53,31 @@ def load_torchvision(name: str) -> ModelBundle:
     return ModelBundle(model, {"arch": "torchvision", "name": name, "n_classes": len(card["classes"]) or 1000}, card)
 
 
-class ImageNetDomain:
+class ImageNetDomain(Domain):
     name = "image"
+    title = "Images"
     suffixes = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
-    def load_file(self, path: Path, card: dict) -> torch.Tensor:
+    def input_shape(self, card: dict) -> tuple[int, ...]:
+        size = int((card.get("input") or {}).get("size", 224))
+        return (3, size, size)
+
+    def decode_bytes(self, data: bytes, card: dict, *, name: str = "the image", split: bool = False) -> list[Decoded]:
         from PIL import Image, ImageOps
 
         spec = card.get("input", {})
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 img = ImageOps.exif_transpose(img).convert("RGB")
         except Exception as exc:
-            raise UnreadableImageError(f"{path.name} is not an image we can read ({type(exc).__name__})") from None
+            raise UnreadableImageError(f"{name} is not an image we can read ({type(exc).__name__})") from None
         resize, size = spec.get("resize", 256), spec.get("size", 224)
         scale = resize / min(img.size)
         img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BILINEAR)
         left, top = (img.width - size) // 2, (img.height - size) // 2
         arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
         arr = (arr - np.array(spec.get("mean", IMAGENET_MEAN))) / np.array(spec.get("std", IMAGENET_STD))
-        return torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32))
-
-    def load_files(self, paths: Sequence[Path], card: dict) -> LoadedInputs:
-        from fineprune.errors import InputDataError
-
-        tensors, used, skipped = [], [], []
-        for path in paths:
-            try:
-                tensors.append(self.load_file(Path(path), card))
-                used.append(Path(path))
-            except InputDataError as exc:
-                skipped.append((Path(path), str(exc)))
-        x = torch.stack(tensors) if tensors else torch.empty(0, 3, 224, 224)
-        return LoadedInputs(x, used, skipped)
+        return [Decoded(torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32)))]
 
 
-IMAGE_DOMAIN = ImageNetDomain()
+DOMAIN = ImageNetDomain()

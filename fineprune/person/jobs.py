@@ -1,11 +1,14 @@
-"""A background job: one worker thread, progress 0..1 with a stage label, cooperative cancel,
-result or exception captured. Knows nothing of any UI; the app polls it."""
+"""Background work: a job (one worker thread, progress 0..1 with a stage label, cooperative
+cancel, result or exception captured), the lease that stops a job nobody watches any more, and
+progress scaling for the steps of a job. Knows nothing of any UI; the app polls it."""
 from __future__ import annotations
 
 import threading
 import time
 import traceback
 from typing import Any, Callable
+
+Progress = Callable[[float, str], None]
 
 from fineprune.errors import JobCancelled
 
@@ -99,3 +102,62 @@ class Job:
         if self.started_at is None:
             return 0.0
         return (self.finished_at or time.monotonic()) - self.started_at
+
+
+class Lease:
+    """Keeps a job alive only while its owner keeps renewing it (a page polling its progress).
+
+    When the browser tab closes, nothing polls any more; the job sees its cancel flag set once
+    the lease expires and stops -- no zombie threads for sessions that went away.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._last = time.monotonic()
+
+    def renew(self) -> None:
+        self._last = time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() - self._last > self.seconds
+
+
+class LeasedCancel:
+    """Looks like ``threading.Event`` to the engine: set when cancelled *or* the lease expired."""
+
+    def __init__(self, cancel: threading.Event, lease: Lease | None):
+        self._cancel, self._lease = cancel, lease
+
+    def is_set(self) -> bool:
+        if self._lease is not None and self._lease.expired:
+            self._cancel.set()
+        return self._cancel.is_set()
+
+    def set(self) -> None:
+        self._cancel.set()
+
+
+def leased(fn: Callable, lease: Lease | None) -> Callable:
+    """Wrap a job function so the engine's cancel flag also trips when ``lease`` expires."""
+
+    def run(*args, progress=None, cancel=None, **kwargs):
+        return fn(*args, progress=progress, cancel=LeasedCancel(cancel or threading.Event(), lease), **kwargs)
+
+    return run
+
+
+def check_cancel(cancel) -> None:
+    """Raise ``JobCancelled`` once ``cancel`` (a ``threading.Event`` or alike) is set."""
+    if cancel is not None and cancel.is_set():
+        raise JobCancelled("cancelled")
+
+
+def scaled_progress(progress: Progress | None, lo: float, hi: float) -> Progress:
+    """Map a step's progress 0..1 onto ``lo..hi`` of the whole job."""
+
+    def report(fraction: float, stage: str) -> None:
+        if progress is not None:
+            progress(lo + (hi - lo) * min(1.0, max(0.0, fraction)), stage)
+
+    return report
