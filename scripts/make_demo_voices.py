@@ -26,7 +26,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fineprune.domains.voice_training import DEMO_VOICES, DIGIT_WORDS  # noqa: E402
+from fineprune.domains.voice import DIGIT_WORDS  # noqa: E402
+from fineprune.domains.voice_training import DEMO_VOICES  # noqa: E402
 
 
 def take_params(voice_index: int, digit: int, take: int) -> dict:

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 
 from fineprune.domains.audio import FeatureSettings, clip_features, load_wav
+from fineprune.domains.voice import CLASSES, DIGIT_WORDS
 from fineprune.errors import ConfigError, FinePruneError, InputDataError
+from fineprune.paths import CACHE
 
-CLASSES = [str(d) for d in range(10)]
-DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_TEST_INDICES = range(0, 5)  # the official split: takes 0-4 test, 5-49 train
-from fineprune.paths import CACHE  # noqa: E402
 
 # Architectures compared in docs/RESULTS.md; DEFAULT_ARCH is the shipped one.
 ARCHITECTURES: dict[str, dict] = {

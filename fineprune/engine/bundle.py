@@ -3,7 +3,9 @@
 A bundle file is a dict of plain types and tensors -- ``{"format", "config", "card",
 "state_dict"}`` -- so ``torch.load(weights_only=True)`` can read it and a hostile pickle is
 refused. Pruning masks saved by ``torch.nn.utils.prune`` (``weight_orig`` + ``weight_mask``)
-are re-attached on load, so a pruned model round-trips with its masks.
+are re-attached on load, so a pruned model round-trips with its masks. ``load_bundle`` also
+reads the files ``fineprune.engine.export`` writes: sparse ones (``engine.sparse``) and
+structured ones, whose ``"sequential"`` architecture ``engine.sequential`` registers.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from fineprune.errors import ModelFileError
+from fineprune.engine import sequential  # noqa: F401  (registers the "sequential" architecture)
 from fineprune.engine.models import ModelConfig, build_model
+from fineprune.engine.sparse import SPARSE_FORMAT, state_from_sparse_payload
+from fineprune.errors import ModelFileError
 
 BUNDLE_FORMAT = "fineprune-bundle/1"
-SPARSE_FORMAT = "fineprune-sparse/1"  # written by fineprune.engine.export (bitmask + values)
 
 
 @dataclass
@@ -71,8 +74,7 @@ def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> Non
             prune.custom_from_mask(module, param, torch.ones_like(getattr(module, param)))
 
 
-@torch.no_grad()  # a leaf tensor, so the loaded model can be deep-copied (ModelBundle.copy)
-@torch.no_grad()
+@torch.no_grad()  # leaf tensors, so the model can be deep-copied (ModelBundle.copy)
 def refresh_masked_weights(model: nn.Module) -> None:
     """Recompute ``weight = weight_orig * weight_mask`` now (torch does it only at the next forward),
     as leaf tensors, so the model can be deep-copied even after a forward with autograd on."""
@@ -115,8 +117,6 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
         raise ModelFileError(f"{name} is not a PyTorch model file ({type(exc).__name__}).") from None
     if not isinstance(payload, dict) or payload.get("format") not in (BUNDLE_FORMAT, SPARSE_FORMAT):
         raise ModelFileError(f"{name} is a torch file but not a fineprune model bundle (no config/card).")
-    from fineprune.engine import export  # registers the "sequential" architecture of structured exports
-
     config, card = payload.get("config"), payload.get("card") or {}
     if not isinstance(config, dict) or not isinstance(card, dict):
         raise ModelFileError(f"{name} is damaged: its config and card must be dictionaries.")
@@ -124,7 +124,7 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
     if isinstance(classes, list) and isinstance(n_classes, int) and len(classes) != n_classes:
         raise ModelFileError(f"{name} is inconsistent: its card lists {len(classes)} classes but the network has {n_classes} outputs.")
     try:
-        state = export.state_from_sparse_payload(payload) if payload["format"] == SPARSE_FORMAT else payload["state_dict"]
+        state = state_from_sparse_payload(payload) if payload["format"] == SPARSE_FORMAT else payload["state_dict"]
         model = build_model(config)
         reattach_masks(model, state)
     except ModelFileError as exc:

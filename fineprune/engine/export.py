@@ -10,10 +10,10 @@ offers the two ways out:
   with the same outputs. A removed unit still emitted a constant (its bias, or BatchNorm's beta,
   through ReLU); that constant is folded into the next layer's bias -- or, where the next layer
   is a zero-padded conv (the constant is *not* constant at the borders there), carried by one
-  shared constant-one channel whose weights are the folded kernels, which is exact.
-* **sparse files** (``SPARSE_FORMAT``): unstructured pruned weights stored as a bitmask
-  (``numpy.packbits``, 1 bit per weight) plus the surviving values; they reload with
-  ``torch.load(weights_only=True)`` into the same masked model.
+  shared constant-one channel whose weights are the folded kernels, which is exact. The result
+  is rebuilt by the ``"sequential"`` architecture (``fineprune.engine.sequential``).
+* **sparse files** (``fineprune.engine.sparse``): unstructured pruned weights stored as a
+  bitmask plus the surviving values; they reload into the same masked model.
 
 ``save_personalized`` writes any of ``FORMATS``; ``fineprune.engine.bundle.load_bundle`` reads all of them.
 """
@@ -22,10 +22,8 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,130 +32,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from fineprune.errors import ConfigError, ExportError, ModelFileError
+from fineprune.engine.bundle import BUNDLE_FORMAT, refresh_masked_weights
 from fineprune.engine.masks import make_permanent
-from fineprune.engine.models import register_architecture
+from fineprune.engine.models import build_model
+from fineprune.engine.sequential import (
+    CONV_LAYERS, FOLDED_NAME, NORM_LAYERS, PRUNABLE_LAYERS, SEQUENTIAL_ARCH, BorderFold, layer_spec, sequential_leaves,
+)
+from fineprune.engine.sparse import sparse_payload
+from fineprune.errors import ConfigError, ExportError
 
-SPARSE_FORMAT = "fineprune-sparse/1"
 FORMATS = ("masked", "sparse", "structured")
-SEQUENTIAL_ARCH = "sequential"
 
-_CONV = (nn.Conv1d, nn.Conv2d)
-_PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # layers that map a per-channel constant to a per-channel constant (in eval mode)
 _CONSTANT_PRESERVING = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten)
 
 
 def _copy(model: nn.Module) -> nn.Module:
     """A deep copy, even of a pruned model whose masked weight torch computed with autograd on."""
-    from fineprune.engine.bundle import refresh_masked_weights
-
     refresh_masked_weights(model)  # same values, as leaf tensors
     return copy.deepcopy(model)
-
-
-# ----------------------------------------------------------------------------- layer specs
-def _plain(value):
-    """JSON-friendly: tuples become lists."""
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def layer_spec(name: str, module: nn.Module) -> dict[str, Any]:
-    """``{"name", "type", "kwargs"}`` that rebuilds ``module`` (same hyper-parameters)."""
-    kind = type(module).__name__
-    if isinstance(module, _CONV):
-        if module.groups != 1 or module.padding_mode != "zeros":
-            raise ExportError(f"{name}: grouped or non-zero-padded convolutions cannot be exported in the structured format")
-        kwargs = dict(
-            in_channels=module.in_channels, out_channels=module.out_channels, kernel_size=module.kernel_size,
-            stride=module.stride, padding=module.padding, dilation=module.dilation, bias=module.bias is not None,
-        )
-    elif isinstance(module, nn.Linear):
-        kwargs = dict(in_features=module.in_features, out_features=module.out_features, bias=module.bias is not None)
-    elif isinstance(module, _NORMS):
-        if not module.track_running_stats or module.running_mean is None:
-            raise ExportError(f"{name}: BatchNorm without running statistics cannot be exported")
-        kwargs = dict(num_features=module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine)
-    elif isinstance(module, nn.ReLU):
-        kwargs = dict(inplace=module.inplace)
-    elif isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
-        if module.return_indices:
-            raise ExportError(f"{name}: max-pool returning indices cannot be exported")
-        kwargs = dict(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding, dilation=module.dilation, ceil_mode=module.ceil_mode)
-    elif isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-        kwargs = dict(output_size=module.output_size)
-    elif isinstance(module, nn.Flatten):
-        if module.start_dim != 1 or module.end_dim != -1:
-            raise ExportError(f"{name}: only Flatten(start_dim=1) can be exported")
-        kwargs = {}
-    elif isinstance(module, nn.Dropout):
-        kwargs = dict(p=module.p)
-    elif isinstance(module, nn.Identity):
-        kwargs = {}
-    else:
-        raise ExportError(
-            f"{name} is a {kind}: structured export handles VGG-style networks only "
-            "(Conv1d/Conv2d/Linear, BatchNorm, ReLU, max/adaptive-average pooling, Flatten, Dropout)"
-        )
-    return {"name": name, "type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}}
-
-
-_LAYER_TYPES = {
-    cls.__name__: cls
-    for cls in (
-        nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool1d, nn.MaxPool2d,
-        nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity,
-    )
-}
-
-
-@register_architecture(SEQUENTIAL_ARCH)
-def sequential(layers: list[dict], **_descriptive) -> nn.Sequential:
-    """Rebuild a (nested) ``nn.Sequential`` from ``layer_spec`` entries; dotted names nest.
-
-    ``features.conv1`` becomes child ``conv1`` of child ``features``, so the exported model keeps
-    the original layer names (heatmaps and reports still line up).
-    """
-    tree: OrderedDict = OrderedDict()
-    for spec in layers:
-        kind = spec["type"]
-        if kind not in _LAYER_TYPES:
-            raise ModelFileError(f"unknown layer type {kind!r} in a structured model file")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
-        node = tree
-        *parents, leaf = spec["name"].split(".")
-        for part in parents:
-            node = node.setdefault(part, OrderedDict())
-        node[leaf] = _LAYER_TYPES[kind](**kwargs)
-
-    def to_module(node):
-        return nn.Sequential(OrderedDict((k, to_module(v) if isinstance(v, OrderedDict) else v) for k, v in node.items()))
-
-    return to_module(tree)
-
-
-def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The leaf layers of nested ``nn.Sequential`` containers, in execution order."""
-    if not isinstance(model, nn.Sequential):
-        raise ExportError(
-            f"structured export handles VGG-style nn.Sequential networks only, not a {type(model).__name__}; "
-            "save it as masked or sparse instead"
-        )
-    leaves = []
-
-    def walk(prefix: str, module: nn.Module):
-        for name, child in module.named_children():
-            full = f"{prefix}{name}"
-            if isinstance(child, nn.Sequential):
-                walk(full + ".", child)
-            else:
-                leaves.append((full, child))
-
-    walk("", model)
-    return leaves
 
 
 def check_exportable(model: nn.Module) -> None:
@@ -165,65 +58,11 @@ def check_exportable(model: nn.Module) -> None:
     leaves = sequential_leaves(model)
     for name, module in leaves:
         layer_spec(name, module)
-    if not any(isinstance(m, _PRUNABLE) for _, m in leaves):
+    if not any(isinstance(m, PRUNABLE_LAYERS) for _, m in leaves):
         raise ExportError("the network has no Conv/Linear layer to export")
 
 
 # ----------------------------------------------------------------------------- structured export
-class _BorderFold:
-    """Adds the output of removed constant input channels to a zero-padded convolution.
-
-    A removed channel that emitted the constant ``c`` contributed ``c * sum(kernel taps that land
-    inside the input)`` -- the same everywhere except at the borders, where padding zeros replace
-    it. That map is ``conv(ones, folded_kernel)``: computed once per input size and cached, so the
-    exact fold costs nothing per call.
-    """
-
-    def _init_fold(self):
-        self.register_buffer("folded_kernel", torch.zeros(self.out_channels, 1, *self.kernel_size))
-        self._fold_cache: dict = {}
-
-    def _kernel_stamp(self):
-        try:
-            return self.folded_kernel._version
-        except RuntimeError:  # an inference tensor (built under inference_mode) keeps no version
-            return None
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._fold_cache = {}
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _fold_map(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape[2:]), x.dtype, x.device, self.folded_kernel.data_ptr(), self._kernel_stamp())
-        cached = self._fold_cache.get(key)
-        if cached is None:
-            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in any mode
-                ones = torch.ones(1, 1, *x.shape[2:], dtype=x.dtype, device=x.device)
-                kernel = self.folded_kernel.to(x.dtype)
-                cached = self._conv_forward(ones, kernel, None)
-            self._fold_cache = {key: cached}
-        return cached
-
-    def forward(self, x):
-        return super().forward(x) + self._fold_map(x)
-
-
-class FoldedConv1d(_BorderFold, nn.Conv1d):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_fold()
-
-
-class FoldedConv2d(_BorderFold, nn.Conv2d):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_fold()
-
-
-_LAYER_TYPES.update({"FoldedConv1d": FoldedConv1d, "FoldedConv2d": FoldedConv2d})
-_FOLDED = {nn.Conv1d: "FoldedConv1d", nn.Conv2d: "FoldedConv2d"}
-
-
 @dataclass
 class StructuredExport:
     """A physically smaller model equivalent to a pruned one."""
@@ -249,7 +88,7 @@ def _propagate_constant(values: torch.Tensor, ops: list[nn.Module]) -> torch.Ten
     """Per-channel constants after the channel-wise layers between two prunable layers (eval mode)."""
     out = values.clone()
     for op in ops:
-        if isinstance(op, _NORMS):
+        if isinstance(op, NORM_LAYERS):
             scale = (op.running_var + op.eps).rsqrt()
             if op.affine:
                 scale = scale * op.weight
@@ -273,20 +112,20 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     work = make_permanent(_copy(model)).eval()
     leaves = sequential_leaves(work)
     specs = [layer_spec(name, m) for name, m in leaves]
-    prunable = [i for i, (_, m) in enumerate(leaves) if isinstance(m, _PRUNABLE)]
+    prunable = [i for i, (_, m) in enumerate(leaves) if isinstance(m, PRUNABLE_LAYERS)]
     if not prunable:
         raise ExportError("the network has no Conv/Linear layer to export")
 
     keep_out: dict[int, torch.Tensor] = {}  # prunable position -> kept output units
     group_size: dict[int, int] = {}  # successor position -> inputs per unit of its predecessor (Flatten)
     # padded conv position -> kernel of removed constant inputs (an exported model keeps its own)
-    folded_kernel = {i: m.folded_kernel.clone() for i, (_, m) in enumerate(leaves) if isinstance(m, _BorderFold)}
+    folded_kernel = {i: m.folded_kernel.clone() for i, (_, m) in enumerate(leaves) if isinstance(m, BorderFold)}
     for p, q in zip(prunable, prunable[1:]):
         layer, nxt = leaves[p][1], leaves[q][1]
         between = [m for _, m in leaves[p + 1 : q]]
         n_units = layer.weight.shape[0]
-        if isinstance(nxt, _CONV):
-            if not isinstance(layer, _CONV):
+        if isinstance(nxt, CONV_LAYERS):
+            if not isinstance(layer, CONV_LAYERS):
                 raise ExportError(f"{leaves[q][0]}: a convolution after a linear layer cannot be exported")
             group = 1
         else:
@@ -312,15 +151,15 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
         contribution = w_next * constants.reshape(1, -1, 1)  # (out, unit, taps)
         if not bool(contribution.ne(0).any()):
             continue
-        if isinstance(nxt, _CONV) and _padded(nxt):
+        if isinstance(nxt, CONV_LAYERS) and _padded(nxt):
             kernel = contribution.sum(1).reshape(nxt.weight.shape[0], 1, *nxt.weight.shape[2:])
             folded_kernel[q] = folded_kernel[q] + kernel if q in folded_kernel else kernel
-            specs[q]["type"] = _FOLDED[type(nxt)]
+            specs[q]["type"] = FOLDED_NAME[type(nxt)]
             continue
         delta = contribution.sum((1, 2))  # exact: every output sees every tap
         if nxt.bias is not None:
             nxt.bias.add_(delta)
-        elif q + 1 < len(leaves) and isinstance(leaves[q + 1][1], _NORMS):
+        elif q + 1 < len(leaves) and isinstance(leaves[q + 1][1], NORM_LAYERS):
             leaves[q + 1][1].running_mean.sub_(delta)  # BN(y + d) == BN with mean - d
         else:
             nxt.bias = nn.Parameter(delta.clone())
@@ -331,7 +170,7 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     in_index: torch.Tensor | None = None  # kept inputs of the next prunable layer (None: all)
     for pos, (name, module) in enumerate(leaves):
         spec = specs[pos]
-        if isinstance(module, _PRUNABLE):
+        if isinstance(module, PRUNABLE_LAYERS):
             n_out = module.weight.shape[0]
             out_index = keep_out.get(pos, torch.arange(n_out))
             weight = module.weight
@@ -340,7 +179,7 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
                 cols = (in_index.reshape(-1, 1) * group + torch.arange(group)).flatten()
                 weight = weight.index_select(1, cols)
             weight = weight.index_select(0, out_index)
-            conv = isinstance(module, _CONV)
+            conv = isinstance(module, CONV_LAYERS)
             spec["kwargs"]["in_channels" if conv else "in_features"] = weight.shape[1]
             spec["kwargs"]["out_channels" if conv else "out_features"] = weight.shape[0]
             state[f"{name}.weight"] = weight.contiguous()
@@ -350,7 +189,7 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
                 state[f"{name}.folded_kernel"] = folded_kernel[pos].index_select(0, out_index).contiguous()
             widths[name] = (n_out, weight.shape[0])
             in_index = out_index
-        elif isinstance(module, _NORMS):
+        elif isinstance(module, NORM_LAYERS):
             index = in_index if in_index is not None else torch.arange(module.num_features)
             for key in ("weight", "bias", "running_mean", "running_var"):
                 tensor = getattr(module, key)
@@ -362,86 +201,10 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     if config:  # keep the descriptive fields other code reads (n_classes, input layout)
         config_out.update({k: config[k] for k in ("n_classes", "in_channels", "dims") if k in config})
     config_out = json.loads(json.dumps(config_out))
-    exported = sequential(**config_out)
+    exported = build_model(config_out)
     exported.load_state_dict(state)
     exported.eval()
     return StructuredExport(exported, config_out, widths, [leaves[q][0] for q in folded_kernel])
-
-
-# ----------------------------------------------------------------------------- sparse files
-def effective_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """State dict with masks folded in, and the parameter names that carried a pruning mask."""
-    masked = []
-    for module_name, module in model.named_modules():
-        for key in list(module._buffers):
-            if key.endswith("_mask"):
-                masked.append(f"{module_name}.{key[: -len('_mask')]}" if module_name else key[: -len("_mask")])
-    plain = make_permanent(_copy(model))
-    return {k: v.detach().clone() for k, v in plain.state_dict().items()}, sorted(masked)
-
-
-def encode_sparse(tensor: torch.Tensor) -> dict[str, Any] | None:
-    """Bitmask (1 bit per entry) + nonzero values, or None where dense storage is smaller."""
-    if not tensor.is_floating_point() or tensor.numel() < 64:
-        return None
-    flat = tensor.detach().reshape(-1)
-    nonzero = flat.ne(0)
-    n_values = int(nonzero.sum())
-    sparse_bytes = math.ceil(flat.numel() / 8) + n_values * flat.element_size()
-    if sparse_bytes >= flat.numel() * flat.element_size():
-        return None
-    bits = np.packbits(nonzero.numpy())
-    return {"shape": list(tensor.shape), "bitmask": torch.from_numpy(bits), "values": flat[nonzero].clone()}
-
-
-def decode_sparse(entry: dict[str, Any]) -> torch.Tensor:
-    shape = [int(s) for s in entry["shape"]]
-    numel = math.prod(shape)
-    nonzero = torch.from_numpy(np.unpackbits(entry["bitmask"].numpy(), count=numel).astype(bool))
-    values = entry["values"]
-    if int(nonzero.sum()) != values.numel():
-        raise ModelFileError("sparse model file is corrupt: bitmask and values disagree")
-    out = torch.zeros(numel, dtype=values.dtype)
-    out[nonzero] = values
-    return out.reshape(shape)
-
-
-def sparse_payload(model: nn.Module, config: dict, card: dict | None = None) -> dict[str, Any]:
-    """A weights-only payload: sparse entries for pruned weights, dense for the rest."""
-    state, masked = effective_state(model)
-    dense, sparse = {}, {}
-    for key, tensor in state.items():
-        entry = encode_sparse(tensor)
-        if entry is None:
-            dense[key] = tensor
-        else:
-            sparse[key] = entry
-    return {
-        "format": SPARSE_FORMAT,
-        "config": config,
-        "card": json.loads(json.dumps(card or {})),
-        "dense": dense,
-        "sparse": sparse,
-        "masked": masked,
-    }
-
-
-def state_from_sparse_payload(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Rebuild a state dict laid out like a masked bundle's (``weight_orig`` + ``weight_mask``)."""
-    try:
-        state = dict(payload["dense"])
-        for key, entry in payload["sparse"].items():
-            state[key] = decode_sparse(entry)
-    except ModelFileError:
-        raise
-    except Exception as exc:  # a hand-made or truncated payload
-        raise ModelFileError(f"sparse model file is corrupt ({type(exc).__name__}: {str(exc)[:120]})") from None
-    for key in payload.get("masked", []):
-        if key in state:
-            value = state.pop(key)
-            state[key + "_orig"] = value
-            state[key + "_mask"] = value.ne(0).to(value.dtype)
-    return state
 
 
 # ----------------------------------------------------------------------------- saving
@@ -475,8 +238,6 @@ def measure_speedup(dense: nn.Module, exported: nn.Module, x: torch.Tensor, *, r
 
 def personalized_payload(model: nn.Module, config: dict, card: dict | None, format: str) -> tuple[Any, StructuredExport | None]:
     """What ``torch.save`` writes for ``format`` (and the export, for the structured format)."""
-    from fineprune.engine.bundle import BUNDLE_FORMAT
-
     card = dict(card or {})
     if _check_format(format) == "sparse":
         return sparse_payload(model, config, {**card, "file_format": "sparse"}), None
