@@ -147,21 +147,43 @@ def cmd_personalize(args) -> int:
     return 0
 
 
+def test_accuracy_of(card: dict) -> str:
+    """The general model's accuracy on its held-out test data, as its card records it."""
+    value = card.get("test_accuracy", (card.get("held_out") or {}).get("accuracy"))
+    if value is None:
+        return "n/a"
+    where = card.get("test_split") or (card.get("held_out") or {}).get("split") or "its test split"
+    return f"{float(value):.1%} on {where.split(';')[0]}"
+
+
+def describe_model(name: str, bundle) -> None:
+    card = bundle.card
+    n_params = sum(p.numel() for p in bundle.model.parameters())
+    print(f"{name}: {card.get('description', card.get('name', name))}")
+    classes = bundle.classes
+    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} classes)" if len(classes) > 20 else "")
+    print(f"  classes: {shown}")
+    print(f"  domain:  {bundle.domain}; input: {card.get('input_format') or json.dumps(card.get('input', {}))}")
+    print(f"  params:  {n_params:,}; test accuracy: {test_accuracy_of(card)}")
+    if card.get("personalized"):
+        report = card.get("prune_report") or {}
+        print(f"  personalized from {card.get('base_model', '?')}: sparsity {report.get('sparsity', float('nan')):.1%} "
+              f"({report.get('criterion', '?')}, {report.get('n_unlabeled', '?')} unlabeled files)")
+
+
 def cmd_info(args) -> int:
     from fineprune.registry import SHIPPED_MODELS, available_shipped_models, load_model
 
+    if args.models:  # a saved model file (e.g. one exported from the Studio) or a model name
+        for spec in args.models:
+            describe_model(spec, load_model(spec))
+        return 0
     available = available_shipped_models()
     for name in SHIPPED_MODELS:
         if name not in available:
             print(f"{name}: not shipped in this checkout (assets/{SHIPPED_MODELS[name]} missing)")
             continue
-        bundle = load_model(name)
-        card = bundle.card
-        n_params = sum(p.numel() for p in bundle.model.parameters())
-        print(f"{name}: {card.get('description', card.get('name', name))}")
-        print(f"  classes: {', '.join(bundle.classes)}")
-        print(f"  input:   {card.get('input_format') or json.dumps(card.get('input', {}))}")
-        print(f"  params:  {n_params:,}; test accuracy: {card.get('test_accuracy', 'n/a')}")
+        describe_model(name, load_model(name))
     print("also: torchvision:resnet50, torchvision:mobilenet_v2 (where torchvision and its weights are available), or a saved model path")
     return 0
 
@@ -211,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pruning), structured (pruned channels removed: smaller and faster; use with --criterion channel)",
     )
     p.add_argument("--report", help="write the JSON report to this file")
-    sub.add_parser("info", help="list the shipped models, their classes and input format")
+    p = sub.add_parser("info", help="list the shipped models (or describe saved model files): classes, input format, accuracy")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="a saved model file or a model name (default: every shipped model)")
     sub.add_parser("train", help="train a general model: train {voice,face} ...", add_help=False)
     sub.add_parser("bench", help="run a benchmark: bench {fsdd,face,imagenet,perf} ...", add_help=False)
     return parser
