@@ -1,7 +1,9 @@
 """Plotly figures for the Studio: pure functions (data in, ``go.Figure`` out), no streamlit.
 
-Every figure has a title and labelled axes with units, and a font big enough for a projector.
-``figures_html`` writes figures into one self-contained HTML file (plotly.js inlined, no CDN).
+Every figure has a title and labelled axes with units, and dark text big enough to read from the
+back of a classroom; each carries its own template, fonts and trace colours, so it looks the same in
+the app (drawn with ``theme=None``) and in the exported HTML file. ``figures_html`` writes figures
+into one self-contained HTML file (plotly.js inlined, no CDN).
 """
 from __future__ import annotations
 
@@ -13,32 +15,37 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-FONT = dict(size=16)
+from fineprune.bench.harness import METHOD_LABELS
+
+INK = "#111111"  # chart text: near-black, never Streamlit's light grey
+FONT = dict(size=18, color=INK)
+TICKS = dict(size=16, color=INK)
 PERSON = "#2E7D32"
+MANY_CLASSES = 20  # above this, figures show only the classes that occur (a 1000-class model, one person's few)
 GENERAL = "#1565C0"
 SPARED = "#9E9E9E"
-METHOD_LABELS = {
-    "general": "general model (no adaptation)",
-    "fineprune": "fine-pruning (label-free)",
-    "bn_adapt": "BatchNorm adaptation (label-free)",
-    "prior_em": "class-prior EM (label-free)",
-    "svd": "SVD compression (data-free)",
-    "magnitude": "magnitude pruning (data-free)",
-    "random": "random pruning (control)",
-    "general_energy": "energy from general data (control)",
-    "backprop": "backprop fine-tuning (uses labels)",
-}
+# criteria curves: colour-blind-safe colours, each with its own dash and marker, so overlapping curves
+# stay distinguishable (and keep their colours in the exported HTML)
+SERIES = [("#2E7D32", "solid", "circle"), ("#D55E00", "dash", "square"), ("#0072B2", "dot", "diamond"),
+          ("#CC79A7", "dashdot", "triangle-up"), ("#E69F00", "longdash", "x"), ("#56B4E9", "solid", "cross"),
+          ("#000000", "dot", "star")]
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
     fig.update_layout(
-        title=dict(text=title, font=dict(size=20)),
+        template="plotly_white",
+        title=dict(text=title, font=dict(size=22, color=INK)),
         font=FONT,
         height=height,
-        margin=dict(l=60, r=20, t=60, b=60),
+        margin=dict(l=70, r=30, t=70, b=70),
         xaxis_title=x,
         yaxis_title=y,
+        legend=dict(font=dict(size=16, color=INK)),
     )
+    axes = dict(tickfont=TICKS, title_font=dict(size=18, color=INK), automargin=True, tickangle=0,
+                linecolor="#444444", gridcolor="#D0D0D0")
+    fig.update_xaxes(**axes)
+    fig.update_yaxes(**axes)
     return fig
 
 
@@ -77,15 +84,24 @@ def photo_with_box(gray: np.ndarray, box: tuple[int, int, int, int] | None, *, c
 
 
 def enlarge(crop: np.ndarray, factor: int = 4) -> np.ndarray:
-    """Nearest-neighbour upscaling so a 48x48 crop is visible (what the model sees, pixel for pixel)."""
-    return np.kron(np.asarray(crop, dtype=np.uint8), np.ones((factor, factor), dtype=np.uint8))
+    """Nearest-neighbour upscaling so a 48x48 crop is visible (what the model sees, pixel for pixel);
+    gray (H, W) or colour (H, W, C) crops."""
+    crop = np.asarray(crop, dtype=np.uint8)
+    return crop.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def counts_figure(counts: dict[str, int], title: str = "Clips per class") -> go.Figure:
-    labels = list(counts)
+    labels = list(counts) if len(counts) <= MANY_CLASSES else [k for k, n in counts.items() if n]
     fig = go.Figure(go.Bar(x=labels, y=[counts[k] for k in labels], marker_color=PERSON, text=[counts[k] for k in labels]))
     fig.update_xaxes(type="category")
-    return _layout(fig, title, "class", "clips", height=280)
+    return _slant_long_labels(_layout(fig, title, "class", "clips", height=280), labels)
+
+
+def _slant_long_labels(fig: go.Figure, labels: Sequence[str]) -> go.Figure:
+    """Horizontal tick labels, unless several long ones (object names) would overlap: then slanted."""
+    if len(labels) > 4 and max((len(str(s)) for s in labels), default=0) > 5:
+        fig.update_xaxes(tickangle=-30)
+    return fig
 
 
 # --------------------------------------------------------------------------- results
@@ -94,11 +110,13 @@ def sparsity_figure(layers: Sequence[dict], title: str = "Connections removed pe
     values = [100.0 * r["sparsity"] for r in layers]
     colors = [SPARED if r.get("spared") else PERSON for r in layers]
     text = [("kept dense" if r.get("spared") else f"{v:.0f}%") for r, v in zip(layers, values)]
-    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=text, textposition="outside",
-                           customdata=[r["weights"] for r in layers],
-                           hovertemplate="%{x}: %{y:.1f}% of %{customdata} weights<extra></extra>"))
-    fig.update_yaxes(range=[0, 105])
-    return _layout(fig, title, "layer (input → output)", "weights pruned (%)")
+    # horizontal bars: layer names stay horizontal and readable however many layers there are
+    fig = go.Figure(go.Bar(y=names, x=values, orientation="h", marker_color=colors, text=text, textposition="outside",
+                           textfont=dict(size=16, color=INK), cliponaxis=False, customdata=[r["weights"] for r in layers],
+                           hovertemplate="%{y}: %{x:.1f}% of %{customdata} weights<extra></extra>"))
+    fig.update_xaxes(range=[0, 118])
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _layout(fig, title, "weights pruned (%)", "layer (input at the top)", height=max(320, 110 + 34 * len(layers)))
 
 
 def _energy_matrix(energies, layers: Sequence[str], width: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +146,34 @@ def energy_heatmap(energies, layers: Sequence[str], title: str) -> go.Figure:
                    height=max(300, 60 + 38 * len(layers)))
 
 
+def energy_difference(person, general, layers: Sequence[str], width: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Your energy minus the general data's, per unit: both rows scaled to their own layer maximum
+    first (what the two heatmaps show), so +0.4 means "this unit carries 40 % of the layer's peak
+    more on your data". Returns the values (layers x ``width``) and the unit per cell."""
+    mine, units = _energy_matrix(person, layers, width)
+    theirs, _ = _energy_matrix(general, layers, width)
+    return mine - theirs, units
+
+
+def energy_difference_heatmap(person, general, layers: Sequence[str],
+                              title: str = "Your energy minus general energy") -> go.Figure:
+    """Where your data differs from everyone else's: green units your data drives harder, blue
+    units that only the general data uses (the connections into them are the first cut for you).
+    The colour scale is stretched to the largest difference, so even a small one is visible; the
+    colour bar gives the true values."""
+    z, units = energy_difference(person, general, layers)
+    span = max(0.05, float(np.abs(z).max()) if z.size else 0.05)
+    sizes = {n: len(person[n].out_rms) for n in layers}
+    labels = [f"{n} ({sizes[n]})" for n in layers]
+    fig = go.Figure(go.Heatmap(z=z, y=labels, x=np.linspace(0, 100, z.shape[1]), customdata=units,
+                               colorscale=[[0.0, GENERAL], [0.5, "#FFFFFF"], [1.0, PERSON]], zmin=-span, zmax=span, zmid=0,
+                               colorbar=dict(title=dict(text="yours − general<br>(× layer max)", font=dict(size=13))),
+                               hovertemplate="%{y}: unit %{customdata}, yours − general = %{z:+.2f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    return _layout(fig, title, "unit position in its layer (%); green: used more by you · blue: used more by others",
+                   "layer", height=max(300, 80 + 38 * len(layers)))
+
+
 def layer_energy_figure(person, general, layer: str) -> go.Figure:
     """One layer's units: RMS output energy on the person's data vs general data."""
     p = person[layer].out_rms.detach().float().numpy()
@@ -143,6 +189,9 @@ def layer_energy_figure(person, general, layer: str) -> go.Figure:
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> go.Figure:
     cm = np.asarray(confusion, dtype=float)
+    if len(classes) > MANY_CLASSES:  # only the classes this person said or the model answered
+        keep = np.flatnonzero((cm.sum(0) + cm.sum(1)) > 0)
+        cm, classes = cm[np.ix_(keep, keep)], [classes[i] for i in keep]
     support = cm.sum(1, keepdims=True)
     share = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
     fig = go.Figure(go.Heatmap(z=share, x=list(classes), y=list(classes), colorscale="Blues", zmin=0, zmax=1,
@@ -151,7 +200,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
                                hovertemplate="said %{y}, heard %{x}: %{text}<extra></extra>"))
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category", autorange="reversed")
-    return _layout(fig, title, "predicted class", "true class", height=420)
+    return _slant_long_labels(_layout(fig, title, "predicted class", "true class", height=420), list(classes))
 
 
 def accuracy_curve_figure(points: Sequence[dict], *, current: float | None = None, general_accuracy: float | None = None,
@@ -160,34 +209,50 @@ def accuracy_curve_figure(points: Sequence[dict], *, current: float | None = Non
     fig = go.Figure(go.Scatter(x=[100 * p["sparsity_target"] for p in pts], y=[100 * p["accuracy"] for p in pts],
                                mode="lines+markers", name="fine-pruned", line=dict(color=PERSON, width=3)))
     if general_accuracy is not None and not math.isnan(general_accuracy):
-        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color=GENERAL,
-                      annotation_text="general model", annotation_position="top left")
+        _general_line(fig, general_accuracy, GENERAL)
     if current is not None:
-        fig.add_vline(x=100 * current, line_color="#C62828", annotation_text=f"{100 * current:.0f}%",
-                      annotation_position="bottom right")
+        fig.add_vline(x=100 * current, line_color="#C62828", line_width=2, annotation_text=f"{100 * current:.0f}%",
+                      annotation_position="bottom right", annotation_font=dict(size=16, color="#C62828"))
     fig.update_xaxes(range=[-2, 97])
     fig.update_yaxes(range=[0, 112], tickvals=list(range(0, 101, 20)))
-    return _layout(fig, title, "weights pruned (%)", "accuracy (%)")
+    _legend_below(fig)
+    return _layout(fig, title, "weights pruned (%)", "accuracy (%)", height=420)
+
+
+def _general_line(fig: go.Figure, accuracy: float, color: str) -> None:
+    """The general model's accuracy: a dashed line drawn *above* the curves (a curve that sits on it
+    must not hide it), named in the legend rather than by an annotation that can be clipped."""
+    y = 100 * accuracy
+    fig.add_hline(y=y, line_dash="dash", line_color=color, line_width=3, layer="above", opacity=0.9)
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=color, dash="dash", width=3),
+                             name=f"general model ({y:.0f}%)"))
+
+
+def _legend_below(fig: go.Figure) -> None:
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"))
 
 
 def criteria_figure(rows: Sequence[dict], general_accuracy: float | None = None) -> go.Figure:
     fig = go.Figure()
-    for criterion in dict.fromkeys(r["criterion"] for r in rows):
+    for i, criterion in enumerate(dict.fromkeys(r["criterion"] for r in rows)):
         pts = sorted((r for r in rows if r["criterion"] == criterion), key=lambda r: r["sparsity_target"])
+        color, dash, symbol = SERIES[i % len(SERIES)]
         fig.add_trace(go.Scatter(x=[100 * r["sparsity_target"] for r in pts], y=[100 * r["accuracy"] for r in pts],
-                                 mode="lines+markers", name=criterion))
+                                 mode="lines+markers", name=criterion, line=dict(color=color, dash=dash, width=3),
+                                 marker=dict(color=color, symbol=symbol, size=11)))
     if general_accuracy is not None and not math.isnan(general_accuracy):
-        fig.add_hline(y=100 * general_accuracy, line_dash="dash", line_color="black", annotation_text="general model",
-                      annotation_position="top left")
+        _general_line(fig, general_accuracy, "#444444")
     fig.update_yaxes(range=[0, 112], tickvals=list(range(0, 101, 20)))
-    return _layout(fig, "Criteria compared: accuracy vs sparsity", "weights pruned (%)", "accuracy (%)", height=420)
+    _legend_below(fig)
+    return _layout(fig, "Criteria compared: accuracy vs sparsity", "weights pruned (%)", "accuracy (%)", height=460)
 
 
 def baselines_figure(rows: Sequence[dict]) -> go.Figure:
     names = [METHOD_LABELS.get(r["method"], r["method"]) for r in rows]
     colors = ["#EF6C00" if r["uses_labels"] else (PERSON if r["method"] == "fineprune" else GENERAL) for r in rows]
     fig = go.Figure(go.Bar(y=names, x=[100 * r["accuracy"] for r in rows], orientation="h", marker_color=colors,
-                           text=[f"{100 * r['accuracy']:.0f}% · {r['seconds']:.2f} s" for r in rows], textposition="auto"))
+                           text=[f"{100 * r['accuracy']:.0f}% · {r['seconds']:.2f} s" for r in rows], textposition="auto",
+                           textfont=dict(size=16)))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(range=[0, 105])
     return _layout(fig, "Methods compared on your check set (orange: uses labels)", "accuracy (%)", "", height=80 + 45 * len(rows))
@@ -244,6 +309,7 @@ def figures_html(figures: Sequence[tuple[str, go.Figure]], title: str = "Fine-Pr
              f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'><h1>{html.escape(title)}</h1>"]
     for i, (heading, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), include_mathjax=False))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
+                                 default_width="100%", config={"responsive": True, "displaylogo": False}))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -9,8 +9,8 @@ FER2013 has no subject identities, so "individuals" are defined two honest ways:
   through one consistent camera/lighting transform per person: light from one side, gamma,
   contrast/brightness (a colour cast becomes this once converted to gray), blur, sensor noise, a
   slight rotation and a lower capture resolution, applied to the 48x48 crop *before* the
-  product's normalisation (which blurs to the training resolution and equalises, so part of
-  each condition is absorbed before the model sees it).
+  product's normalisation (which equalises, so part of each condition is absorbed before the
+  model sees it).
 
 For every individual the unlabeled adaptation images and the labelled test images are disjoint;
 only ``backprop`` sees adaptation labels. Methods and controls come from
@@ -19,7 +19,8 @@ only ``backprop`` sees adaptation labels. Methods and controls come from
 rarely predicts on the person's unlabeled images are pruned; nothing else) -- and the default
 with/without it, to test whether *that* is where the class-subset gain comes from. The face
 card's ``prune_defaults`` are chosen (``--select-defaults``) on individuals built from the
-validation split (10% of FER2013 train, unseen in training), never on the test split.
+validation split (10% of FER2013 train, unseen in training), never on the test split
+(individuals: ``face_people``; tables and plots: ``face_report``).
 
 Outputs (``--out``, default docs/results/): face_methods.csv, face_summary.csv,
 face_sparsity.csv, face_adapt_size.csv, face_prune_defaults_selection.csv,
@@ -29,253 +30,43 @@ face_crop_calibration.csv and PNG plots (accuracy vs sparsity, vs adaptation ima
 from __future__ import annotations
 
 import argparse
-import csv
-import math
+import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-import cv2
 import numpy as np
 import torch
 
-from fineprune.paths import ASSETS, REPO, SHARED_DATA
-from fineprune.engine.baselines import backprop_finetune, bn_adapt, prior_em
+from fineprune.bench.face_people import DEFAULT_DATA, FULL, QUICK, reported_people, validation_people
+from fineprune.bench.face_report import summarise, write_plots, write_summary_markdown
 from fineprune.bench.harness import Individual, compare_methods, passes_spent, sparsity_curve
-from fineprune.engine.bundle import load_bundle
+from fineprune.bench.tables import write_csv
+from fineprune.domains.face import FACE_INPUT, fer_framing, normalise_crops
+from fineprune.domains.face_training import load_fer2013
+from fineprune.engine.baselines import backprop_finetune, bn_adapt, prior_em
+from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.engine.evaluation import accuracy, count_flops
-from fineprune.domains.face import FACE_INPUT, detect_faces, normalise_crops
-from fineprune.domains.face_training import VAL_FRACTION, load_fer2013, stratified_split
 from fineprune.engine.pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
+from fineprune.paths import ASSETS, REPO
 
-DEFAULT_DATA = SHARED_DATA / "fer2013"
 ANALYSIS_DROP = 0.5  # drop_unused_classes used for the head-only analysis when the card sets none
 
 
-@dataclass
-class Plan:
-    per_k: int  # class-subset individuals per k in (2, 3, 4)
-    n_capture: int  # capture-condition individuals
-    adapt_per_class: int
-    test_per_class: int
-    capture_adapt: int
-    capture_test: int
-    sparsities: tuple[float, ...]
-    adapt_sizes: tuple[int, ...]
-    backprop_epochs: int
-    n_general: int
-    n_calibration: int
-    n_val_individuals: int
-
-
-FULL = Plan(3, 4, 30, 50, 150, 300, (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), (5, 10, 20, 40, 80), 10, 512, 400, 24)
-QUICK = Plan(1, 1, 20, 30, 100, 150, (0.5, 0.8), (10, 40), 3, 128, 100, 9)
-
-
-# ----------------------------------------------------------------------------- individuals
-
-
-def class_subset_individuals(y, n_per_k, adapt_per_class, test_per_class, rng, prefix="subset"):
-    """Individuals who show only k of the 7 expressions; equal images per shown expression.
-
-    Expressions are dealt from shuffled decks of the 7 classes, so every expression is shown by
-    about equally many individuals (a plain random draw can give "disgust" to everyone).
-    """
-    people = []
-    deck: list[int] = []
-    for k in (2, 3, 4):
-        for i in range(n_per_k):
-            classes: list[int] = []
-            while len(classes) < k:
-                fresh = [j for j in range(len(deck)) if deck[j] not in classes]
-                if not fresh:  # only repeats left: put a new shuffled deck underneath
-                    deck = [int(c) for c in rng.permutation(7)] + deck
-                    continue
-                classes.append(deck.pop(fresh[-1]))
-            classes = np.sort(classes)
-            adapt_idx, test_idx = [], []
-            for c in classes:
-                idx = rng.permutation(np.flatnonzero(y == c))
-                need = adapt_per_class + test_per_class
-                if len(idx) < need:  # only "disgust" is this rare; keep the 40/60 proportion
-                    cut = int(len(idx) * adapt_per_class / need)
-                    adapt_idx.append(idx[:cut]), test_idx.append(idx[cut:])
-                else:
-                    adapt_idx.append(idx[:adapt_per_class]), test_idx.append(idx[adapt_per_class:need])
-            a = rng.permutation(np.concatenate(adapt_idx))
-            t = np.concatenate(test_idx)
-            name = f"{prefix}{k}_{i}"
-            people.append((name, k, [int(c) for c in classes], a, t))
-    return people
-
-
-def capture_condition(rng: np.random.Generator) -> dict:
-    """One person's camera and lighting: drawn once, applied to all of their images."""
-    return {
-        "gamma": float(np.exp(rng.uniform(np.log(0.45), np.log(2.2)))),
-        "contrast": float(rng.uniform(0.35, 0.8)),
-        "brightness": float(rng.uniform(-40, 40)),
-        "blur_sigma": float(rng.uniform(0.6, 1.6)),
-        "noise_std": float(rng.uniform(6, 18)),
-        "rotation_deg": float(rng.uniform(-10, 10)),
-        "resolution": float(rng.uniform(0.5, 0.8)),  # captured at this fraction of 48 px, upscaled
-        "side_light": float(rng.uniform(0.3, 0.7)),  # light from one side: brightness ramp across the face
-        "light_angle_deg": float(rng.uniform(0, 360)),
-    }
-
-
-def apply_condition(crops: np.ndarray, cond: dict, rng: np.random.Generator, *, noise_blur_sigma: float = 0.0) -> np.ndarray:
-    """Apply a capture condition to raw uint8 48x48 crops (before the product's normalisation).
-
-    ``noise_blur_sigma``: for crops that already carry the product's blur (FER2013 train crops),
-    the sensor noise is blurred by it, as the product's blur smooths a camera's noise; the caller
-    then skips that blur. Blurring commutes with the linear steps (rotation, blur, resizing), so
-    such crops match sharp crops put through the condition and then the product's blur."""
-    out = []
-    rot = cv2.getRotationMatrix2D((23.5, 23.5), cond["rotation_deg"], 1.0)
-    low = max(8, int(round(48 * cond["resolution"])))
-    yy, xx = np.mgrid[0:48, 0:48] / 47.0 - 0.5
-    angle = math.radians(cond.get("light_angle_deg", 0.0))
-    light = 1.0 + cond.get("side_light", 0.0) * (xx * math.cos(angle) + yy * math.sin(angle)) * 2
-    for img in crops:
-        f = img.astype(np.float32) / 255.0 * light.astype(np.float32)
-        f = np.power(np.clip(f, 0, 1), cond["gamma"])
-        f = (f - 0.5) * cond["contrast"] + 0.5 + cond["brightness"] / 255.0
-        f = cv2.warpAffine(f, rot, (48, 48), borderMode=cv2.BORDER_REPLICATE)
-        f = cv2.GaussianBlur(f, (0, 0), cond["blur_sigma"])
-        f = cv2.resize(cv2.resize(f, (low, low), interpolation=cv2.INTER_AREA), (48, 48), interpolation=cv2.INTER_LINEAR)
-        noise = rng.normal(0, cond["noise_std"], f.shape)
-        if noise_blur_sigma > 0:
-            noise = cv2.GaussianBlur(noise, (0, 0), noise_blur_sigma)
-        f = f * 255.0 + noise
-        out.append(np.clip(np.rint(f), 0, 255).astype(np.uint8))
-    return np.stack(out)
 
 
 # ----------------------------------------------------------------------------- crop calibration
 
 
 def crop_calibration(x_raw: np.ndarray, n: int, rng) -> dict:
-    """Where the Haar cascade puts the face box inside FER2013 crops (scaled to 192 px): the
-    camera-time margin is set so the camera crop frames the face the way FER2013 does."""
+    """Where the Haar cascade puts the face box inside FER2013 crops set in a plain canvas, and how
+    closely the camera path re-cuts them (``fineprune.domains.face.fer_framing``): the camera-time
+    margin is set so the camera crop frames the face the way FER2013 does."""
     idx = rng.choice(len(x_raw), size=min(n, len(x_raw)), replace=False)
-    ratios, cx, cy = [], [], []
-    for i in idx:
-        big = cv2.resize(x_raw[i], (192, 192), interpolation=cv2.INTER_CUBIC)
-        boxes = detect_faces(big)
-        if boxes:
-            bx, by, bw, bh = boxes[0]
-            ratios.append(bw / 192), cx.append((bx + bw / 2) / 192), cy.append((by + bh / 2) / 192)
-    med = float(np.median(ratios)) if ratios else float("nan")
-    return {
-        "n_images": len(idx),
-        "n_detected": len(ratios),
-        "box_over_crop_median": round(med, 4),
-        "box_over_crop_q25": round(float(np.percentile(ratios, 25)), 4) if ratios else None,
-        "box_over_crop_q75": round(float(np.percentile(ratios, 75)), 4) if ratios else None,
-        "box_centre_x_median": round(float(np.median(cx)), 4) if cx else None,
-        "box_centre_y_median": round(float(np.median(cy)), 4) if cy else None,
-        "implied_margin_per_side": round((1 / med - 1) / 2, 4) if ratios else None,
-        "margin_used": FACE_INPUT["face_margin"],
-    }
+    return fer_framing(x_raw[idx])
 
 
-# ----------------------------------------------------------------------------- output helpers
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-
-def plot_lines(path: Path, series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, *, log_x=False) -> bool:
-    """A line chart (PNG via matplotlib); returns False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name, pts in series.items():
-        pts = sorted(p for p in pts if not math.isnan(p[1]))
-        if pts:
-            style = {"linestyle": "--", "color": "gray"} if name in ("general", "general (dense)") else {"marker": "o"}
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
-    if log_x:
-        ax.set_xscale("log")
-        ticks = sorted({p[0] for pts in series.values() for p in pts})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean over individuals of each (type, method): accuracy, gain over general, cost."""
-    general = {(r["type"], r["individual"]): r["accuracy"] for r in rows if r["method"] == "general"}
-    out = []
-    for kind in sorted({r["type"] for r in rows}):
-        for method in dict.fromkeys(r["method"] for r in rows if r["type"] == kind):
-            rs = [r for r in rows if r["type"] == kind and r["method"] == method]
-            gains = [r["accuracy"] - general[(kind, r["individual"])] for r in rs]
-            out.append({
-                "type": kind,
-                "method": method,
-                "uses_labels": rs[0]["uses_labels"],
-                "individuals": len(rs),
-                "accuracy_mean": mean(r["accuracy"] for r in rs),
-                "gain_mean": mean(gains),
-                "gain_min": min(gains),
-                "wins": sum(g > 0 for g in gains),
-                "losses": sum(g < 0 for g in gains),
-                "sparsity_mean": mean(r["sparsity"] for r in rs),
-                "seconds_mean": mean(r["seconds"] for r in rs),
-                "gflops_mean": mean(r["flops"] for r in rs) / 1e9,
-            })
-    return out
-
-
-# ----------------------------------------------------------------------------- main
-
-
-def validation_people(model, card: dict, data: dict, norm: dict, plan: Plan, seed: int) -> list[tuple[str, Individual]]:
-    """Class-subset and capture-condition individuals built from the validation split (10% of
-    FER2013 train, held out from training): every choice the benchmark makes is made on these."""
-    _, val_idx = stratified_split(data["y_train"], VAL_FRACTION, int(card.get("training", {}).get("seed", 0)))
-    x_raw, y = data["x_train"][val_idx], data["y_train"][val_idx].astype(np.int64)
-    x = normalise_crops(x_raw, norm, already_blurred=True)  # train-split crops carry the blur
-    rng = np.random.default_rng(seed + 1)
-    people = []
-    for name, k, classes, a, t in class_subset_individuals(y, plan.n_val_individuals // 3, plan.adapt_per_class,
-                                                            plan.test_per_class, rng, prefix="val_subset"):
-        people.append(("class_subset", Individual(name, x[a], x[t], torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
-    for i in range(plan.n_val_individuals // 3):
-        cond = capture_condition(rng)
-        perm = rng.permutation(len(y))
-        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
-        # the crops already carry the product's blur: blur only the sensor noise and skip the
-        # product's blur, so these individuals match the test-split ones (condition on sharp
-        # crops, then the blur). Blurring them twice made a much blurrier regime than test's.
-        sigma = float(norm.get("blur_sigma") or 0.0)
-        xa = normalise_crops(apply_condition(x_raw[a], cond, rng, noise_blur_sigma=sigma), norm, already_blurred=True)
-        xt = normalise_crops(apply_condition(x_raw[t], cond, rng, noise_blur_sigma=sigma), norm, already_blurred=True)
-        people.append(("capture", Individual(f"val_capture_{i}", xa, xt, torch.from_numpy(y[t]), torch.from_numpy(y[a]))))
-    return people
+# ----------------------------------------------------------------------------- prune_defaults selection
 
 
 def prune_default_candidates(base: PruneSettings) -> dict[str, PruneSettings]:
@@ -332,97 +123,7 @@ def select_prune_defaults(model, people: list[tuple[str, Individual]], candidate
     return max(candidates, key=worst), rows
 
 
-def read_csv(path: Path) -> list[dict]:
-    def parse(v: str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-    with open(path, newline="") as fh:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
-
-def _pivot(rows: list[dict], row_key: str, col_key: str, value: str = "accuracy") -> tuple[list, list, dict]:
-    cols = sorted({r[col_key] for r in rows})
-    table: dict = {}
-    for r in rows:
-        table.setdefault(r[row_key], {}).setdefault(r[col_key], []).append(r[value])
-    return list(table), cols, {k: {c: mean(v) for c, v in row.items()} for k, row in table.items()}
-
-
-def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
-    """docs/results/face_summary.md: the tables RESULTS.md quotes, rebuilt from the CSVs."""
-    methods = read_csv(out_dir / f"{prefix}methods.csv")
-    summary = read_csv(out_dir / f"{prefix}summary.csv")
-    curve = read_csv(out_dir / f"{prefix}sparsity.csv")
-    sizes = read_csv(out_dir / f"{prefix}adapt_size.csv")
-    lines = [f"# Face benchmark tables (`python -m fineprune bench face{' --quick' if 'quick' in prefix else ''}`)", ""]
-    for kind in ("class_subset", "capture"):
-        rows = [r for r in summary if r["type"] == kind]
-        if not rows:
-            continue
-        n = int(rows[0]["individuals"])
-        lines += [f"## {kind.replace('_', '-')} individuals ({n}): methods", "",
-                  "| method | labels | mean accuracy | gain vs general | wins/losses | sparsity | GFLOPs | seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['method']} | {'yes' if r['uses_labels'] == 'True' else 'no'} | {100 * r['accuracy_mean']:.1f} | "
-                         f"{100 * r['gain_mean']:+.1f} | {int(r['wins'])}/{int(r['losses'])} | {r['sparsity_mean']:.0%} | "
-                         f"{r['gflops_mean']:.2f} | {r['seconds_mean']:.2f} |")
-        key = ["general", "fineprune", "fineprune_global_default", "fineprune_no_head", "fineprune_with_head", "head_only",
-               "bn_adapt", "prior_em", "backprop"]
-        people = list(dict.fromkeys(r["individual"] for r in methods if r["type"] == kind))
-        acc = {(r["individual"], r["method"]): r["accuracy"] for r in methods if r["type"] == kind}
-        desc = {r["individual"]: r["description"] for r in methods if r["type"] == kind}
-        present = [m for m in key if any((p, m) in acc for p in people)]
-        lines += ["", "### per individual (test accuracy, %)", "",
-                  "| individual | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
-        for p in people:
-            lines.append(f"| {p} ({desc[p][:60]}) | " + " | ".join(f"{100 * acc[(p, m)]:.1f}" if (p, m) in acc else "" for m in present) + " |")
-        crits, sp, table = _pivot([r for r in curve if r["type"] == kind], "criterion", "sparsity_target")
-        lines += ["", "### accuracy vs sparsity (mean test accuracy, %)", "",
-                  "| criterion | " + " | ".join(f"{s:.0%}" for s in sp) + " |", "|---" * (len(sp) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(f"{100 * table[c][s]:.1f}" for s in sp) + " |" for c in crits]
-        meths, ns, table = _pivot([r for r in sizes if r["type"] == kind], "method", "n_adapt")
-        lines += ["", "### accuracy vs number of adaptation images (mean test accuracy, %; only backprop uses their labels)", "",
-                  "| method | " + " | ".join(f"{int(n)}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
-        lines += [f"| {m} | " + " | ".join(f"{100 * table[m][n]:.1f}" if n in table[m] else "" for n in ns) + " |" for m in meths]
-        lines.append("")
-    for name, key, title in ((f"{prefix}prune_defaults_selection.csv", "candidate", "prune_defaults candidate"),):
-        path = out_dir / name
-        if not path.exists():
-            continue
-        rows = read_csv(path)
-        lines += [f"## validation individuals: {title} (mean gain over general, points)", "",
-                  f"| {key} | class-subset | capture |", "|---|---|---|"]
-        for value in dict.fromkeys(r[key] for r in rows):
-            g = {k: mean(100 * (r["accuracy"] - r["general"]) for r in rows if r[key] == value and r["type"] == k) for k in ("class_subset", "capture")}
-            lines.append(f"| {value} | {g['class_subset']:+.1f} | {g['capture']:+.1f} |")
-        lines.append("")
-    out = out_dir / f"{prefix}summary.md"
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
-def write_plots(out_dir: Path, prefix: str) -> None:
-    """Accuracy vs sparsity and vs adaptation images per individual type, from the CSVs."""
-    methods = read_csv(out_dir / f"{prefix}methods.csv")
-    curve = read_csv(out_dir / f"{prefix}sparsity.csv")
-    sizes = read_csv(out_dir / f"{prefix}adapt_size.csv")
-    for kind in ("class_subset", "capture"):
-        general = [r["accuracy"] for r in methods if r["type"] == kind and r["method"] == "general"]
-        if not general:
-            continue
-        for rows, key, group, stem, xlabel, log_x in (
-            (curve, "sparsity_target", "criterion", "accuracy_vs_sparsity", "sparsity (prunable weights)", False),
-            (sizes, "n_adapt", "method", "accuracy_vs_adapt_size", "adaptation images (labels: backprop only)", True),
-        ):
-            groups, xs, table = _pivot([r for r in rows if r["type"] == kind], group, key)
-            series = {g: [(x, v) for x, v in table[g].items()] for g in groups}
-            series["general (dense)"] = [(x, mean(general)) for x in xs]
-            plot_lines(out_dir / f"{prefix}{kind}_{stem}.png", series,
-                       f"FER2013 {kind.replace('_', '-')} individuals", xlabel, "mean test accuracy", log_x=log_x)
+# ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str]) -> int:
@@ -460,12 +161,12 @@ def main(argv: list[str]) -> int:
     norm = {**FACE_INPUT, **(card.get("input") or {})}
     data = load_fer2013(args.data)
     rng = np.random.default_rng(args.seed)
-    x_test_raw, y_test = data["x_test"], data["y_test"].astype(np.int64)
+    x_test_raw = data["x_test"]
     x_test = normalise_crops(x_test_raw, norm)
     train_counts = np.bincount(data["y_train"], minlength=7)
     train_prior = torch.tensor(train_counts / train_counts.sum(), dtype=torch.float32)
     general_idx = rng.choice(len(data["y_train"]), size=plan.n_general, replace=False)
-    general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm, already_blurred=True)
+    general_x = normalise_crops(data["x_train"][np.sort(general_idx)], norm)
     say(f"model {args.model} (card test accuracy {card.get('test_accuracy')}); settings {settings.to_dict()}")
 
     if args.select_defaults:
@@ -475,20 +176,7 @@ def main(argv: list[str]) -> int:
     write_csv(out_dir / f"{prefix}crop_calibration.csv", [calib])
     say(f"crop calibration: {calib}")
 
-    # --- test-split individuals
-    people = []
-    for name, k, classes, a, t in class_subset_individuals(y_test, plan.per_k, plan.adapt_per_class, plan.test_per_class, rng):
-        ind = Individual(name, x_test[a], x_test[t], torch.from_numpy(y_test[t]), torch.from_numpy(y_test[a]))
-        people.append(("class_subset", k, "/".join(data["classes"][c] for c in classes), ind))
-    cap_rng = np.random.default_rng(args.seed + 2)
-    for i in range(plan.n_capture):
-        cond = capture_condition(cap_rng)
-        perm = cap_rng.permutation(len(y_test))
-        a, t = perm[: plan.capture_adapt], perm[plan.capture_adapt : plan.capture_adapt + plan.capture_test]
-        xa = normalise_crops(apply_condition(x_test_raw[a], cond, cap_rng), norm)
-        xt = normalise_crops(apply_condition(x_test_raw[t], cond, cap_rng), norm)
-        desc = ", ".join(f"{k}={v:.2g}" for k, v in cond.items())
-        people.append(("capture", 7, desc, Individual(f"capture_{i}", xa, xt, torch.from_numpy(y_test[t]), torch.from_numpy(y_test[a]))))
+    people = reported_people(data, x_test, norm, plan, rng, args.seed)
 
     per_example = count_flops(model, x_test[:1])
     method_rows, curve_rows, size_rows = [], [], []
@@ -565,11 +253,7 @@ def main(argv: list[str]) -> int:
 
 def run_default_selection(args, model, card, data, norm, plan, out_dir, prefix, say) -> int:
     """``bench face --select-defaults [--write-card]``: choose card["prune_defaults"] for face."""
-    import json
-
-    from fineprune.engine.bundle import save_bundle
-
-    people = validation_people(model, card, data, norm, plan, args.seed)
+    people = validation_people(card, data, norm, plan, args.seed)
     candidates = prune_default_candidates(DEFAULT_SETTINGS.replace(drop_unused_classes=0.0))
     best, rows = select_prune_defaults(model, people, candidates, say)
     write_csv(out_dir / f"{prefix}prune_defaults_selection.csv", rows)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import sys
 import time
@@ -32,7 +31,10 @@ import numpy as np
 import torch
 
 from fineprune.paths import REPO, SHARED_DATA
+from fineprune.bench.fsdd_report import plot_all, summarize
 from fineprune.bench.harness import Individual, compare_methods, sparsity_curve
+from fineprune.bench.tables import read_csv, write_csv
+from fineprune.engine.baselines import prior_em
 from fineprune.engine.bundle import load_bundle
 from fineprune.engine.evaluation import accuracy
 from fineprune.engine.models import prunable_layers
@@ -47,12 +49,14 @@ from fineprune.domains.voice_training import (
     train_and_save,
 )
 
+
 SPARSITIES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 CURVE_CRITERIA = ("energy", "energy_rms", "channel", "magnitude", "random")
 CLIPS_PER_DIGIT = (1, 2, 5, 10, 20, 45)
 SUBSET_SIZES = (2, 3, 5, 10)
 SUBSETS_PER_SIZE = 2
 SELECTION_SPARSITIES = (0.5, 0.6, 0.7)
+
 
 def candidate_pipelines() -> dict[str, PruneSettings]:
     """Label-free, backprop-free variants the default is chosen from (sparsity set separately)."""
@@ -68,10 +72,12 @@ def candidate_pipelines() -> dict[str, PruneSettings]:
         "energy_rms/layer/all-layers": base.replace(criterion="energy_rms", spare_first=False, spare_last=False),
     }
 
+
 @dataclass
 class Speaker:
     name: str
     clips: ClipSet  # all 500 of the speaker's clips
+
 
 def individual(speaker: Speaker, per_digit: int = 45, digits: tuple[int, ...] | None = None, name: str | None = None) -> Individual:
     """Adaptation = the first ``per_digit`` of takes 5-49 of each digit; test = takes 0-4 + unused takes."""
@@ -87,11 +93,13 @@ def individual(speaker: Speaker, per_digit: int = 45, digits: tuple[int, ...] | 
         adapt_y=c.y[adapt],
     )
 
+
 def general_sample(fsdd: ClipSet, held_out: str, n: int = 450, seed: int = 0) -> torch.Tensor:
     """Clips of the general model's own training speakers: the 'general data' energy control."""
     others = fsdd.without_speaker(held_out)
     idx = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:n]
     return others.x[idx]
+
 
 def ensure_loso_models(data: Path, folder: Path, speakers, epochs: int, log) -> dict[str, Path]:
     paths = {}
@@ -108,15 +116,6 @@ def ensure_loso_models(data: Path, folder: Path, speakers, epochs: int, log) -> 
         paths[speaker] = path
     return paths
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 # --------------------------------------------------------------------------- default selection
 def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings], sparsities) -> list[dict]:
@@ -140,6 +139,7 @@ def selection_rows(model, speaker: Speaker, candidates: dict[str, PruneSettings]
                 }
             )
     return rows
+
 
 def nested_choice(rows: list[dict], general_dev: dict[str, float], min_sparsity: float = 0.5) -> dict[str, dict]:
     """For each speaker, pick (pipeline, sparsity) from the *other* speakers' dev accuracy only.
@@ -165,120 +165,6 @@ def nested_choice(rows: list[dict], general_dev: dict[str, float], min_sparsity:
         choice[held] = {"pipeline": pick[0], "sparsity": pick[1], "mean_dev_gain_on_others": means[pick]}
     return choice
 
-# --------------------------------------------------------------------------- plots
-def plot_all(out: Path, curve: list[dict], clips: list[dict], subsets: list[dict], general: dict[str, float]) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: CSVs written, plots skipped", file=sys.stderr)
-        return []
-    mean_general = float(np.mean(list(general.values())))
-
-    def line_chart(name, rows, group, x_key, *, xlabel, ylabel, title, x_scale=1.0, log_x=False, general_line=False):
-        """One line per ``group`` value: the mean accuracy (%) at every ``x_key`` value."""
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label in dict.fromkeys(r[group] for r in rows):
-            pts = [r for r in rows if r[group] == label]
-            xs = sorted({r[x_key] for r in pts})
-            ys = [100 * np.mean([r["accuracy"] for r in pts if r[x_key] == x]) for x in xs]
-            ax.plot([x_scale * x for x in xs], ys, marker="o", ms=3 if general_line else 6, label=label)
-        if general_line:
-            ax.axhline(100 * mean_general, color="k", ls="--", lw=1, label="general model")
-        if log_x:  # ticks at the measured points, not at powers of ten
-            ax.set_xscale("log")
-            ticks = sorted({x_scale * r[x_key] for r in rows})
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        return name
-
-    return [
-        line_chart("fsdd_sparsity.png", curve, "criterion", "sparsity_target", x_scale=100, general_line=True,
-                   xlabel="sparsity of prunable layers (%)", ylabel="test accuracy (%)",
-                   title="FSDD, mean of held-out speakers (Fig. 3a analog)"),
-        line_chart("fsdd_clips.png", clips, "method", "clips_per_digit", log_x=True,
-                   xlabel="adaptation clips per digit", ylabel="test accuracy (%)", title="Data needed (Fig. 3b analog)"),
-        line_chart("fsdd_subsets.png", subsets, "method", "n_digits", xlabel="digits the individual uses",
-                   ylabel="test accuracy (%, 10-way argmax)", title="Class-subset individuals (Fig. 3c analog)"),
-    ]
-
-# --------------------------------------------------------------------------- summary
-def summarize(methods: list[dict], curve: list[dict], clips: list[dict], subsets: list[dict], choice: dict, settings: PruneSettings, meta: dict, selection: list[dict] | None = None) -> str:
-    speakers = sorted({r["individual"] for r in methods})
-    by = {(r["individual"], r["method"]): r for r in methods}
-    order = [m for m in dict.fromkeys(r["method"] for r in methods)]
-    lines = [f"Default pipeline: `{json.dumps(settings.to_dict())}`", ""]
-    lines.append("| method | " + " | ".join(speakers) + " | mean | >= general | sparsity | GFLOPs | seconds |")
-    lines.append("|---" * (len(speakers) + 6) + "|")
-    for m in order:
-        accs = [by[(s, m)]["accuracy"] for s in speakers if (s, m) in by]
-        if len(accs) != len(speakers):
-            continue
-        wins = sum(by[(s, m)]["accuracy"] >= by[(s, "general")]["accuracy"] - 1e-9 for s in speakers)
-        sp = np.mean([by[(s, m)]["sparsity"] for s in speakers])
-        fl = np.mean([by[(s, m)]["flops"] for s in speakers]) / 1e9
-        sec = np.mean([by[(s, m)]["seconds"] for s in speakers])
-        lines.append(
-            f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | **{100 * np.mean(accs):.1f}** | {wins}/{len(speakers)} | {100 * sp:.0f}% | {fl:.2f} | {sec:.1f} |"
-        )
-    lines += ["", "Accuracy (%) vs sparsity, mean over speakers (Fig. 3a analog):", ""]
-    crits = list(dict.fromkeys(r["criterion"] for r in curve))
-    xs = sorted({r["sparsity_target"] for r in curve})
-    lines.append("| criterion | " + " | ".join(f"{100 * x:.0f}%" for x in xs) + " |")
-    lines.append("|---" * (len(xs) + 1) + "|")
-    for c in crits:
-        lines.append(f"| {c} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in curve if r['criterion'] == c and r['sparsity_target'] == x]):.1f}" for x in xs) + " |")
-    lines += ["", "Accuracy (%) vs adaptation clips per digit (Fig. 3b analog):", ""]
-    ks = sorted({r["clips_per_digit"] for r in clips})
-    lines.append("| method | " + " | ".join(str(k) for k in ks) + " |")
-    lines.append("|---" * (len(ks) + 1) + "|")
-    for m in dict.fromkeys(r["method"] for r in clips):
-        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in clips if r['method'] == m and r['clips_per_digit'] == k]):.1f}" for k in ks) + " |")
-    lines += ["", "Accuracy (%) of individuals using a subset of digits, 10-way argmax (Fig. 3c analog):", ""]
-    ns = sorted({r["n_digits"] for r in subsets})
-    lines.append("| method | " + " | ".join(f"{n} digits" for n in ns) + " |")
-    lines.append("|---" * (len(ns) + 1) + "|")
-    for m in dict.fromkeys(r["method"] for r in subsets):
-        lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean([r['accuracy'] for r in subsets if r['method'] == m and r['n_digits'] == n]):.1f}" for n in ns) + " |")
-    if selection:
-        lines += ["", "Selection grid: mean accuracy (%) over speakers; dev = adaptation takes (labels hidden from the pruner, "
-                  "used only to choose), test = test takes (reported only):", ""]
-        pipes = list(dict.fromkeys(r["pipeline"] for r in selection))
-        sps = sorted({float(r["sparsity_target"]) for r in selection})
-        lines.append("| pipeline | " + " | ".join(f"{100 * x:.0f}% dev / test" for x in sps) + " |")
-        lines.append("|---" * (len(sps) + 1) + "|")
-        for pipe in pipes:
-            cells = []
-            for x in sps:
-                pts = [r for r in selection if r["pipeline"] == pipe and float(r["sparsity_target"]) == x]
-                cells.append(f"{100 * np.mean([float(r['dev_accuracy']) for r in pts]):.1f} / {100 * np.mean([float(r['test_accuracy']) for r in pts]):.1f}")
-            lines.append(f"| {pipe} | " + " | ".join(cells) + " |")
-    if choice:
-        lines += ["", "Nested leave-one-speaker-out choice of the default (from the other speakers' adaptation clips):", ""]
-        lines.append("| held-out speaker | pipeline | sparsity | mean dev gain on the others |")
-        lines.append("|---|---|---|---|")
-        for s, c in choice.items():
-            lines.append(f"| {s} | {c['pipeline']} | {100 * c['sparsity']:.0f}% | {100 * c['mean_dev_gain_on_others']:+.1f} |")
-    lines += ["", f"Run: `{meta['command']}` ({meta['minutes']:.1f} min, torch threads={meta['threads']})."]
-    return "\n".join(lines) + "\n"
-
-def read_csv(path: Path) -> list[dict]:
-    def parse(v: str):
-        if v in ("True", "False"):
-            return v == "True"
-        try:
-            return int(v) if v.lstrip("-").isdigit() else float(v)
-        except ValueError:
-            return v
-
-    with open(path, newline="") as handle:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 def resummarize(out: Path) -> int:
     """Rebuild the summary and plots from a finished run's CSVs (no model is run)."""
@@ -293,8 +179,10 @@ def resummarize(out: Path) -> int:
     print(summary)
     return 0
 
+
 # --------------------------------------------------------------------------- main
 CLASS_USAGE_RATIOS = (0.0, 0.25, 0.5)
+
 
 def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out: Path, log) -> int:
     """Does pruning the output units of unused classes (``drop_unused_classes``) help?
@@ -349,6 +237,7 @@ def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out:
     wins = sum(full[n]["test_accuracy"] >= full[n]["general_test_accuracy"] for n in full)
     print(f"10-digit speakers at least as accurate as the general model: {wins}/{len(full)}")
     return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench fsdd", description=__doc__.split("\n\n")[0])
@@ -445,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
                     subsets.append({**row, "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name})
                 # fine-pruning followed by the label-free class-prior EM (drops digits the person never says)
                 pruned = PruningSweep(model, sub.adapt_x, settings).result_at(settings.sparsity).model
-                from fineprune.engine.baselines import prior_em
-
                 wrapped, _ = prior_em(pruned, sub.adapt_x)
                 # the same without BatchNorm recalibration: a person's few digits skew BN statistics
                 kept_bn = PruningSweep(model, sub.adapt_x, settings.replace(recalibrate_bn="none")).result_at(settings.sparsity).model
@@ -493,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     log("done")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

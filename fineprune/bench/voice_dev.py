@@ -1,0 +1,281 @@
+"""The voice dev set: individuals to *choose* the voice card's defaults on (never to report a test).
+
+    python -m fineprune bench voice_dev [--build-only] [--out docs/results]
+
+Who is in it (``build_dev_set``; every clip is rebuilt deterministically from FSDD and espeak-ng
+with sox, features cached under ``fineprune.paths.CACHE``):
+
+- **FSDD speakers under capture conditions** (``CONDITIONS``): each of the six FSDD speakers
+  through room reverb, pink background noise at 20/10 dB SNR, a phone band (300-3400 Hz), a far
+  laptop microphone (band-limit + reverb + noise), pitch/tempo up and down, plus a clean copy.
+  Each individual adapts on 6 takes per digit drawn from takes 5-49 (60 unlabeled clips) and is
+  scored on takes 0-4 (50 clips). The general model is that speaker's leave-one-speaker-out model
+  (``runs/fsdd/loso_<speaker>.pt``, the ones ``bench fsdd`` trains): it has never heard them.
+- **People who use only some digits**: per FSDD speaker one 3-digit and one 5-digit person
+  (a capture condition each; up to 60 adaptation clips of their digits, test = their takes 0-4).
+- **New synthetic voices** (``DEV_VOICES``): espeak-ng voice+variant pairs that are in neither
+  ``TRAINING_VOICES`` nor ``DEMO_VOICES``, each take with its own speed and pitch, then a capture
+  condition; 6 takes per digit adapt, 4 test (60/40, as a Studio user would). Scored with the
+  shipped model (which was trained on other espeak-ng voices). Two of them also as 4-digit people.
+
+Individuals are grouped by source (``group``: the FSDD speaker or the espeak-ng voice); choices
+made on this set are nested over groups, so no group picks its own settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fineprune.paths import CACHE, REPO, SHARED_DATA
+from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, cache_path
+from fineprune.bench.voice_dev_rules import _acc, general_data, guard_grid, nested_rules, old_card, replay_guard, variant_outputs
+
+
+# --------------------------------------------------------------------------- the benchmark
+OUTPUTS_VERSION = 1
+# The card also rebuilds the output layer from the person's features after pruning (T3A's
+# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size, not tuned). It is not part
+# of the replayed grid: the real pipeline rows (``card_pipeline``) measure it.
+PROTOTYPE_HEAD = 20
+METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "prune_bn", "prune_bn_row", "gradual_bn",
+               "guard_only", "card", "card_magnitude", "card_general_energy")
+
+
+def rule_settings(rule: dict, base=None):
+    """The PruneSettings a guard rule stands for (the voice card's ``prune_defaults``)."""
+    from fineprune.engine.pipeline import PruneSettings
+
+    base = base or PruneSettings(criterion="energy_rms", sparsity=0.5)
+    return base.replace(guard=True, guard_min_entropy_drop=rule["min_entropy_drop"], guard_min_agreement=rule["min_agreement"],
+                        guard_min_information_gain=float(rule.get("min_information_gain", 0.0)),
+                        guard_bn_shift=1.0, guard_drop_min_expected=float(rule["drop_min_expected"]), guard_drop_max_hits=int(rule["drop_max_hits"]),
+                        guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD)
+
+
+def card_defaults(rule: dict) -> dict:
+    """The voice card's ``prune_defaults`` for a guard rule (energy_rms at 50% from DEFAULT_SETTINGS)."""
+    return {"guard": True, "guard_min_entropy_drop": rule["min_entropy_drop"], "guard_min_agreement": rule["min_agreement"],
+            "guard_min_information_gain": rule.get("min_information_gain", 0.0), "guard_bn_shift": 1.0,
+            "guard_drop_min_expected": float(rule["drop_min_expected"]), "guard_drop_max_hits": int(rule["drop_max_hits"]),
+            "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
+            "prototype_head": PROTOTYPE_HEAD}
+
+
+def write_card(rule: dict, model_path: Path | None = None) -> dict:
+    """Store the chosen rule in the shipped voice card: inside ``assets/voice.pt`` (what
+    ``load_model`` reads) and in ``assets/voice.json`` beside it. The weights are not touched."""
+    from fineprune.engine.bundle import load_bundle, save_bundle
+    from fineprune.registry import shipped_model_path
+
+    model_path = Path(model_path or shipped_model_path("voice"))
+    bundle = load_bundle(model_path)
+    card = dict(bundle.card)
+    card["prune_defaults"] = card_defaults(rule)
+    card["prune_defaults_note"] = (
+        "The label-free guard (fineprune/engine/guard.py) decides per person whether BatchNorm is recalibrated: yes unless "
+        "recalibration raises the mean prediction entropy on the person's clips by more than "
+        f"{-rule['min_entropy_drop']:g} nats, and yes whenever it raises SHOT's information score by >= "
+        f"{rule.get('min_information_gain', 0.0):g}; otherwise the general statistics are kept and only the shift pruning caused is "
+        f"corrected. energy_rms, 50%; then the output layer is rebuilt from the person's own features (T3A prototypes, "
+        f"{PROTOTYPE_HEAD} per class). Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
+        "the shipped demo individuals included; never on test clips). See docs/RESULTS.md, 'The guard'.")
+    save_bundle(model_path, bundle.model, bundle.config, card)
+    model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def demo_people() -> list[DevIndividual]:
+    from fineprune.person.demo import demo_individuals, demo_split, load_demo
+    from fineprune.registry import load_model
+
+    card = load_model("voice").card
+    people = []
+    for name in demo_individuals("voice"):
+        rec = load_demo("voice", name, card, card["classes"])
+        d = rec.person_data(demo_split(rec))
+        people.append(DevIndividual(f"demo:{name}", d.adapt_x, d.check_x, d.check_y, None, group=f"demo:{name}", model_key="shipped",
+                                    kind="demo", condition="shipped"))
+    return people
+
+
+def loso_people(fsdd, speakers) -> list[DevIndividual]:
+    from fineprune.bench.fsdd import Speaker, individual
+
+    people = []
+    for s in speakers:
+        p = individual(Speaker(s, fsdd.of_speaker(s)))
+        people.append(DevIndividual(f"loso:{s}", p.adapt_x, p.test_x, p.test_y, p.adapt_y, group=f"fsdd:{s}", model_key=f"loso:{s}",
+                                    kind="loso450", condition="clean"))
+    return people
+
+
+def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
+    from fineprune.bench.tables import markdown_table
+
+    kinds = [k for k in ("capture", "subset", "synthetic", "demo", "loso450") if any(r["kind"] == k for r in rows)]
+    by = {}
+    for r in rows:
+        by.setdefault((r["individual"]), {})[r["method"]] = r
+    people = list(by)
+    lines = [f"# Voice dev set ({len(people)} individuals)", "", f"`{meta['command']}` ({meta['minutes']:.0f} min). "
+             "Mean test accuracy (%) per kind of individual; `lose>1` = individuals losing more than one test clip "
+             "to the general model. `card` = the guarded pipeline with the rule chosen nested (per group, on the "
+             "other groups; `card_pipeline`: the shipped pipeline run for real with the rule chosen on all of them; "
+             "the shipped demo individuals included in the dev set; the 450-clip LOSO rows never choose).", ""]
+    header = ["method"] + [f"{k} (n={sum(1 for p in people if next(iter(by[p].values()))['kind'] == k)})" for k in kinds] + ["all dev", "lose>1 (dev / LOSO / demo)"]
+    body = []
+    for m in METHOD_ROWS + ("card_pipeline", "card_pipeline_dense"):
+        cells = [m]
+        for k in kinds:
+            accs = [by[p][m]["accuracy"] for p in people if m in by[p] and by[p][m]["kind"] == k]
+            cells.append(f"{100 * np.mean(accs):.1f}" if accs else "")
+        dev = [by[p][m] for p in people if m in by[p] and by[p][m]["kind"] in ("capture", "subset", "synthetic")]
+        cells.append(f"{100 * np.mean([r['accuracy'] for r in dev]):.1f}")
+        lose = lambda rs: sum(r["lost_clips"] > 1 for r in rs)  # noqa: E731
+        cells.append(f"{lose(dev)} / {lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'loso450'])} / "
+                     f"{lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'demo'])}")
+        body.append(cells)
+    lines += markdown_table(header, body)
+    lines += ["", "Per individual, the guarded card against each alternative (wins / ties / losses in test clips; "
+              "`card_pipeline_dense`: the shipped settings at 0% sparsity):", ""]
+    body = []
+    pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
+    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_dense", "t3a")]
+    for mine, other in pairs:
+        for k in kinds:
+            w = t = l = 0
+            for p in people:
+                if by[p][mine]["kind"] != k or other not in by[p] or mine not in by[p]:
+                    continue
+                d = by[p][mine]["correct"] - by[p][other]["correct"]
+                w, t, l = w + (d > 0), t + (d == 0), l + (d < 0)
+            body.append([mine, other, k, f"{w} / {t} / {l}"])
+    lines += markdown_table(["this", "vs", "kind", "W / T / L"], body)
+    rule = chosen["<all>"]
+    lines += ["", f"Rule chosen on all dev individuals: `{json.dumps(rule)}`; per held-out group it was the same for "
+              f"{sum(v == rule for k, v in chosen.items() if k != '<all>')}/{len(chosen) - 1} groups.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fineprune.bench.fsdd import ensure_loso_models
+    from fineprune.bench.tables import write_csv
+    from fineprune.domains.voice_training import DEFAULT_EPOCHS, FSDD_SPEAKERS, feature_settings, load_fsdd
+    from fineprune.engine.bundle import load_bundle
+    from fineprune.engine.evaluation import predict_logits
+    from fineprune.engine.pipeline import fine_prune
+    from fineprune.registry import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m fineprune bench voice_dev", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(REPO / "docs" / "results"))
+    parser.add_argument("--data", default=str(SHARED_DATA / "fsdd"))
+    parser.add_argument("--models", default=str(REPO / "runs" / "fsdd"), help="the LOSO general models (trained when missing)")
+    parser.add_argument("--build-only", action="store_true", help="only build (and cache) the dev set")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="only measure (and cache) individuals whose general model exists; train nothing, write nothing")
+    parser.add_argument("--write-card", action="store_true", help="store the chosen rule in the shipped voice card (assets/voice.pt + .json)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    start = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - start:6.0f}s] {msg}", flush=True)  # noqa: E731
+    data = Path(args.data)
+    if not (data / "recordings").is_dir():
+        print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
+        return 2
+    people = build_dev_set(data, log=log)
+    if args.build_only:
+        log(f"{len(people)} dev individuals cached at {cache_path(data)}")
+        return 0
+    fsdd = load_fsdd(data, feature_settings())
+    if args.measure_only:
+        ready = [s for s in FSDD_SPEAKERS if (Path(args.models) / f"loso_{s}.pt").exists()]
+        paths = {s: Path(args.models) / f"loso_{s}.pt" for s in ready}
+    else:
+        paths = ensure_loso_models(data, Path(args.models), FSDD_SPEAKERS, DEFAULT_EPOCHS, log)
+    people = people + demo_people() + loso_people(fsdd, list(paths))
+    people = [p for p in people if p.model_key == "shipped" or p.model_key.split(":", 1)[1] in paths]
+    models, general = {}, {}
+    store = CACHE / f"voice_dev_outputs_v{OUTPUTS_VERSION}_{cache_path(data).stem[-10:]}.pt"
+    stored = torch.load(store, weights_only=False) if store.exists() else {}
+    records = []
+    for p in people:
+        key = p.model_key
+        if key not in models:
+            models[key] = (load_model("voice").model if key == "shipped" else load_bundle(paths[key.split(":", 1)[1]]).model).eval()
+        if p.name not in stored:
+            if key not in general:
+                general[key] = general_data(key, fsdd)
+            stored[p.name] = variant_outputs(models[key], p, general[key])
+            torch.save(stored, store)
+            log(f"{p.name}: measured")
+        out = stored[p.name]
+        if args.measure_only:
+            continue
+        records.append({"name": p.name, "group": p.group, "kind": p.kind, "person": p, "out": out, "test_y": p.test_y,
+                        "n_test": len(p.test_y), "general": _acc(out["general"][1], p.test_y)})
+    if args.measure_only:
+        log(f"{len(stored)} individuals measured in {store}")
+        return 0
+    # the shipped demo individuals choose too: none of them may be made worse
+    dev = [r for r in records if r["kind"] in ("capture", "subset", "synthetic", "demo")]
+    rules = guard_grid()
+    chosen = nested_rules(dev, rules)
+    log(f"rule on all dev individuals: {chosen['<all>']}")
+    rows = []
+    for r in records:
+        out, y = r["out"], r["test_y"]
+        rule = chosen.get(r["group"], chosen["<all>"])
+        tests = {m: out[m][1] for m in ("general", "bn_adapt", "prior_em", "t3a", "lame", "prune_bn", "prune_bn_row", "gradual_bn")}
+        tests["old_card"] = old_card(out)
+        tests["guard_only"], _ = replay_guard(out, rule, "none")
+        tests["card"], decision = replay_guard(out, rule, "prune")
+        tests["card_magnitude"], _ = replay_guard(out, rule, "magnitude")
+        tests["card_general_energy"], _ = replay_guard(out, rule, "general_energy")
+        for m in METHOD_ROWS:
+            correct = int((tests[m].argmax(1) == y).sum())
+            rows.append({"individual": r["name"], "group": r["group"], "kind": r["kind"], "method": m, "accuracy": correct / len(y),
+                         "correct": correct, "n_test": len(y), "lost_clips": round(r["general"] * len(y)) - correct,
+                         **({"guard_bn": decision["bn"], "guard_dropped": "".join(map(str, decision["dropped"])),
+                             "entropy_drop": round(decision["entropy_drop"], 4), "agreement": round(decision["agreement"], 4)} if m == "card" else {})})
+    # the shipped pipeline itself, with the rule chosen on all dev individuals: without the
+    # prototype head it must equal the replay; with it it is the shipped card, pruned and not
+    mismatches = 0
+    settings = rule_settings(chosen["<all>"])
+    for r in records:
+        p = r["person"]
+        replay, _ = replay_guard(r["out"], chosen["<all>"])
+        for method, s in (("replay_check", settings.replace(prototype_head=0)), ("card_pipeline", settings),
+                          ("card_pipeline_dense", settings.replace(sparsity=0.0))):
+            result = fine_prune(models[p.model_key], p.adapt_x, s)
+            correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
+            if method == "replay_check":
+                mismatches += correct != int((replay.argmax(1) == p.test_y).sum())
+                continue
+            rows.append({"individual": r["name"], "group": r["group"], "kind": r["kind"], "method": method, "accuracy": correct / len(p.test_y),
+                         "correct": correct, "n_test": len(p.test_y), "lost_clips": round(r["general"] * len(p.test_y)) - correct,
+                         "sparsity": result.report["sparsity"]})
+    log(f"pipeline vs replay: {mismatches} individuals differ")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "voice_dev_methods.csv", rows)
+    meta = {"command": "python -m fineprune bench voice_dev", "minutes": (time.perf_counter() - start) / 60, "rule": chosen["<all>"],
+            "nested_rules": chosen, "pipeline_replay_mismatches": mismatches}
+    (out_dir / "voice_dev_run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if args.write_card:
+        write_card(chosen["<all>"])
+        log("wrote the rule into the shipped voice card")
+    summary = summarize(rows, chosen, meta)
+    (out_dir / "voice_dev_summary.md").write_text(summary)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""The voice dev set's recipe and the guard replay used to choose the voice card's rule."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fineprune.bench import voice_dev_rules as dev_rules
+from fineprune.bench import voice_dev_set as dev_set
+from fineprune.domains.voice_training import DEMO_VOICES, TRAINING_VOICES
+
+
+def test_dev_voices_are_new_to_the_model():
+    assert not set(dev_set.DEV_VOICES.values()) & set(TRAINING_VOICES)
+    assert not set(dev_set.DEV_VOICES.values()) & set(DEMO_VOICES.values())
+    dev_set._check_voices()
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
+@pytest.mark.parametrize("condition", list(dev_set.CONDITIONS))
+def test_every_capture_condition_gives_a_usable_clip(condition):
+    t = np.arange(4000) / 8000
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t) * np.hanning(len(t))).astype(np.float32)
+    out = dev_set.apply_condition(clip, condition, seed=1)
+    assert out.dtype == np.float32 and np.isfinite(out).all() and 0 < np.abs(out).max() <= 1
+    assert np.array_equal(out, dev_set.apply_condition(clip, condition, seed=1)), "deterministic"
+    if dev_set.CONDITIONS[condition][1] is not None:  # noisy conditions add quiet lead-in and tail
+        assert len(out) > len(clip)
+
+
+def _outputs(general_first, recal_first, n_classes=4):
+    """A stored-outputs dict whose adaptation logits pick the given classes."""
+    def logits(first):
+        out = torch.full((len(first), n_classes), -2.0)
+        for i, c in enumerate(first):
+            out[i, c] = 3.0
+        return out
+
+    g, r = logits(general_first), logits(recal_first)
+    test = torch.eye(n_classes)
+    out = {"general": (g, test), "bn_adapt": (r, test * 2)}
+    for prefix in ("prune", "magnitude", "general_energy"):
+        out[f"{prefix}_bn"] = (r, test * 3)
+        out[f"{prefix}_keep"] = (g, test * 4)
+    return out
+
+
+def test_replay_follows_the_guard_rule():
+    out = _outputs([0, 1, 2, 3] * 5, [0, 1, 2, 3] * 5)  # recalibration changes nothing: drop 0, agreement 1
+    rule = {"min_entropy_drop": 0.0, "min_agreement": 0.9, "drop_min_expected": 0, "drop_max_hits": 0}
+    test, d = dev_rules.replay_guard(out, rule)
+    assert d["bn"] and torch.equal(test, out["prune_bn"][1])
+    test, d = dev_rules.replay_guard(out, {**rule, "min_entropy_drop": 0.5})
+    assert not d["bn"] and torch.equal(test, out["prune_keep"][1])
+    test, _ = dev_rules.replay_guard(out, {**rule, "min_entropy_drop": 0.5}, "none")
+    assert torch.equal(test, out["general"][1])
+
+
+def test_replay_drops_classes_like_the_engine():
+    out = _outputs([0, 1] * 10, [0, 1] * 10)  # classes 2, 3 only ever tie for second place
+    rule = {"min_entropy_drop": -9.0, "min_agreement": 0.0, "drop_min_expected": 4, "drop_max_hits": 0}
+    test, d = dev_rules.replay_guard(out, rule)
+    assert set(d["dropped"]) <= {2, 3}
+    assert (test[:, d["dropped"]] < -1e3).all()
+
+
+def test_nested_choice_never_uses_the_held_out_group():
+    y = torch.tensor([0, 1, 2, 3])
+    good = _outputs([0, 1, 2, 3] * 5, [0, 1, 2, 3] * 5)
+    people = [{"group": g, "out": good, "test_y": y, "n_test": 4, "general": 1.0} for g in ("a", "b", "c")]
+    rules = [{"min_entropy_drop": 9.0, "min_agreement": 0.0, "drop_min_expected": 0, "drop_max_hits": 0},
+             {"min_entropy_drop": -9.0, "min_agreement": 0.0, "drop_min_expected": 0, "drop_max_hits": 0}]
+    chosen = dev_rules.nested_rules(people, rules)
+    assert set(chosen) == {"<all>", "a", "b", "c"}
+    assert all(rule in rules for rule in chosen.values())
+    assert dev_rules.score_rule(people, rules[0])["losers"] == 0
