@@ -17,6 +17,7 @@ SHIPPED_DOMAINS: dict[str, str] = {
     "generic": "fineprune.domains.generic",
     "voice": "fineprune.domains.voice",
     "face": "fineprune.domains.face",
+    "objects": "fineprune.domains.objects",
     "image": "fineprune.domains.imagenet",
 }
 _REGISTERED: dict[str, Domain] = {}

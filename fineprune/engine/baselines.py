@@ -102,3 +102,131 @@ def prior_em(
         prior = new_prior
     ratio = torch.log(prior.clamp_min(1e-12) / p_train).float()
     return PriorAdjusted(copy.deepcopy(model).eval(), ratio).eval(), prior.float()
+
+
+# --------------------------------------------------------------------------- test-time adaptation
+@torch.no_grad()
+def penultimate(model: nn.Module, data, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input of the output layer, logits) of every example, the model in eval mode."""
+    from fineprune.engine.energy import iter_batches
+
+    head = dict(model.named_modules())[list(prunable_layers(model))[-1]]
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().flatten(1)))
+    was_training = model.training
+    model.eval()
+    logits = []
+    try:
+        for xb in iter_batches(data, batch_size):
+            logits.append(model(xb))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(seen), torch.cat(logits)
+
+
+@torch.no_grad()
+def t3a(model: nn.Module, data, *, filter_k: int = 20, batch_size: int = 256) -> nn.Module:
+    """Label-free T3A (Iwasawa & Matsuo, NeurIPS 2021): the output layer is replaced by class
+    prototypes built from the person's features.
+
+    Supports start as the output layer's (normalised) weight rows; every unlabeled clip's
+    normalised penultimate feature joins the support set of the class the general model predicts
+    for it; per class only the ``filter_k`` supports with the lowest prediction entropy are kept
+    (``filter_k <= 0``: all). The new output weight of class c is the normalised sum of its
+    supports, the bias 0 (T3A's ``z @ normalize(sum supports)``). Without a clip order this equals
+    T3A run over the adaptation clips, then frozen. Returns a copy (same architecture, so it
+    saves, exports and prunes like any model); no gradients.
+    """
+    adapted = copy.deepcopy(model).eval()
+    prototype_head_(adapted, data, filter_k=filter_k, batch_size=batch_size)
+    return adapted
+
+
+@torch.no_grad()
+def prototype_head_(model: nn.Module, data, *, filter_k: int = 20, batch_size: int = 256) -> nn.Module:
+    """T3A's output layer, in place: see ``t3a``. A masked output layer keeps its mask."""
+    adapted = model.eval()
+    head = dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]]
+    w = head.weight.detach().flatten(1)
+    warm_logits = w @ w.T + (head.bias if head.bias is not None else 0)
+    z, logits = penultimate(adapted, data, batch_size)
+    supports = torch.cat([nn.functional.normalize(w, dim=1), nn.functional.normalize(z, dim=1)])
+    all_logits = torch.cat([warm_logits, logits])
+    labels = all_logits.argmax(1)
+    entropy = -(all_logits.softmax(1) * all_logits.log_softmax(1)).sum(1)
+    keep = torch.zeros(len(supports), dtype=torch.bool)
+    for c in range(w.shape[0]):
+        idx = torch.nonzero(labels == c).flatten()
+        if filter_k > 0 and len(idx) > filter_k:
+            idx = idx[entropy[idx].argsort()[:filter_k]]
+        keep[idx] = True
+    onehot = nn.functional.one_hot(labels[keep], w.shape[0]).float()
+    prototypes = nn.functional.normalize(supports[keep].T @ onehot, dim=0).T  # (classes, features)
+    missing = onehot.sum(0) == 0  # a class without supports keeps its own weight row
+    prototypes[missing] = nn.functional.normalize(w, dim=1)[missing]
+    target = head.weight_orig if hasattr(head, "weight_orig") else head.weight  # torch prune keeps the dense weight there
+    target.copy_(prototypes.reshape(target.shape))
+    if hasattr(head, "weight_mask"):
+        head.weight = target * head.weight_mask
+    if head.bias is not None:
+        head.bias.zero_()
+    return adapted
+
+
+def knn_affinity(features: torch.Tensor, knn: int = 5) -> torch.Tensor:
+    """Symmetric kNN affinity of L2-normalised features (LAME's kernel): 1/2 (W + W^T)."""
+    n = len(features)
+    dist = torch.cdist(features, features)
+    k = min(knn + 1, n)
+    index = dist.topk(k, dim=1, largest=False).indices[:, 1:]
+    w = torch.zeros(n, n).scatter_(1, index, 1.0)
+    return 0.5 * (w + w.T)
+
+
+def laplacian_assignments(probs: torch.Tensor, kernel: torch.Tensor, max_steps: int = 100) -> torch.Tensor:
+    """LAME's bound optimisation: Y <- softmax(log p + W Y) until the energy stops changing."""
+    unary = -probs.clamp_min(1e-12).log()
+    y = (-unary).softmax(1)
+    old = float("inf")
+    for i in range(max_steps):
+        pairwise = kernel @ y
+        y = (-unary + pairwise).softmax(1)
+        energy = float((y * (unary - pairwise + y.clamp_min(1e-12).log())).sum())
+        if i > 1 and abs(energy - old) <= 1e-8 * abs(old):
+            break
+        old = energy
+    return y
+
+
+class LameCorrected(nn.Module):
+    """The general model's outputs corrected by LAME over the person's clips plus the batch:
+    each clip's class assignment is pulled towards those of its k nearest neighbours (in the
+    penultimate feature space) among the person's unlabeled clips and the other inputs."""
+
+    def __init__(self, model: nn.Module, support_features: torch.Tensor, support_probs: torch.Tensor, knn: int = 5, max_steps: int = 100):
+        super().__init__()
+        self.model = model
+        self.knn, self.max_steps = knn, max_steps
+        self.register_buffer("support_features", support_features)
+        self.register_buffer("support_probs", support_probs)
+
+    @torch.no_grad()
+    def forward(self, x):
+        z, logits = penultimate(self.model, x, batch_size=max(1, len(x)))
+        feats = torch.cat([self.support_features, nn.functional.normalize(z, dim=1)])
+        probs = torch.cat([self.support_probs, logits.softmax(1)])
+        y = laplacian_assignments(probs, knn_affinity(feats, self.knn), self.max_steps)
+        return y[len(self.support_features):].clamp_min(1e-12).log()
+
+
+@torch.no_grad()
+def lame(model: nn.Module, data, *, knn: int = 5, max_steps: int = 100, batch_size: int = 256) -> LameCorrected:
+    """Label-free LAME (Boudiaf, Mueller, Ben Ayed & Bertinetto, CVPR 2022): the frozen general
+    model's probabilities corrected by Laplacian-regularised maximum likelihood over a kNN graph
+    (k = 5, normalised penultimate features). The graph holds the person's unlabeled clips and
+    the clips being classified, so a test clip is judged together with the person's other clips.
+    No weight changes, no gradients; returns a wrapper (the general model is copied)."""
+    frozen = copy.deepcopy(model).eval()
+    z, logits = penultimate(frozen, data, batch_size)
+    return LameCorrected(frozen, nn.functional.normalize(z, dim=1), logits.softmax(1), knn, max_steps).eval()

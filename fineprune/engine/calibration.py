@@ -117,3 +117,84 @@ def capture_shift(model: nn.Module, data, *, batch_size: int = 64) -> float | No
     mean = sums["total"] / sums["n"]
     std = (first.running_var.double() + first.eps).sqrt()
     return float(((mean - first.running_mean.double()).abs() / std).mean())
+
+
+@torch.no_grad()
+def shift_batchnorm(
+    model: nn.Module,
+    data,
+    reference: dict,
+    *,
+    batch_size: int = 64,
+    blend: float = 1.0,
+    cancel: threading.Event | None = None,
+) -> nn.Module:
+    """Correct BatchNorm statistics for what *pruning* changed, keeping what the general model
+    learnt about the classes (in place; label-free).
+
+    ``reference``: ``{bn_name: BatchNormStats}`` of the person's data through the *unpruned* model
+    (``EnergyRecord.batchnorm``, recorded in the energy pass). In one pass over the person's data
+    through the pruned model, every BatchNorm layer (in order, each seeing inputs already
+    normalised by the corrected layers before it) gets
+
+        mean  <- stored mean + blend * (person mean after pruning - person mean before)
+        var   <- stored var * (person var after pruning / person var before) ** blend
+
+    so the person's data keeps the place in each layer's distribution it had before pruning,
+    where full re-estimation (``recalibrate_batchnorm``) would centre it, erasing the class signal
+    of a person who shows few classes. Layers without a reference keep their statistics.
+    Per batch, each layer normalises with the correction measured on that batch; the stored
+    result averages the corrections over all batches (exact for data in one batch).
+    """
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and n in reference}
+    if not norms:
+        return model
+    stored = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in norms.items()}
+    sums = {n: [torch.zeros_like(m.running_mean, dtype=torch.float64), torch.zeros_like(m.running_var, dtype=torch.float64), 0] for n, m in norms.items()}
+
+    def corrected(name, mean, var):
+        ref = reference[name]
+        base_mean, base_var = stored[name]
+        eps = norms[name].eps
+        new_mean = base_mean + blend * (mean - ref.mean.to(mean.dtype))
+        ratio = (var + eps) / (ref.var.to(var.dtype) + eps)
+        return new_mean, (base_var + eps) * ratio.pow(blend) - eps
+
+    def pre_hook(module, args, name):
+        a_sum, sq_sum, total, n = _channel_reduce(args[0], 1)
+        mean = total / max(1, n)
+        var = (sq_sum / max(1, n) - mean * mean).clamp_min(0)
+        new_mean, new_var = corrected(name, mean.float(), var.float())
+        module.running_mean.copy_(new_mean)
+        module.running_var.copy_(new_var.clamp_min(0))
+        s = sums[name]
+        s[0] += total
+        s[1] += sq_sum
+        s[2] += n
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=n: pre_hook(mod, args, name)) for n, m in norms.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for xb in iter_batches(data, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("cancelled while correcting BatchNorm")
+            model(xb)
+    except BaseException:
+        for n, m in norms.items():
+            m.running_mean.copy_(stored[n][0])
+            m.running_var.copy_(stored[n][1])
+        raise
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for n, m in norms.items():
+        total, sq_sum, count = sums[n]
+        if count:
+            mean = total / count
+            var = (sq_sum / count - mean * mean).clamp_min(0)
+            new_mean, new_var = corrected(n, mean.float(), var.float())
+            m.running_mean.copy_(new_mean)
+            m.running_var.copy_(new_var.clamp_min(0))
+    return model

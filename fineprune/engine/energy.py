@@ -225,7 +225,7 @@ def record_energy(
         result[name] = LayerEnergy(name, i_abs, i_sq, i_mean, o_abs, o_sq, n_examples)
     bn = {}
     for name in norms:
-        if name + ":bn" in acc.sums:
-            _, sq, mean = acc.means(name + ":bn")
-            bn[name] = BatchNormStats(mean, (sq - mean * mean).clamp_min(0), n_examples)
+        if name + ":bn" in acc.sums:  # the variance in float64: E[a^2] - E[a]^2 cancels badly in float32
+            _, sq, mean = acc.sums[name + ":bn"] / max(1, acc.positions[name + ":bn"])
+            bn[name] = BatchNormStats(mean.float(), (sq - mean * mean).clamp_min(0).float(), n_examples)
     return EnergyRecord(result, bn, n_examples, predicted)

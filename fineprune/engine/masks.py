@@ -13,7 +13,28 @@ from torch.nn.utils import prune
 
 from fineprune.errors import ConfigError
 
-SCOPES = ("layer", "row", "global")
+SCOPES = ("layer", "row", "global", "erk")
+
+
+def erk_sparsities(shapes: dict[str, torch.Size], sparsity: float) -> dict[str, float]:
+    """Per-layer sparsities that remove ``sparsity`` of all the weights together, allocated the
+    Erdos-Renyi-kernel way (Evci et al. 2020): a layer keeps a fraction proportional to
+    ``sum(dims) / prod(dims)`` of its weight shape, capped at 1. Small layers (the stem's
+    neighbours, depthwise 3x3 convs with one input channel per group) stay dense or nearly so;
+    the big 1x1 and fully connected layers, which hold most of the weights, give up the most."""
+    sizes = {n: int(torch.Size(sh).numel()) for n, sh in shapes.items()}
+    raw = {n: sum(sh) / sizes[n] for n, sh in shapes.items()}
+    budget = (1.0 - sparsity) * sum(sizes.values())  # weights to keep
+    dense: set[str] = set()
+    while True:
+        rest = [n for n in shapes if n not in dense]
+        scale = (budget - sum(sizes[n] for n in dense)) / max(1e-12, sum(raw[n] * sizes[n] for n in rest))
+        saturated = {n for n in rest if scale * raw[n] > 1.0}
+        if not saturated:
+            break
+        dense |= saturated
+    return {n: 0.0 if n in dense else min(1.0, max(0.0, 1.0 - scale * raw[n])) for n in shapes}
+
 
 
 def check_sparsity(sparsity: float) -> float:
@@ -66,7 +87,7 @@ class RankedScores:
             self._names = names
             self._global_order: torch.Tensor | None = None
         else:
-            # per layer: one ranking; per row: a ranking inside every output unit
+            # per layer (or per layer at its ERK sparsity): one ranking; per row: one inside every output unit
             self._values = {
                 n: s.reshape(s.shape[0], -1).float() if scope == "row" and s.dim() > 1 else s.flatten().float()
                 for n, s in scores.items()
@@ -95,8 +116,9 @@ class RankedScores:
             unit_masks = dict(zip(self._names, torch.split(keep, self._global_sizes)))
         else:
             unit_masks = {}
+            per_layer = erk_sparsities(self.shapes, sparsity) if self.scope == "erk" else {}
             for n, values in self._values.items():
-                k = round(sparsity * values.shape[-1])
+                k = round(per_layer.get(n, sparsity) * values.shape[-1])
                 if self._orders is None:
                     unit_masks[n] = lowest_k_keep(values, k)
                 elif values.dim() == 2:  # per row

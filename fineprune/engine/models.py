@@ -95,3 +95,25 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
         for name, m in model.named_modules()
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
     }
+
+
+@register_architecture("efficientnet_lite")
+def efficientnet_lite(
+    width: float = 1.0,
+    depth: float = 1.0,
+    image_size: int = 224,
+    n_classes: int = 1000,
+    dropout: float = 0.2,
+    drop_connect: float = 0.2,
+) -> nn.Module:
+    """EfficientNet-Lite (PyPI ``efficientnet-lite-pytorch``): MobileNetV2-style inverted residual
+    blocks (1x1 expand, depthwise k x k with ``groups=C``, 1x1 project), ReLU6, BatchNorm, no
+    squeeze-excite. Lite0 is width=depth=1.0 at 224 px. ``image_size`` fixes the TF-style "same"
+    padding, so inputs must be ``image_size`` square. Weights are not loaded here (see
+    ``fineprune.domains.objects.load_objects_model``): a saved personalized model brings its own."""
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import efficientnet_lite as lite_params
+
+    blocks, params = lite_params(width_coefficient=width, depth_coefficient=depth, image_size=image_size,
+                                 dropout_rate=dropout, drop_connect_rate=drop_connect, num_classes=n_classes)
+    return EfficientNet(blocks, params)

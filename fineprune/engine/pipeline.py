@@ -6,12 +6,16 @@ Pipeline (each step optional through ``PruneSettings``):
 3. score every connection of the prunable layers with the chosen criterion,
 4. mask the lowest-scoring fraction (per layer, per output row, or globally),
 5. fold the expected contribution of pruned connections into the bias (bias correction),
-6. recalibrate BatchNorm again, since pruning shifted every downstream statistic.
+6. recalibrate BatchNorm again, since pruning shifted every downstream statistic -- or, with
+   ``bn_shift``, correct the stored statistics by only the shift pruning caused on the person's
+   data (``calibration.shift_batchnorm``), which keeps the class signal of a few-class person.
 7. optionally prune the output units of classes the person hardly uses (``drop_unused_classes``;
    the class shares come from step 2's own predictions).
 Before step 1, the optional same-capture gate (``same_capture_shift``) measures how far the
 person's data sits from the general data and, for a person captured like the training data,
-switches 1 and 6 off and drops classes with ``same_capture_drop`` instead.
+switches 1 and 6 off and drops classes with ``same_capture_drop`` instead. With ``guard`` on, the
+label-free guard (``fineprune.engine.guard``) then decides 1, 6 and 7 for this person from their
+unlabeled clips and says why (``report["guard"]``, ``report["guard_sentences"]``).
 
 ``PruningSweep`` does 1-3 once and derives 4-6 for any sparsity cheaply (slider, curves);
 ``fine_prune`` is one sweep evaluated at one sparsity, so both always agree.
@@ -28,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm
+from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
 from fineprune.engine.energy import EnergyRecord, iter_batches, reiterable, record_energy
 from fineprune.errors import ConfigError, JobCancelled
@@ -53,6 +57,12 @@ class PruneSettings:
     # capture (camera, light); deep ones also encode which classes the person shows.
     recalibrate_bn_depth: int | None = None
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
+    # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
+    # person's statistics (measured against the unpruned model in the energy pass; one more
+    # forward pass). 0 turns it off, 1 applies the full measured shift. Unlike re-estimation
+    # (``recalibrate_bn``) it does not centre the person's data, so the general model's class
+    # evidence survives on a person who shows few of many classes (ImageNet individuals).
+    bn_shift: float = 0.0
     seed: int = 0  # only the "random" criterion draws numbers
     # Output-unit pruning of classes this person does not use (label-free): a class the general
     # model predicts on fewer than ``drop_unused_classes / n_classes`` of the person's clips is
@@ -65,7 +75,31 @@ class PruneSettings:
     # ``same_capture_drop`` instead of ``drop_unused_classes``.
     same_capture_shift: float = 0.0
     same_capture_drop: float = 0.0
+    # The label-free guard (fineprune/engine/guard.py; off by default): per person, from unlabeled
+    # signals only, decide whether BatchNorm is recalibrated (recalibrated model more certain of
+    # the person's clips by >= guard_min_entropy_drop nats and agreeing with the general model on
+    # >= guard_min_agreement of them; otherwise the general statistics are kept and bn_shift =
+    # guard_bn_shift corrects what pruning shifted) and which classes are dropped (only with
+    # >= guard_drop_min_expected clips per class and <= guard_drop_max_hits top-2 hits; 0 turns
+    # the drop off). With the guard on, ``drop_unused_classes`` is not used; report["guard"] says
+    # what was decided and why.
+    guard: bool = False
+    guard_min_entropy_drop: float = 0.0
+    guard_min_agreement: float = 0.0
+    guard_min_information_gain: float = 0.0  # ... or recalibrate when it raises SHOT's information score this much (0: off)
+    guard_bn_shift: float = 1.0
+    guard_drop_min_expected: float = 0.0
+    guard_drop_max_hits: int = 0
+    guard_drop_min_confidence: float = 0.0  # and the model's mean top probability on the clips >= this
+    # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
+    # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
+    # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).
+    # Label-free, backprop-free, one more forward pass.
+    prototype_head: int = 0
     batch_size: int = 64
+
+    def settings_conflict(self) -> bool:
+        return self.bn_shift > 0 and self.recalibrate_bn in ("after", "both")
 
     def replace(self, **changes) -> "PruneSettings":
         return replace(self, **changes)
@@ -78,8 +112,16 @@ class PruneSettings:
         get_criterion(self.criterion)
         if self.recalibrate_bn not in RECALIBRATION_MODES:
             raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
+        if not 0.0 <= self.bn_shift <= 1.0:
+            raise ConfigError(f"bn_shift must be in [0, 1], got {self.bn_shift}")
+        if self.settings_conflict():
+            raise ConfigError("bn_shift and recalibrate_bn 'after'/'both' both set the statistics after pruning: choose one")
         if self.same_capture_shift < 0 or self.same_capture_drop < 0 or self.drop_unused_classes < 0:
             raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
+        if not all(0.0 <= v <= 1.0 for v in (self.guard_bn_shift, self.guard_min_agreement, self.guard_drop_min_confidence)):
+            raise ConfigError("guard_bn_shift, guard_min_agreement and guard_drop_min_confidence must be in [0, 1]")
+        if self.guard_drop_min_expected < 0 or self.guard_drop_max_hits < 0 or self.guard_min_information_gain < 0 or self.prototype_head < 0:
+            raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain and prototype_head must be >= 0")
         depth = self.recalibrate_bn_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
@@ -224,13 +266,22 @@ class PruningSweep:
         # what this person gets: the settings, or their same-capture variant
         self.effective = self.settings.replace(recalibrate_bn="none", drop_unused_classes=self.settings.same_capture_drop) \
             if self.same_capture else self.settings
+        self.guard = recalibrated = None
+        if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
+            from fineprune.engine.guard import decide
+
+            if progress:
+                progress(0.0, "checking which steps suit your data")
+            self.guard, recalibrated = decide(model, self.data, self.effective)
+            self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift)
         s = self.effective
-        self.base = copy.deepcopy(model).eval()  # never touch the caller's model
-        if s.recalibrate_bn in ("before", "both"):
+        self.base = copy.deepcopy(model).eval() if recalibrated is None else recalibrated  # never touch the caller's model
+        if recalibrated is None and s.recalibrate_bn in ("before", "both"):
             if progress:
                 progress(0.0, "recalibrating BatchNorm on your data")
             recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel)
         self.layers = select_layers(self.base, s)
+        self.reference_bn = None  # the person's BatchNorm inputs through the unpruned model (bn_shift)
         criterion = get_criterion(s.criterion)
         self.energies = record_energy(
             self.base,
@@ -248,9 +299,13 @@ class PruningSweep:
         shapes = {n: modules[n].weight.shape for n in self.layers}
         scope = "layer" if criterion.structured and s.scope == "row" else s.scope
         self.ranked = RankedScores(scores, shapes, scope)
+        if s.bn_shift > 0 and energy_data is not None:  # energies from other data: measure the person's own
+            self.reference_bn = record_energy(self.base, self.data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm
         self.output_layer = list(prunable_layers(self.base))[-1]
         self.class_share = self.dropped_classes = None
-        if s.drop_unused_classes > 0:
+        if self.guard is not None:
+            self.dropped_classes = list(self.guard.dropped_classes)
+        elif s.drop_unused_classes > 0:
             # from the (recalibrated) unpruned model: a camera or microphone shift skews the raw
             # general model's predictions, and then classes the person does use look unused.
             # The energy pass over the person's data already made these predictions.
@@ -281,6 +336,17 @@ class PruningSweep:
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
+        if s.bn_shift > 0 and sparsity > 0:
+            if progress:
+                progress(0.75, "correcting BatchNorm for the pruning")
+            reference = self.reference_bn if self.reference_bn is not None else self.energies.batchnorm
+            shift_batchnorm(model, self.data, reference, batch_size=s.batch_size, blend=s.bn_shift, cancel=self.cancel)
+        if s.prototype_head > 0:
+            from fineprune.engine.baselines import prototype_head_
+
+            if progress:
+                progress(0.85, "rebuilding the output layer from your clips")
+            prototype_head_(model, self.data, filter_k=s.prototype_head, batch_size=s.batch_size)
         if self.dropped_classes:
             silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()
@@ -293,6 +359,11 @@ class PruningSweep:
         if self.class_share is not None:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)
+        if self.guard is not None:
+            report["guard"] = self.guard.to_dict()
+            report["guard_sentences"] = self.guard.sentences()
+            report["dropped_classes"] = list(self.dropped_classes)
+            report["effective_settings"] = s.to_dict()
         if progress:
             progress(1.0, "done")
         return PruneResult(model, report, masks, self.energies)

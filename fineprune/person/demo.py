@@ -47,7 +47,7 @@ def load_demo(
         seen: dict[str | None, int] = {}
         kept = []
         for path in sorted(files, key=lambda p: _natural_key(p.name)):
-            label = label_from_name(path.name, classes)
+            label = label_from_name(path.name, classes, card.get("class_aliases"))
             if seen.get(label, 0) < per_label:
                 seen[label] = seen.get(label, 0) + 1
                 kept.append(path)
@@ -61,7 +61,7 @@ def load_demo(
             decoded = decode_input(domain, path.read_bytes(), card, name=path.name)
         except FinePruneError:
             continue  # a shipped file the current model cannot use is simply left out
-        recordings.add(decoded[0], label=label_from_name(path.name, classes), source=f"demo: {name}")
+        recordings.add(decoded[0], label=label_from_name(path.name, classes, card.get("class_aliases")), source=f"demo: {name}")
     if not len(recordings):
         raise InputDataError(f"the demo individual {name!r} has no usable {domain} files")
     return recordings

@@ -211,7 +211,7 @@ def ingest_files(
     for name, data in usable:
         try:
             decoded = decode_input(domain, data, card, split=split, name=PurePosixPath(name).name)
-            named = label_from_name(name, recordings.classes) or label
+            named = label_from_name(name, recordings.classes, card.get("class_aliases")) or label
             labels = [named] if len(decoded) == 1 else [None] * len(decoded)  # pieces of a take: unknown
             added.extend(recordings.add_many(decoded, labels=labels, source=f"{source}: {PurePosixPath(name).name}"))
         except FinePruneError as exc:

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from fineprune.bench.harness import METHODS, USES_LABELS, Individual, compare_methods, sparsity_curve
 from fineprune.engine.energy import EnergyRecord, record_energy
 from fineprune.engine.evaluation import Evaluation, compute_savings, evaluate, layer_positions
 from fineprune.engine.pipeline import PruneResult, PruneSettings, PruningSweep
@@ -26,7 +27,7 @@ from fineprune.person.recordings import UNLABELED, PersonData
 
 def adaptation_notes(report: dict, classes: Sequence[str]) -> list[str]:
     """Plain sentences on what the label-free steps decided for this person (from a pruning report)."""
-    notes = []
+    notes = list(report.get("guard_sentences") or [])  # the guard's own account of each step it decided
     if "same_capture" in report:
         limit = report["settings"]["same_capture_shift"]
         if report["same_capture"]:
@@ -36,7 +37,9 @@ def adaptation_notes(report: dict, classes: Sequence[str]) -> list[str]:
             notes.append(f"Your capture differs from the training data's (capture shift {report['capture_shift']:.3f} "
                          f">= {limit:g}), so BatchNorm was re-measured on your data.")
     dropped = report.get("dropped_classes")
-    if dropped:
+    if "guard_sentences" in report:
+        pass  # the guard's sentences already say which classes went, if any
+    elif dropped:
         names = ", ".join(str(classes[i]) if i < len(classes) else str(i) for i in dropped)
         notes.append(f"Classes the model hardly predicted on your clips were removed from its output: {names}.")
     elif dropped is not None:
@@ -168,7 +171,6 @@ def compare_criteria(
     cancel=None,
 ) -> list[dict]:
     """Accuracy vs sparsity for each criterion (and the general-data control) via the shared harness."""
-    from fineprune.bench.harness import Individual, sparsity_curve
 
     if len(person.check_x) == 0:
         raise InputDataError("the check set is empty: criteria can only be compared on labelled check clips")
@@ -186,7 +188,7 @@ def compare_criteria(
     return rows
 
 
-BASELINE_METHODS = ("general", "fineprune", "bn_adapt", "prior_em", "svd", "magnitude", "random", "general_energy", "backprop")
+BASELINE_METHODS = tuple(sorted(METHODS, key=lambda m: m in USES_LABELS))  # every registered method; label-using ones last
 
 
 def compare_baselines(
@@ -204,7 +206,6 @@ def compare_baselines(
 
     Backprop (the only method that reads labels) trains on the labelled adaptation clips only.
     """
-    from fineprune.bench.harness import USES_LABELS, Individual, compare_methods
 
     if len(person.check_x) == 0:
         raise InputDataError("the check set is empty: methods can only be compared on labelled check clips")

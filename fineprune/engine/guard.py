@@ -1,0 +1,206 @@
+"""The label-free guard: per person, decide from unlabeled signals alone which steps of
+fine-pruning run and how strongly, and say why.
+
+Fine-pruning's steps can hurt a person: BatchNorm recalibration on a few dozen clips can wash out
+a voice the general model already understood, dropping "unused" classes can remove a digit the
+general model mishears, and pruning costs accuracy when it is not compensated. The guard looks
+only at the person's unlabeled clips (never a label) through the general model and the
+recalibrated model, and decides:
+
+1. **BatchNorm recalibration** -- recalibrate when the recalibrated model is *more certain* of
+   the person's clips than the general model (mean prediction entropy falls by at least
+   ``guard_min_entropy_drop`` nats) and still agrees with the general model on at least
+   ``guard_min_agreement`` of the clips -- or when recalibration rescues a model that hears the
+   person as mush: SHOT's information score (entropy of the mean prediction minus mean entropy)
+   rises by at least ``guard_min_information_gain`` (0: this rescue is off). Otherwise the
+   general statistics are kept and, after pruning, only the shift that pruning itself caused is
+   corrected (``bn_shift``).
+2. **Class drop** -- a class is dropped only on strong evidence: the person has enough clips that
+   a class they use would have been expected at least ``guard_drop_min_expected`` times
+   (clips / classes), and the model that will be pruned (the recalibrated one when step 1 runs)
+   ranks the class first *or second* on at most ``guard_drop_max_hits`` of the clips. A digit
+   the general model mishears as another (callum's 8 heard as 6) is still its runner-up, so it
+   stays; a person whose clips show every class keeps every class. The model must also be
+   confident of the person's clips (mean top probability >= ``guard_drop_min_confidence``): a
+   model that hears a noisy capture as mush leaves used classes out of its top two as well.
+3. **Pruning level** -- the card's sparsity (``sparsity``), reported with how the statistics
+   are kept right after pruning (recalibrated again, or shifted by what pruning changed).
+4. **Output layer** -- reported when the settings rebuild it from the person's own features
+   after pruning (``prototype_head``, T3A's prototypes).
+
+``decide`` returns a ``GuardDecision``: the settings this person gets, one entry per step
+(``applied``, the numbers behind it, a plain-language ``why``), and the raw signals.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from fineprune.engine.calibration import recalibrate_batchnorm
+from fineprune.engine.energy import iter_batches
+
+
+@dataclass
+class GuardDecision:
+    recalibrate_bn: str  # the recalibration mode this person gets
+    bn_shift: float  # the post-pruning BatchNorm correction when statistics are kept
+    dropped_classes: list[int]
+    sparsity: float
+    steps: dict[str, dict]  # step -> {"applied": bool, "why": str, ...numbers}
+    signals: dict = field(default_factory=dict)
+    # forward passes over the person's clips the guard spends beyond what the chosen settings
+    # cost anyway (the general model's predictions; a trial recalibration and its predictions)
+    extra_forward_passes: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sentences(self) -> list[str]:
+        """One plain sentence per step, for the CLI report and the Studio."""
+        return [f"{name.replace('_', ' ')}: {'yes' if step['applied'] else 'no'} -- {step['why']}" for name, step in self.steps.items()]
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, data, batch_size: int) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(xb) for xb in iter_batches(data, batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    return float(-(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean())
+
+
+def information(logits: torch.Tensor) -> float:
+    """SHOT's information-maximisation score: entropy of the mean prediction (the clips spread
+    over classes) minus the mean entropy (each clip answered with certainty). High when the model
+    gives confident *and* varied answers; a model that hears everything as one or two classes
+    scores low."""
+    mean = logits.softmax(1).mean(0)
+    return float(-(mean * mean.clamp_min(1e-12).log()).sum()) - mean_entropy(logits)
+
+
+def top2_hits(logits: torch.Tensor) -> torch.Tensor:
+    """Per class: on how many clips it is the first or second choice."""
+    top = logits.topk(min(2, logits.shape[1]), dim=1).indices
+    return torch.bincount(top.flatten(), minlength=logits.shape[1])
+
+
+def strong_unused_classes(logits: torch.Tensor, *, min_expected: float, max_hits: int, min_confidence: float = 0.0) -> tuple[list[int], dict]:
+    """Classes with strong evidence of not being used (see the module docstring), and why.
+
+    ``min_confidence``: the model's mean top probability on the person's clips must reach it --
+    a model that hears a noisy capture as mush leaves used classes out of its top two too."""
+    n, k = logits.shape
+    expected = n / k
+    hits = top2_hits(logits)
+    confidence = float(logits.softmax(1).max(1).values.mean())
+    info = {"clips": n, "expected_per_class": round(expected, 2), "top2_hits": [int(h) for h in hits],
+            "confidence": round(confidence, 4)}
+    if expected < min_expected or confidence < min_confidence:
+        return [], info
+    dropped = [int(c) for c in torch.nonzero(hits <= max_hits).flatten()]
+    keep_top = int(torch.bincount(logits.argmax(1), minlength=k).argmax())
+    return [c for c in dropped if c != keep_top], info
+
+
+def decide(model: nn.Module, data, settings, *, batch_size: int | None = None) -> tuple[GuardDecision, nn.Module | None]:
+    """The guard's decision for this person, plus the recalibrated model when it was built (so
+    the pipeline need not recalibrate twice). ``settings``: a ``PruneSettings`` with ``guard``."""
+    batch_size = batch_size or settings.batch_size
+    general = _logits(model, data, batch_size)
+    n, k = general.shape
+    h_general = mean_entropy(general)
+    signals = {"clips": n, "general_entropy": round(h_general, 4),
+               "general_confidence": round(float(general.softmax(1).max(1).values.mean()), 4)}
+    steps: dict[str, dict] = {}
+
+    # 1. BatchNorm recalibration
+    wanted = settings.recalibrate_bn in ("before", "both")
+    recalibrated = None
+    apply_bn = False
+    if not wanted:
+        steps["bn_recalibration"] = {"applied": False, "why": "switched off in the settings"}
+    elif n < 2:
+        steps["bn_recalibration"] = {"applied": False, "why": "too few clips to estimate statistics"}
+    else:
+        recalibrated = recalibrate_batchnorm(copy.deepcopy(model).eval(), data, batch_size=batch_size, depth=settings.recalibrate_bn_depth)
+        adapted = _logits(recalibrated, data, batch_size)
+        h_adapted = mean_entropy(adapted)
+        agreement = float((adapted.argmax(1) == general.argmax(1)).float().mean())
+        drop = h_general - h_adapted
+        im_gain = information(adapted) - information(general)
+        signals.update({"recalibrated_entropy": round(h_adapted, 4), "entropy_drop": round(drop, 4), "agreement": round(agreement, 4),
+                        "information_gain": round(im_gain, 4)})
+        more_certain = drop >= settings.guard_min_entropy_drop
+        agrees = agreement >= settings.guard_min_agreement
+        rescues = settings.guard_min_information_gain > 0 and im_gain >= settings.guard_min_information_gain
+        apply_bn = (more_certain and agrees) or rescues
+        if apply_bn and not (more_certain and agrees):
+            why = (f"the general model's answers on your {n} clips are unsure or pile onto a few classes; recalibrated "
+                   f"on them it gives confident and varied answers (information score {information(general):.2f} -> "
+                   f"{information(adapted):.2f}), as a new microphone or room needs")
+        elif apply_bn:
+            certainty = "more certain" if drop > 0 else "about as certain (within the tolerance)"
+            why = (f"on your {n} clips the recalibrated model is {certainty} (mean entropy {h_general:.2f} -> {h_adapted:.2f}) "
+                   f"and agrees with the general model on {agreement:.0%} of them")
+        elif not more_certain:
+            why = (f"recalibrating on your {n} clips would make the model less certain of them "
+                   f"(mean entropy {h_general:.2f} -> {h_adapted:.2f}), so the general statistics are kept")
+        else:
+            why = (f"recalibrating would change the model's answer on {1 - agreement:.0%} of your clips "
+                   f"(more than {1 - settings.guard_min_agreement:.0%}), so the general statistics are kept")
+        steps["bn_recalibration"] = {"applied": apply_bn, "why": why, "entropy_before": round(h_general, 4),
+                                     "entropy_after": round(h_adapted, 4), "agreement": round(agreement, 4),
+                                     "information_gain": round(im_gain, 4)}
+        if apply_bn:
+            general_for_drop = adapted
+    if apply_bn:
+        mode, shift = settings.recalibrate_bn, settings.bn_shift
+    else:
+        mode = "none" if settings.recalibrate_bn in ("before", "both") else settings.recalibrate_bn
+        shift = settings.guard_bn_shift if mode in ("none", "before") else 0.0
+        general_for_drop = general
+        recalibrated = None
+
+    # 2. class drop, judged on the model that will be pruned
+    dropped: list[int] = []
+    if settings.guard_drop_min_expected > 0:
+        dropped, info = strong_unused_classes(general_for_drop, min_expected=settings.guard_drop_min_expected,
+                                              max_hits=settings.guard_drop_max_hits, min_confidence=settings.guard_drop_min_confidence)
+        signals["class_evidence"] = info
+        if info["expected_per_class"] >= settings.guard_drop_min_expected and info["confidence"] < settings.guard_drop_min_confidence:
+            why = (f"the model is not certain enough of your clips (mean confidence {info['confidence']:.0%}, "
+                   f"{settings.guard_drop_min_confidence:.0%} needed) to call any class unused")
+        elif info["expected_per_class"] < settings.guard_drop_min_expected:
+            why = (f"{n} clips are too few to tell an unused class from a rare one "
+                   f"(a used class would be expected {info['expected_per_class']:.1f} times; "
+                   f"{settings.guard_drop_min_expected:g} needed)")
+        elif dropped:
+            why = (f"classes {', '.join(map(str, dropped))} were never among the model's two best guesses on "
+                   f"more than {settings.guard_drop_max_hits} of your {n} clips, where a used class would be "
+                   f"expected about {info['expected_per_class']:.0f} times")
+        else:
+            why = "every class is among the model's two best guesses on some of your clips, so all are kept"
+        steps["class_drop"] = {"applied": bool(dropped), "why": why, "classes": dropped}
+    else:
+        steps["class_drop"] = {"applied": False, "why": "off in this model's settings: every class is kept", "classes": []}
+
+    # 3. pruning level
+    sparsity = settings.sparsity
+    steps["pruning"] = {"applied": sparsity > 0, "sparsity": sparsity,
+                        "why": f"{sparsity:.0%} of the prunable connections, ranked by {settings.criterion}"
+                               + ("" if apply_bn else "; BatchNorm then corrected only for the shift pruning caused")}
+    if settings.prototype_head > 0:
+        steps["output_layer"] = {"applied": True, "why": ("after pruning, each class's output weights are rebuilt from the features "
+                                                          "of your own clips the model assigns to it (T3A prototypes, no labels)")}
+    tried = "entropy_before" in steps["bn_recalibration"]  # a trial recalibration was run and scored
+    extra = 1 + ((1 if apply_bn else 2) if tried else 0)
+    decision = GuardDecision(mode, shift, dropped, sparsity, steps, signals, extra)
+    return decision, recalibrated

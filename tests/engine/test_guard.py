@@ -1,0 +1,127 @@
+"""The label-free guard: which steps run for a person, decided from unlabeled clips, and why."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fineprune import PruneSettings, fine_prune
+from fineprune.engine.guard import decide, strong_unused_classes, top2_hits
+from fineprune.errors import ConfigError
+
+
+def _logits(first: list[int], second: list[int], k: int = 4) -> torch.Tensor:
+    """Logits whose best class is ``first[i]`` and runner-up ``second[i]`` on clip i."""
+    out = torch.zeros(len(first), k)
+    for i, (a, b) in enumerate(zip(first, second)):
+        out[i, a], out[i, b] = 5.0, 2.0
+    return out
+
+
+def test_top2_hits_counts_first_and_second_choices():
+    logits = _logits([0, 0, 1], [1, 2, 0])
+    assert top2_hits(logits).tolist() == [3, 2, 1, 0]
+
+
+def test_a_misheard_class_is_kept_because_it_is_the_runner_up():
+    # callum: his 8s are heard as 6s, so 8 never wins -- but it is the runner-up on those clips
+    first = [0, 1, 2] * 8 + [2] * 8  # class 3 is always heard as 2 ...
+    second = [1, 2, 0] * 8 + [3] * 8  # ... with 3 as the runner-up
+    dropped, info = strong_unused_classes(_logits(first, second), min_expected=4, max_hits=0)
+    assert dropped == [] and info["top2_hits"][3] == 8
+
+
+def test_a_class_never_in_the_top_two_is_dropped_when_the_evidence_is_strong():
+    first, second = [0, 1] * 20, [1, 0] * 20  # 40 clips, classes 2 and 3 never in the top two
+    dropped, info = strong_unused_classes(_logits(first, second), min_expected=4, max_hits=0)
+    assert dropped == [2, 3] and info["expected_per_class"] == 10
+    # the same pattern in 8 clips is no evidence: a used class would be expected only twice
+    few, info = strong_unused_classes(_logits([0, 1] * 4, [1, 0] * 4), min_expected=4, max_hits=0)
+    assert few == [] and info["expected_per_class"] == 2
+
+
+def test_the_most_predicted_class_is_never_dropped():
+    logits = torch.zeros(40, 3)
+    logits[:, 0] = 5.0  # one class only; ties for second place go to class 1
+    dropped, _ = strong_unused_classes(logits, min_expected=1, max_hits=0)
+    assert 0 not in dropped
+
+
+def _bn_model():
+    model = nn.Sequential(nn.BatchNorm1d(2), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2) * 3)
+        model[1].bias.zero_()
+    return model
+
+
+def _person(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    x[: n // 2, 0] += 2
+    x[n // 2:, 1] += 2
+    return x
+
+
+def test_recalibration_runs_only_when_the_signals_allow_it():
+    model, x = _bn_model(), _person()
+    settings = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=-5.0)
+    decision, recalibrated = decide(model, x, settings)
+    assert decision.recalibrate_bn == "both" and decision.steps["bn_recalibration"]["applied"]
+    assert recalibrated is not None and recalibrated is not model
+    strict = settings.replace(guard_min_entropy_drop=5.0)  # demands an impossible certainty gain
+    decision, recalibrated = decide(model, x, strict)
+    assert decision.recalibrate_bn == "none" and decision.bn_shift == 1.0 and recalibrated is None
+    assert "less certain" in decision.steps["bn_recalibration"]["why"]
+    agree = settings.replace(guard_min_agreement=1.0)
+    decision, _ = decide(model, x + torch.tensor([3.0, 0.0]), agree)  # recalibration flips answers
+    assert not decision.steps["bn_recalibration"]["applied"]
+    assert "change the model's answer" in decision.steps["bn_recalibration"]["why"]
+
+
+def test_the_pipeline_reports_the_guard_and_keeps_the_general_statistics_when_told():
+    model, x = _bn_model(), _person()
+    before = copy.deepcopy(model.state_dict())
+    settings = PruneSettings(sparsity=0.0, spare_first=False, spare_last=False, guard=True, guard_min_entropy_drop=5.0)
+    result = fine_prune(model, x, settings)
+    guard = result.report["guard"]
+    assert set(guard["steps"]) == {"bn_recalibration", "class_drop", "pruning"}
+    assert result.report["effective_settings"]["recalibrate_bn"] == "none"
+    assert len(result.report["guard_sentences"]) == 3 and all(isinstance(s, str) for s in result.report["guard_sentences"])
+    torch.testing.assert_close(result.model[0].running_mean, model[0].running_mean)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), "the general model is untouched"
+    applied = fine_prune(model, x, settings.replace(guard_min_entropy_drop=-5.0))
+    assert not torch.allclose(applied.model[0].running_mean, model[0].running_mean)
+
+
+def test_the_guard_drops_classes_only_on_strong_evidence(tiny_vgg):
+    model, _ = tiny_vgg
+    x = torch.randn(64, 1, 16, 20)
+    settings = PruneSettings(sparsity=0.5, guard=True, guard_min_entropy_drop=-9.0, guard_drop_min_expected=1000.0)
+    result = fine_prune(model, x, settings)
+    assert result.report["dropped_classes"] == []
+    assert "too few" in result.report["guard"]["steps"]["class_drop"]["why"]
+    assert result.report["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_guard_is_off_by_default_and_validated(tiny_vgg):
+    model, _ = tiny_vgg
+    assert PruneSettings().guard is False
+    result = fine_prune(model, torch.randn(16, 1, 16, 20), PruneSettings(sparsity=0.3))
+    assert "guard" not in result.report
+    with pytest.raises(ConfigError):
+        PruneSettings(guard=True, guard_bn_shift=2.0).validate()
+    with pytest.raises(ConfigError):
+        PruneSettings(guard=True, guard_drop_max_hits=-1).validate()
+
+
+def test_an_unsure_model_drops_nothing():
+    # a noisy capture: the model's top two are the same two "sink" classes on every clip, but
+    # with little certainty -- the other classes may well be used, so none is dropped
+    logits = torch.zeros(40, 4)
+    logits[:, 0], logits[:, 1] = 0.6, 0.5
+    dropped, info = strong_unused_classes(logits, min_expected=4, max_hits=0, min_confidence=0.8)
+    assert dropped == [] and info["confidence"] < 0.8
+    confident, _ = strong_unused_classes(logits * 20, min_expected=4, max_hits=0, min_confidence=0.8)
+    assert confident == [2, 3]

@@ -1,0 +1,27 @@
+"""The label-free guard's decisions reach the CLI: the JSON report and the printed summary say which
+steps ran for this person and why (when the model card turns the guard on)."""
+import json
+
+import numpy as np
+
+from fineprune.cli import main
+from fineprune.engine.bundle import save_bundle
+
+
+def test_the_report_and_the_summary_say_what_the_guard_decided(tmp_path, tiny_vgg, capsys):
+    model, config = tiny_vgg
+    path = tmp_path / "guarded.pt"
+    card = {"domain": "generic", "classes": list("abcd"), "input": {"shape": [1, 16, 20]}, "prune_defaults": {"guard": True}}
+    save_bundle(path, model, config, card)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        np.save(data / f"x{i}.npy", np.random.default_rng(i).standard_normal((1, 16, 20)).astype(np.float32))
+    report_path = tmp_path / "report.json"
+    assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    steps = report["guard"]["steps"]
+    assert {"bn_recalibration", "class_drop", "pruning"} <= set(steps)
+    assert all(isinstance(s["applied"], bool) and s["why"] for s in steps.values())
+    printed = capsys.readouterr().out
+    assert report["guard_sentences"] and all(sentence in printed for sentence in report["guard_sentences"])
