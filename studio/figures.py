@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from fineprune.bench.harness import METHOD_LABELS
+from fineprune.engine.methods import METHOD_LABELS
 
 INK = "#111111"  # chart text: near-black, never Streamlit's light grey
 FONT = dict(size=18, color=INK)
@@ -55,7 +55,8 @@ def waveform_figure(samples: np.ndarray, sample_rate: int, title: str = "Wavefor
     step = max(1, len(samples) // 2000)  # a few thousand points are plenty on screen
     t = np.arange(0, len(samples), step) / sample_rate
     fig = go.Figure(go.Scatter(x=t, y=samples[::step], mode="lines", line=dict(color=PERSON, width=1)))
-    return _layout(fig, title, "time (s)", "amplitude (full scale = 1)", height=260)
+    fig.update_yaxes(range=[-1.05, 1.05], tickvals=[-1, -0.5, 0, 0.5, 1])  # ±1 is full scale
+    return _layout(fig, title, "time (s)", "amplitude", height=300)
 
 
 def logmel_figure(features: torch.Tensor, *, hop_seconds: float | None = None, title: str = "Log-mel spectrogram") -> go.Figure:
@@ -65,7 +66,7 @@ def logmel_figure(features: torch.Tensor, *, hop_seconds: float | None = None, t
     fig = go.Figure(
         go.Heatmap(z=mel, x=x, colorscale="Viridis", colorbar=dict(title=dict(text="level", font=dict(size=13))))
     )
-    return _layout(fig, title, "time (s)" if hop_seconds else "frame", "mel band", height=260)
+    return _layout(fig, title, "time (s)" if hop_seconds else "frame", "mel band", height=300)
 
 
 def photo_with_box(gray: np.ndarray, box: tuple[int, int, int, int] | None, *, color=(46, 125, 50)) -> np.ndarray:
@@ -142,7 +143,7 @@ def energy_heatmap(energies, layers: Sequence[str], title: str) -> go.Figure:
                                colorbar=dict(title=dict(text="× layer max", font=dict(size=13))),
                                hovertemplate="%{y}: unit %{customdata}, energy %{z:.2f} of the layer max<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
-    return _layout(fig, title, "unit position in its layer (%; units per layer in brackets)", "layer",
+    return _layout(fig, title, "unit position in its layer (%)", "layer",
                    height=max(300, 60 + 38 * len(layers)))
 
 

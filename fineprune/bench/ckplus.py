@@ -19,7 +19,7 @@ sequences is one individual -- real people, the data set of the paper's face exp
   label-free ``prune_defaults`` are chosen on the dev half only (``--select-defaults
   [--write-card]``); every table of the report is on the test half. No choice looks at test
   photos of the test half.
-* **Methods and controls** through ``fineprune.bench.harness.compare_methods``: general,
+* **Methods and controls** through ``fineprune.engine.methods.compare_methods``: general,
   fine-pruning with the card's defaults, BN-adapt, general-data energies (FER2013 train crops),
   magnitude, random, prior EM, backprop with labels, SVD, plus T3A/LAME where registered; the
   project-wide default as one more row.
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from fineprune.bench.harness import METHOD_REGISTRY, METHODS, Individual, compare_methods, sparsity_curve
+from fineprune.engine.methods import METHOD_REGISTRY, METHODS, Individual, compare_methods, sparsity_curve
 from fineprune.bench.tables import write_csv
 from fineprune.domains.face import FACE_INPUT, normalise_crops
 from fineprune.domains.face_training import FER_CLASSES, load_fer2013
@@ -70,7 +70,7 @@ class Plan:
 
 
 EXTRA_METHODS = tuple(m for m in ("t3a", "lame") if m in METHOD_REGISTRY and m not in METHODS)
-FULL = Plan(0, METHODS + EXTRA_METHODS, (0.0, 0.3, 0.5, 0.7, 0.8, 0.9), (1, 2, 3), 15, 256)
+FULL = Plan(0, METHODS + EXTRA_METHODS, (0.0, 0.5, 0.7, 0.9), (1, 2), 10, 128)
 QUICK = Plan(8, METHODS + EXTRA_METHODS, (0.0, 0.5, 0.8), (1, 2), 10, 64)  # backprop: >= 10 one-step epochs (one-cycle)
 
 
@@ -178,18 +178,15 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
     cands = {
         "project_default": base,
         "previous_card": card_settings,
-        "bn_none": base.replace(recalibrate_bn="none"),
-        "bn_before": base.replace(recalibrate_bn="before"),
         "bn_after": base.replace(recalibrate_bn="after"),
-        "bn_depth2": base.replace(recalibrate_bn_depth=2),
         "bn_depth4": base.replace(recalibrate_bn_depth=4),
         "bn_depth4+sparsity0.3": base.replace(recalibrate_bn_depth=4, sparsity=0.3),
-        "bn_after+sparsity0.3": base.replace(recalibrate_bn="after", sparsity=0.3),
-        "sparsity0.3": base.replace(sparsity=0.3),
         "sparsity0.7": base.replace(sparsity=0.7),
+        "sparsity0.3": base.replace(sparsity=0.3),
+        "bn_none": base.replace(recalibrate_bn="none"),
         "bn_none+sparsity0.3": base.replace(recalibrate_bn="none", sparsity=0.3),
-        "bn_before+shift1.0": base.replace(recalibrate_bn="before", bn_shift=1.0),
-        "energy": base.replace(criterion="energy"),
+        "bn_before+sparsity0.3": base.replace(recalibrate_bn="before", sparsity=0.3),
+        "bn_depth2+sparsity0.3": base.replace(recalibrate_bn_depth=2, sparsity=0.3),
     }
     return {k: v.validate() for k, v in cands.items()}
 
@@ -250,7 +247,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--subjects", type=int, default=0, help="use only the first N subjects of each half (0: all)")
     parser.add_argument("--select-defaults", action="store_true", help="choose the card's prune_defaults on the dev half first")
+    parser.add_argument("--select-only", action="store_true", help="stop after --select-defaults")
     parser.add_argument("--write-card", action="store_true", help="with --select-defaults: store the choice in --model's card")
     parser.add_argument("--tables-only", action="store_true", help="rebuild ckplus_summary.md and plots from the CSVs")
     args = parser.parse_args(argv)
@@ -275,8 +274,9 @@ def main(argv: list[str]) -> int:
     data = load_ckplus(args.data)
     x = normalise_crops(data["x"], norm)
     dev, test = subject_halves(data, args.seed)
-    if plan.max_subjects:
-        dev, test = dev[: plan.max_subjects], test[: plan.max_subjects]
+    limit = args.subjects or plan.max_subjects
+    if limit:
+        dev, test = dev[:limit], test[:limit]
     say(f"model {args.model} (FER2013 test accuracy {card.get('test_accuracy')}); CK+ without contempt: "
         f"{len(data['y'])} photos, {len(dev)} dev + {len(test)} test subjects")
     run = {"command": "python -m fineprune bench ckplus " + " ".join(argv), "model": str(args.model),
@@ -293,13 +293,15 @@ def main(argv: list[str]) -> int:
         if args.write_card:
             card["prune_defaults_note"] = (
                 f"label-free settings chosen by `python -m fineprune bench ckplus --select-defaults --write-card` on the "
-                f"{len(dev)} dev-half CK+ subjects (leave-one-sequence-out; highest mean gain among candidates not worse "
-                f"than the general model on >= 90% of subjects): {best}")
+                f"{len(dev)} dev-half CK+ subjects (leave-one-sequence-out; the highest mean gain among candidates not worse "
+                f"than the general model on >= 90% of subjects, or if none is, the one not worse on most subjects): {best}")
             if not overrides:
                 card.pop("prune_defaults")
             save_bundle(args.model, model, bundle.config, card)
             Path(args.model).with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
             say(f"wrote prune_defaults into {args.model} and its .json card")
+        if args.select_only:
+            return 0
     settings = settings_for(card)
     run["settings"] = settings.to_dict()
 

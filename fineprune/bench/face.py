@@ -14,7 +14,7 @@ FER2013 has no subject identities, so "individuals" are defined two honest ways:
 
 For every individual the unlabeled adaptation images and the labelled test images are disjoint;
 only ``backprop`` sees adaptation labels. Methods and controls come from
-``fineprune.bench.harness.compare_methods`` (the same as the voice benchmark), plus ``head_only``
+``fineprune.engine.methods.compare_methods`` (the same as the voice benchmark), plus ``head_only``
 -- the engine's label-free ``drop_unused_classes`` alone (output units of classes the model
 rarely predicts on the person's unlabeled images are pruned; nothing else) -- and the default
 with/without it, to test whether *that* is where the class-subset gain comes from. The face
@@ -40,7 +40,7 @@ import torch
 
 from fineprune.bench.face_people import DEFAULT_DATA, FULL, QUICK, reported_people, validation_people
 from fineprune.bench.face_report import summarise, write_plots, write_summary_markdown
-from fineprune.bench.harness import Individual, compare_methods, passes_spent, sparsity_curve
+from fineprune.engine.methods import Individual, compare_methods, passes_spent, sparsity_curve
 from fineprune.bench.tables import write_csv
 from fineprune.domains.face import FACE_INPUT, fer_framing, normalise_crops
 from fineprune.domains.face_training import load_fer2013

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from fineprune.bench.harness import Individual
+from fineprune.engine.methods import Individual
 from fineprune.domains.face import normalise_crops
 from fineprune.domains.face_training import VAL_FRACTION, stratified_split
 from fineprune.paths import SHARED_DATA

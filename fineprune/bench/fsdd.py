@@ -32,7 +32,7 @@ import torch
 
 from fineprune.paths import REPO, SHARED_DATA
 from fineprune.bench.fsdd_report import plot_all, summarize
-from fineprune.bench.harness import Individual, compare_methods, sparsity_curve
+from fineprune.engine.methods import Individual, compare_methods, sparsity_curve
 from fineprune.bench.tables import read_csv, write_csv
 from fineprune.engine.baselines import prior_em
 from fineprune.engine.bundle import load_bundle

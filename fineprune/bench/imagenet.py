@@ -6,7 +6,7 @@ adaptation photos are unlabeled ImageNet *training* photos (``train100``: the mo
 them, as it has seen photos like a person's own); their test photos are ImageNet *validation*
 photos (``val50``), never used for anything else. Accuracy is top-1 over all 1000 outputs.
 
-Methods and controls are ``fineprune.bench.harness.compare_methods``'s (general, the card's
+Methods and controls are ``fineprune.engine.methods.compare_methods``'s (general, the card's
 default fine-pruning, BN-adapt, general-data energies from ``sample1000``, magnitude, random,
 class-prior EM, backprop with labels, SVD) plus two rows that split the default's gain:
 ``drop_only`` (only the output units of classes the model hardly predicts on the person's
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from fineprune.bench import imagenet_data as D
-from fineprune.bench.harness import Adapted, Individual, compare_methods, passes_spent, register_method, sparsity_curve
+from fineprune.engine.methods import Adapted, compare_methods, passes_spent, register_method, sparsity_curve
 from fineprune.bench.imagenet_report import write_figures, write_markdown
 from fineprune.bench.tables import write_csv
 from fineprune.engine.pipeline import fine_prune, settings_for
@@ -83,29 +83,6 @@ def draw_classes(set_name: str, k: int, n: int, seed: int) -> list[list[int]]:
             seen.add(pick)
             out.append(list(pick))
     return out
-
-
-def make_individual(set_name: str, classes: list[int], n_adapt: int, n_test: int, seed: int, *, dev: bool = False) -> Individual:
-    """Adaptation photos: ``n_adapt`` per class from train100 (unlabeled; labels kept only for
-    backprop). Test photos: ``n_test`` per class from val50 -- or, with ``dev``, further train100
-    photos (for choosing defaults without touching a test photo)."""
-    rows = D.set_classes(set_name)
-    train = D.load_split(set_name, "train100")
-    test = train if dev else D.load_split(set_name, "val50")
-    gen = torch.Generator().manual_seed(seed)
-    adapt_idx, test_idx = [], []
-    for c in classes:
-        label = rows[c]["in1k_index"]
-        pool = torch.nonzero(train.labels == label).flatten()
-        pool = pool[torch.randperm(len(pool), generator=gen)]
-        adapt_idx += pool[:n_adapt].tolist()
-        if dev:
-            test_idx += pool[n_adapt : n_adapt + n_test].tolist()
-        else:
-            test_idx += torch.nonzero(test.labels == label).flatten()[:n_test].tolist()
-    adapt_idx, test_idx = torch.tensor(adapt_idx), torch.tensor(test_idx)
-    name = f"{set_name}:" + "+".join(rows[c]["name"] for c in classes)
-    return Individual(name, train.x(adapt_idx), test.x(test_idx), test.labels[test_idx], train.labels[adapt_idx])
 
 
 @torch.no_grad()
@@ -189,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         for set_name in D.SETS:
             n_people = plan["people"][k] if isinstance(plan["people"], dict) else plan["people"]
             for i, classes in enumerate(draw_classes(set_name, k, n_people, args.seed)):
-                person = make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
+                person = D.make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
                 methods = [m for m in plan["methods"] if m != "backprop" or k in plan["backprop_ks"]]
                 got = compare_methods(model, person, settings=settings, general_x=general_x, methods=methods, backprop_kwargs=BACKPROP)
                 for r in got:
@@ -201,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for set_name in D.SETS:
             for i, classes in enumerate(draw_classes(set_name, 2, plan["curve_people"], args.seed)):
-                person = make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
+                person = D.make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
                 criteria = (settings.criterion, "magnitude", "random")[: plan.get("curve_criteria", 3)]
                 curve = sparsity_curve(model, person, plan["curve"], criteria=criteria, settings=settings,
                                        general_x=None if args.quick else general_x)
@@ -211,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for set_name in D.SETS:
             for i, classes in enumerate(draw_classes(set_name, 2, plan["adapt_people"], args.seed)):
                 for n in plan["adapt_sizes"]:
-                    small = make_individual(set_name, classes, n, plan["test"], args.seed + i)
+                    small = D.make_individual(set_name, classes, n, plan["test"], args.seed + i)
                     for r in compare_methods(model, small, settings=settings, methods=("fineprune", "backprop"), backprop_kwargs=BACKPROP):
                         size_rows.append({**r, "set": set_name, "k": 2, "per_class": n})
                     write_csv(out_dir / f"{prefix}adapt_size.csv", size_rows)

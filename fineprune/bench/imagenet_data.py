@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from fineprune.engine.methods import Individual
 from fineprune.domains.objects import CARD_PATH, OBJECTS_INPUT, centre_crop, open_rgb, to_features
 from fineprune.paths import CACHE, SHARED_DATA
 
@@ -124,3 +125,26 @@ def write_card(updates: dict, path: Path = CARD_PATH) -> None:
     card = json.loads(path.read_text()) if path.exists() else {}
     card.update(updates)
     path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
+
+
+def make_individual(set_name: str, classes: list[int], n_adapt: int, n_test: int, seed: int, *, dev: bool = False) -> Individual:
+    """Adaptation photos: ``n_adapt`` per class from train100 (unlabeled; labels kept only for
+    backprop). Test photos: ``n_test`` per class from val50 -- or, with ``dev``, further train100
+    photos (for choosing defaults without touching a test photo)."""
+    rows = set_classes(set_name)
+    train = load_split(set_name, "train100")
+    test = train if dev else load_split(set_name, "val50")
+    gen = torch.Generator().manual_seed(seed)
+    adapt_idx, test_idx = [], []
+    for c in classes:
+        label = rows[c]["in1k_index"]
+        pool = torch.nonzero(train.labels == label).flatten()
+        pool = pool[torch.randperm(len(pool), generator=gen)]
+        adapt_idx += pool[:n_adapt].tolist()
+        if dev:
+            test_idx += pool[n_adapt : n_adapt + n_test].tolist()
+        else:
+            test_idx += torch.nonzero(test.labels == label).flatten()[:n_test].tolist()
+    adapt_idx, test_idx = torch.tensor(adapt_idx), torch.tensor(test_idx)
+    name = f"{set_name}:" + "+".join(rows[c]["name"] for c in classes)
+    return Individual(name, train.x(adapt_idx), test.x(test_idx), test.labels[test_idx], train.labels[adapt_idx])

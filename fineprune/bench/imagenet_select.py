@@ -13,6 +13,7 @@ from statistics import mean
 
 import torch
 
+from fineprune.bench.imagenet_data import make_individual
 from fineprune.bench.tables import markdown_table, write_csv
 from fineprune.engine.criteria import get_criterion
 from fineprune.engine.evaluation import accuracy
@@ -51,7 +52,6 @@ def evaluate_candidates(model, person, candidates=CANDIDATES) -> dict[str, float
 
 
 def select_defaults(model, card: dict, out_dir: Path, say, *, quick: bool = False) -> str:
-    from fineprune.bench.imagenet import make_individual
 
     torch.manual_seed(0)
     rows = []

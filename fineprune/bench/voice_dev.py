@@ -91,7 +91,7 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
 
 
 def demo_people() -> list[DevIndividual]:
-    from fineprune.person.demo import demo_individuals, demo_split, load_demo
+    from fineprune.person.demo import demo_individuals, demo_split, load_demo  # the Studio's own demo split
     from fineprune.registry import load_model
 
     card = load_model("voice").card

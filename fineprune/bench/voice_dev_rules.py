@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fineprune.bench.harness import Individual
+from fineprune.engine.methods import Individual
 
 
 # --------------------------------------------------------------------------- measuring

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fineprune.bench.harness import Individual
+from fineprune.engine.methods import Individual
 from fineprune.paths import CACHE, SHARED_DATA
 
 VERSION = 1  # bump when the recipe changes (the cache key includes it)

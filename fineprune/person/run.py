@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fineprune.bench.harness import METHODS, USES_LABELS, Individual, compare_methods, sparsity_curve
+from fineprune.engine.methods import METHODS, USES_LABELS, Individual, compare_methods, sparsity_curve
 from fineprune.engine.energy import EnergyRecord, record_energy
 from fineprune.engine.evaluation import Evaluation, compute_savings, evaluate, layer_positions
 from fineprune.engine.pipeline import PruneResult, PruneSettings, PruningSweep
@@ -202,7 +202,7 @@ def compare_baselines(
     progress: Progress | None = None,
     cancel=None,
 ) -> list[dict]:
-    """Every method of ``fineprune.bench.harness.compare_methods`` on this person, one at a time.
+    """Every method of ``fineprune.engine.methods.compare_methods`` on this person, one at a time.
 
     Backprop (the only method that reads labels) trains on the labelled adaptation clips only.
     """

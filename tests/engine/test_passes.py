@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fineprune import PruneSettings, fine_prune, recalibrate_batchnorm
-from fineprune.bench.harness import forward_passes, passes_spent
+from fineprune.engine.methods import forward_passes, passes_spent
 from fineprune.engine.pipeline import predicted_class_share
 
 

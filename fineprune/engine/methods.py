@@ -1,4 +1,5 @@
-"""One benchmark harness for every domain: the same methods and controls, measured the same way.
+"""The methods and controls fine-pruning is compared with, one registry, measured the same way for
+every domain: by the benchmarks (``fineprune.bench``) and by the Studio's baselines for one person.
 
 A domain's benchmark (``bench fsdd``, ``bench face``) defines its individuals -- unlabeled
 adaptation inputs plus a disjoint labelled test set -- and calls ``compare_methods`` and

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from fineprune.bench import harness
-from fineprune.bench.harness import Adapted, Individual, compare_methods, register_method
+from fineprune.engine import methods as harness
+from fineprune.engine.methods import Adapted, Individual, compare_methods, register_method
 from fineprune.engine.pipeline import PruneSettings
 
 
