@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast system-deps bench-quick demo-voices clean
+.PHONY: run classroom test test-fast system-deps bench-quick demo-voices clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(VENV)/.test-deps: requirements.txt requirements-test.txt $(VENV)/.app-deps
 
 run: $(VENV)/.app-deps
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
+
+# the Studio over HTTPS on the local network (phones can record): a local self-signed certificate on
+# first use (runs/classroom/), the address and its QR code printed, the certificate warning explained
+classroom: $(VENV)/.app-deps
+	$(BIN)/python scripts/classroom.py --port $(PORT)
 
 system-deps:
 	bash scripts/install_system_deps.sh

@@ -2,9 +2,10 @@
 
 Pages are thin views in ``views/`` (not ``pages/``: that name would make Streamlit treat the app as a
 legacy multipage app); the work is done by ``fineprune`` (the engine) through
-``studio`` (session state, cached models, job polling, figures). Page icons are emoji on
-purpose: a ``:material/...:`` icon makes the browser fetch an SVG from fonts.gstatic.com, and
-this app loads nothing from outside the machine it runs on.
+``studio`` (session state, cached models, job polling, figures). Icons are symbols that
+DejaVu Sans draws (Streamlit accepts them as emoji, and they render on a machine without an emoji
+font, as plain text): a ``:material/...:`` icon would make the browser fetch an SVG from
+fonts.gstatic.com, and this app loads nothing from outside the machine it runs on.
 """
 import os
 
@@ -15,17 +16,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="Fine-Pruning Studio", page_icon="✂", layout="wide")
 
-from studio import jobs, state  # noqa: E402
+from studio import classroom, jobs, state  # noqa: E402
 
 PAGES = [
-    st.Page("views/home.py", title="Home", icon="🏠", default=True),
-    st.Page("views/voice.py", title="Voice", icon="🎙️"),
-    st.Page("views/face.py", title="Face", icon="🙂"),
-    st.Page("views/fine_prune.py", title="Fine-prune", icon="✂️"),
-    st.Page("views/explore.py", title="Explore", icon="🔭"),
-    st.Page("views/export.py", title="Export", icon="📦"),
+    st.Page("views/home.py", title="Home", icon="☀", default=True),
+    st.Page("views/voice.py", title="Voice", icon="☎"),
+    st.Page("views/face.py", title="Face", icon="☺"),
+    st.Page("views/objects.py", title="Objects", icon="☕"),
+    st.Page("views/fine_prune.py", title="Fine-prune", icon="✂"),
+    st.Page("views/explore.py", title="Explore", icon="⚖"),
+    st.Page("views/export.py", title="Export", icon="⬇"),
 ]
 PAGES_WITH_OWN_PROGRESS = {"fine_prune", "explore"}
 
@@ -34,6 +36,7 @@ PRESENTER_CSS = "<style>[data-testid='stMetricValue'] { font-size: 3rem; font-we
 
 page = st.navigation(PAGES)
 st.html(PRESENTER_CSS)
+classroom.sidebar()  # classroom mode (make classroom): the address students open, and its QR code
 # state.get() each time, never a module-level name: the script's module outlives the run and would
 # keep an ended session's state (and its job) alive
 jobs.collect(state.get())  # a job that ended since the last run: its result or message goes into the state

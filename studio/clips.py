@@ -93,7 +93,7 @@ def inspector_ui(
     clip = rec.get(clip_id)
     draw(clip)
     with friendly_errors("Reading the clip"):
-        st.caption(f"The general model hears: **{general_guess(bundle, clip)}** · source: {clip.source}")
+        st.caption(f"The general model's answer: **{general_guess(bundle, clip)}** · source: {clip.source}")
     a, b, c = st.columns([2, 3, 1])
     options = [UNKNOWN] + rec.classes
     label_key = f"label_{model_name}_{clip.id}"
@@ -103,12 +103,12 @@ def inspector_ui(
     st.session_state.setdefault(use_key, clip.use)
     b.selectbox("Use", USES, key=use_key, format_func=USE_LABELS.get, on_change=_set_use, args=(rec, clip.id, use_key))
     c.write("")
-    if c.button("Delete", icon="🗑️", key=f"delete_{model_name}_{clip.id}"):
+    if c.button("Delete", icon="✖", key=f"delete_{model_name}_{clip.id}"):
         rec.delete(clip.id)
         st.rerun()
     rerecord(clip)
     if len(rec) > 1:
-        with st.popover("Delete all clips", icon="🧹"):
+        with st.popover("Delete all clips", icon="✖"):
             st.write(f"Delete all {len(rec)} clips of this session? This cannot be undone.")
             if st.button("Yes, delete all", type="primary", key=f"delete_all_{model_name}"):
                 rec.clear()
@@ -177,10 +177,10 @@ def collection_ui(
     if not len(rec):
         st.info(empty_note)
         return
-    st.plotly_chart(figures.counts_figure(rec.counts(), counts_title), key=f"{name}_counts")
+    st.plotly_chart(figures.counts_figure(rec.counts(), counts_title), key=f"{name}_counts", theme=None)
     split = split_ui(session, name, rec, unit=unit)
     if gallery:
         crop_gallery(rec, split)
     table_ui(rec, split, describe)
     inspector_ui(session, name, rec, bundle, split, draw=draw, rerecord=rerecord)
-    st.page_link("views/fine_prune.py", label=next_label, icon="✂️")
+    st.page_link("views/fine_prune.py", label=next_label, icon="✂")

@@ -64,14 +64,16 @@ def result_figures(session) -> list[tuple[str, object]]:
     figs.append(("Activation energy: your data", figures.energy_heatmap(run.result.energies, layers, "Your data")))
     if run.general_energies is not None:
         figs.append(("Activation energy: general data", figures.energy_heatmap(run.general_energies, layers, "General data")))
+        figs.append(("Activation energy: yours minus general",
+                     figures.energy_difference_heatmap(run.result.energies, run.general_energies, layers)))
     if run.before is not None:
         figs.append(("Confusion before", figures.confusion_figure(run.before.confusion, run.classes, "Before")))
         figs.append(("Confusion after", figures.confusion_figure(run.after.confusion, run.classes, "After")))
+    before = run.before.accuracy if run.before is not None else None
     if run.explored:
-        before = run.before.accuracy if run.before is not None else None
         figs.append(("Accuracy vs sparsity", figures.accuracy_curve_figure(list(run.explored.values()), general_accuracy=before)))
     if session.criteria_rows:
-        figs.append(("Criteria compared", figures.criteria_figure(session.criteria_rows)))
+        figs.append(("Criteria compared", figures.criteria_figure(session.criteria_rows, before)))
     if session.baseline_rows:
         figs.append(("Baselines", figures.baselines_figure(session.baseline_rows)))
     return figs

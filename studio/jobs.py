@@ -12,6 +12,8 @@ How it works
 - ``collect`` (called by ``app.py`` on every run) moves a finished job's result into the session
   state, or turns its error into a message: a ``FinePruneError`` shows its own text; anything
   else a short generic message (the traceback goes to the server log, never to the page).
+- A bounded pool (``studio.workers.POOL``, 2 workers by default) runs the work: a job started while
+  all workers are busy waits in line and its progress bar says its place in the queue.
 - Lifecycle: starting a job cancels the one before (a rerun never leaves two running); a job
   whose page stopped polling for ``LEASE_SECONDS`` (tab closed) cancels itself; and when the
   session's state is garbage-collected (session ended) its job is cancelled too.
@@ -26,6 +28,8 @@ import streamlit as st
 
 from fineprune.errors import FinePruneError
 from fineprune.person.jobs import CANCELLED, DONE, FAILED, Job, Lease, leased
+
+from . import workers
 
 POLL_SECONDS = 0.5
 LEASE_SECONDS = 45.0  # generous: browsers throttle timers of background tabs
@@ -58,7 +62,9 @@ class JobSlot:
     def start(self, kind: str, label: str, fn: Callable, *args, meta: dict | None = None, **kwargs) -> ActiveJob:
         self.cancel()
         lease = Lease(LEASE_SECONDS)
-        job = Job(leased(fn, lease), *args, name=kind, **kwargs)
+        # the work waits for one of the server's few workers (studio.workers.POOL); a closed tab's lease
+        # also takes a waiting job out of the queue
+        job = Job(leased(workers.POOL.wrap(fn), lease), *args, name=kind, **kwargs)
         self.active = ActiveJob(kind, label, job, lease, meta or {})
         job.start()
         return self.active
@@ -103,7 +109,7 @@ def collect(state) -> None:
         if outcome.kind == "personalize":
             state.run = outcome.result
             state.criteria_rows = state.baseline_rows = None  # they belonged to the previous run
-            state.say("toast", "Fine-pruning finished: results on the Fine-prune page.")
+            state.say("finished", "Fine-pruning finished")  # worded where it shows (ui.show_flash)
         elif outcome.kind == "criteria":
             state.criteria_rows = outcome.result
         elif outcome.kind == "baselines":

@@ -12,6 +12,7 @@ individuals somewhere other than ``assets/demo``.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -69,6 +70,26 @@ def pick_model(domain: str, label: str) -> str | None:
 
 def demo_names(name: str) -> list[str]:
     return demo_individuals(bundle_for(name).domain, demo_root())
+
+
+def demo_card(name: str, individual: str) -> dict:
+    """A demo individual's card (``<demo root>/<domain>/<individual>.json`` beside its folder): who
+    they are and the measured before/after with the model card's defaults. ``{}`` when there is none
+    or it cannot be read (a card is a description, never needed to run)."""
+    path = demo_root() / bundle_for(name).domain / f"{individual}.json"
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def default_demo(name: str) -> str | None:
+    """The demo individual both Home and Fine-prune start with: the one whose card says
+    ``"default": true``, else the first by name."""
+    names = demo_names(name)
+    marked = [n for n in names if demo_card(name, n).get("default") is True]
+    return (marked or names or [None])[0]
 
 
 GENERAL_PER_LABEL = 3  # clips per class taken from each other demo individual as "general data"

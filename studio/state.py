@@ -39,6 +39,10 @@ class StudioState:
     baseline_rows: list[dict] | None = None
     exports: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (id(run), format) -> model file
     flash: list[tuple[str, str]] = field(default_factory=list)  # (level, message) shown once
+    tried: dict[str, object] = field(default_factory=dict)  # Try-it panel -> its last answers (studio.tryit.Tried)
+    loaded_settings: dict[str, dict] = field(default_factory=dict)  # model -> pruning settings from an opened project
+    loaded_results: dict | None = None  # an opened project's last-run summary
+    changes: object | None = None  # studio.outcomes.Changes of the current run (clips fixed / broken), cached
     seed: int = field(default_factory=lambda: random.SystemRandom().randrange(2**31))
 
     def recordings_for(self, model_name: str, classes: list[str]) -> Recordings:

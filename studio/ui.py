@@ -22,16 +22,20 @@ def friendly_errors(what: str = "That"):
     try:
         yield
     except FinePruneError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(str(exc), icon="⚠")
     except Exception as exc:  # a bug: never show a traceback to a classroom
-        st.error(error_message(exc, traceback.format_exc(), what), icon="⚠️")
+        st.error(error_message(exc, traceback.format_exc(), what), icon="⚠")
 
 
-def show_flash(state) -> None:
-    """Messages left by the previous run (job outcomes, what an upload added)."""
+def show_flash(state, *, results_here: bool = False) -> None:
+    """Messages left by the previous run (job outcomes, what an upload added). A finished run is a
+    toast that points to the results -- unless they are on the page that shows it (``results_here``)."""
     for level, message in state.flash:
-        if level == "toast":  # brief, on whatever page is open
-            st.toast(message, icon="✅")
+        if level == "finished":
+            where = "the results are below" if results_here else "the results are on the Fine-prune page"
+            st.toast(f"{message}: {where}.", icon="✔")
+        elif level == "toast":  # brief, on whatever page is open
+            st.toast(message, icon="✔")
         else:
             getattr(st, level if level in ("success", "info", "warning", "error") else "info")(message)
     state.flash.clear()
@@ -79,5 +83,5 @@ def no_model_note(domain: str) -> None:
     st.warning(
         f"No {domain} model is available in this installation (assets/{domain}.pt is missing). "
         f"The README explains how to train it.",
-        icon="🧩",
+        icon="ℹ",
     )

@@ -91,6 +91,35 @@ def make_face_bundle(path: Path) -> Path:
     return path
 
 
+def make_objects_bundle(path: Path) -> Path:
+    """A tiny random 1000-class stand-in for the objects model (the real one's card: its classes
+    and synset aliases), reading 32x32 crops so pages stay fast."""
+    import json
+
+    from fineprune.engine.bundle import save_bundle
+    from fineprune.engine.models import build_model
+    from fineprune.paths import ASSETS
+
+    shipped = json.loads((ASSETS / "objects.json").read_text())
+    torch.manual_seed(2)
+    config = {"arch": "vgg", "conv": [8, "M", 16, "M", 16], "in_channels": 3, "n_classes": 1000, "dims": 2, "fc": [32]}
+    card = {"domain": "objects", "classes": shipped["classes"], "class_aliases": shipped["class_aliases"],
+            "input": {**shipped["input"], "resize": 36, "size": 32}, "prune_defaults": {"drop_unused_classes": 0.5}}
+    save_bundle(path, build_model(config).eval(), config, card)
+    return path
+
+
+def object_photo(kind: int, seed: int, fmt: str = "JPEG", size: tuple[int, int] = (160, 120)) -> bytes:
+    """A photo of a made-up object: a coloured shape per ``kind`` on a textured background."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(60, 200, (size[1], size[0], 3), dtype=np.uint8)
+    colour = [(220, 40, 40), (40, 200, 60), (50, 80, 230)][kind % 3]
+    cv2.circle(img, (size[0] // 2, size[1] // 2), min(size) // 3, colour, -1)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, fmt)
+    return buf.getvalue()
+
+
 def espeak_wav(text: str, voice: str = "en", speed: int = 150, pitch: int = 50) -> bytes:
     """WAV bytes of espeak-ng saying ``text`` (22.05 kHz, 16-bit mono)."""
     return subprocess.run(

@@ -1,7 +1,7 @@
 """The Python audit hook the privacy tests install in their child process (``sys.addaudithook``):
 it reports every open-for-writing, file-system change, outbound connection and DNS lookup made
 from Python anywhere, to a ``report(kind, target)`` the test supplies. Imported by the child
-scripts of ``test_privacy.py`` (an AppTest session) and ``test_privacy_e2e.py`` (a real server)."""
+scripts of ``studio/test_privacy.py`` (an AppTest session) and ``studio/test_privacy_e2e.py`` (a real server)."""
 import os
 import sys
 

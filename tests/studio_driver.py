@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = {"home": "views/home.py", "voice": "views/voice.py", "face": "views/face.py",
+PAGES = {"home": "views/home.py", "voice": "views/voice.py", "face": "views/face.py", "objects": "views/objects.py",
          "fine_prune": "views/fine_prune.py", "explore": "views/explore.py", "export": "views/export.py"}
 
 

@@ -37,9 +37,23 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "fineprune", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_personalize_writes_the_contracted_report(tmp_path, generic_model, capsys):
+def write_test_set(folder: Path, model, n_right: int, n_wrong: int, seed=1):
+    """Labelled test files named so that ``model`` gets exactly ``n_right`` of them right; their
+    inputs (a batch) and labels (class indices), for recomputing accuracies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((n_right + n_wrong, 1, 16, 20)).astype(np.float32))
+    with torch.no_grad():
+        predicted = model.eval()(x).argmax(1)
+    labels = torch.cat([predicted[:n_right], (predicted[n_right:] + 1) % 4])
+    for i, (arr, label) in enumerate(zip(x, labels)):
+        np.save(folder / f"{'abcd'[label]}_{i}.npy", arr.numpy())
+    return x, labels
+
+
+def test_personalize_writes_the_contracted_report(tmp_path, generic_model, tiny_vgg, capsys):
     data = write_arrays(tmp_path / "person", [f"clip{i}.npy" for i in range(12)])
-    test = write_arrays(tmp_path / "check", [f"{c}_{i}.npy" for c in "abcd" for i in range(2)], seed=1)
+    test_x, test_y = write_test_set(tmp_path / "check", tiny_vgg[0], n_right=6, n_wrong=2)
+    test = tmp_path / "check"
     report_path, out_path = tmp_path / "r.json", tmp_path / "p.pt"
     code = main(["personalize", "--model", str(generic_model), "--data", str(data), "--test", str(test),
                  "--sparsity", "0.6", "--criterion", "energy_rms", "--out", str(out_path), "--report", str(report_path)])
@@ -49,12 +63,15 @@ def test_personalize_writes_the_contracted_report(tmp_path, generic_model, capsy
     assert report["n_unlabeled"] == 12 and report["n_test"] == 8
     assert report["criterion"] == "energy_rms" and report["sparsity_target"] == 0.6
     assert report["sparsity"] == pytest.approx(0.6, abs=0.005)
-    assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["baseline_accuracy"] <= 1.0
+    assert report["baseline_accuracy"] == 0.75  # the general model is right on 6 of the 8 files, by construction
     assert all({"name", "weights", "sparsity"} <= row.keys() for row in report["layers"])
-    assert "sparsity" in capsys.readouterr().out
     saved = load_bundle(out_path)
     assert saved.card["personalized"] is True
     assert (saved.model.features.conv2.weight == 0).float().mean() == pytest.approx(0.6, abs=0.01)
+    with torch.no_grad():  # the accuracy after is the saved pruned model's on the same files
+        after = float((saved.model.eval()(test_x).argmax(1) == test_y).float().mean())
+    assert report["accuracy"] == pytest.approx(after)
+    assert f"accuracy 75.0% -> {after:.1%} on 8 test files" in capsys.readouterr().out
 
 
 def test_personalize_without_test_reports_null_accuracy(tmp_path, generic_model):
@@ -75,7 +92,11 @@ def test_report_says_what_the_same_capture_gate_decided(tmp_path, tiny_vgg):
     report_path = tmp_path / "r.json"
     assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
-    assert report["same_capture"] is True and report["capture_shift"] >= 0
+    from fineprune.engine.calibration import capture_shift
+
+    x = torch.stack([torch.from_numpy(np.load(data / f"clip{i}.npy")) for i in range(8)])
+    assert report["same_capture"] is True
+    assert report["capture_shift"] == pytest.approx(capture_shift(model, x), abs=1e-5)  # measured on the person's files
     assert report["effective_settings"]["recalibrate_bn"] == "none" and report["settings"]["recalibrate_bn"] == "both"
 
 

@@ -25,8 +25,8 @@ def slider_ui(run) -> None:
         c.metric("Weights pruned (prunable layers)", ui.pct(point["sparsity"]))
         left, right = st.columns(2)
         left.plotly_chart(figures.accuracy_curve_figure(list(run.explored.values()), current=target, general_accuracy=before),
-                          key="explore_curve")
-        right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * target:.0f}%"), key="explore_layers")
+                          key="explore_curve", theme=None)
+        right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * target:.0f}%"), key="explore_layers", theme=None)
         missing = [s for s in CURVE_GRID if round(s, 4) not in run.explored]
         if missing:  # first visit: draw the whole curve once (a few masks + BatchNorm passes), then it is cached
             bar = st.progress(0.0, text="drawing the accuracy-vs-sparsity curve")
@@ -50,7 +50,7 @@ def criteria_ui(session, run) -> None:
             st.rerun()
     if session.criteria_rows:
         before = None if run.before is None else run.before.accuracy
-        st.plotly_chart(figures.criteria_figure(session.criteria_rows, before), key="explore_criteria_fig")
+        st.plotly_chart(figures.criteria_figure(session.criteria_rows, before), key="explore_criteria_fig", theme=None)
 
 
 def baselines_ui(session, run) -> None:
@@ -64,7 +64,7 @@ def baselines_ui(session, run) -> None:
             st.rerun()
     if session.baseline_rows:
         rows = session.baseline_rows
-        st.plotly_chart(figures.baselines_figure(rows), key="explore_baselines_fig")
+        st.plotly_chart(figures.baselines_figure(rows), key="explore_baselines_fig", theme=None)
         table = pd.DataFrame([{
             "method": figures.METHOD_LABELS.get(r["method"], r["method"]),
             "uses labels": "yes" if r["uses_labels"] else "no",
@@ -78,13 +78,13 @@ def baselines_ui(session, run) -> None:
 
 def explore_ui() -> None:
     session = state.get()
-    st.title("🔭 Explore")
+    st.title("Explore")
     jobs.progress_panel(session, key="explore")
     ui.show_flash(session)
     run = session.run
     if run is None:
         st.info("Nothing to explore yet: run fine-pruning first (or the one-click demo on the Home page).")
-        st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂️")
+        st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂")
         return
     st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.settings.criterion} criterion")
     slider_ui(run)

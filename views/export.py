@@ -1,7 +1,7 @@
 """Export: the personalized model, the report and the plots, downloaded straight from memory."""
 import streamlit as st
 
-from studio import exporting, models, state, ui
+from studio import exporting, models, projects, state, ui
 
 FORMAT_HELP = {
     "masked": "masks kept beside the weights (torch.nn.utils.prune): reloads as the same pruned model",
@@ -12,17 +12,19 @@ FORMAT_HELP = {
 
 def export_ui() -> None:
     session = state.get()
-    st.title("📦 Export")
+    st.title("Export")
     ui.show_flash(session)
     run = session.run
+    with st.expander("Save or open a project (your clips, labels, split, settings and result)"):
+        projects.panel(session, key="export")
     if run is None:
         st.info("Nothing to export yet: run fine-pruning first.")
-        st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂️")
+        st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂")
         return
     st.caption(f"{run.model_name} model personalized for {run.individual} · {run.settings.criterion}, "
                f"{100 * run.settings.sparsity:.0f}% target · accuracy {ui.pct(run.before and run.before.accuracy)} → "
                f"{ui.pct(run.after and run.after.accuracy)}")
-    st.info("🔒 Files are built in memory and go straight to your browser's download. None of your recordings, "
+    st.info("Files are built in memory and go straight to your browser's download. None of your recordings, "
             "photos, crops or features is in them: the model holds weights and masks, the report holds numbers.")
     bundle = models.bundle_for(run.model_name)
     slug = exporting.slug(f"{run.model_name}-{run.individual}")
@@ -34,20 +36,20 @@ def export_ui() -> None:
     with ui.friendly_errors("Writing the model file"):
         data = exporting.model_file(session, bundle, fmt)
         st.download_button(f"Download the model ({len(data) / 1024:.0f} kB, {fmt})", data, file_name=f"{slug}-{fmt}.pt",
-                           mime="application/octet-stream", icon="⬇️", on_click="ignore", type="primary", key="dl_model")
+                           mime="application/octet-stream", icon="⬇", on_click="ignore", type="primary", key="dl_model")
         st.caption("Load it with `fineprune.load_bundle(path)` or `python -m fineprune info PATH`.")
 
     st.subheader("Report")
     a, b = st.columns(2)
     a.download_button("Report (JSON)", exporting.report_json(run), file_name=f"{slug}-report.json",
-                      mime="application/json", icon="🧾", on_click="ignore", key="dl_json")
+                      mime="application/json", icon="⬇", on_click="ignore", key="dl_json")
     b.download_button("Per-layer table (CSV)", exporting.layers_csv(run), file_name=f"{slug}-layers.csv",
-                      mime="text/csv", icon="📊", on_click="ignore", key="dl_csv")
+                      mime="text/csv", icon="⬇", on_click="ignore", key="dl_csv")
 
     st.subheader("Plots")
     st.caption("One HTML file with every plot of the results; interactive and fully offline (plotly.js is inside).")
     st.download_button("Plots (HTML)", lambda: exporting.plots_html(session), file_name=f"{slug}-plots.html",
-                       mime="text/html", icon="📈", on_click="ignore", key="dl_html")
+                       mime="text/html", icon="⬇", on_click="ignore", key="dl_html")
 
 
 export_ui()

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from fineprune.person.recordings import decode_input, ingest_files
-from studio import clips, figures, models, state, ui
+from studio import clips, figures, models, state, tryit, ui
 
 
 def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> bool:
@@ -17,6 +17,9 @@ def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> 
 
 
 def camera_ui(session, rec, name, bundle) -> None:
+    if tryit.camera_in_use("face"):
+        st.info("The camera is in use by Try it below; switch it off there to take photos here again.")
+        return
     takes = st.number_input("Photos per expression", 1, 10, 2, key="face_takes")
     prompt = session.next_prompt(name, bundle.classes, int(takes))
     left = len(session.prompts.get(name, []))
@@ -70,22 +73,25 @@ def retake_face(session, rec, name, bundle, clip) -> None:
 
 def face_ui() -> None:
     session = state.get()
-    st.title("🙂 Your face")
+    st.title("Your face")
     name = models.pick_model("face", "Face model")
     if name is None:
         ui.no_model_note("face")
         return
     bundle = models.bundle_for(name)
     rec = session.recordings_for(name, bundle.classes)
-    st.caption("🔒 Photos stay in this app's memory; only a small gray preview and the 48×48 crop are kept, "
+    st.caption("Photos stay in this app's memory; only a small gray preview and the 48×48 crop are kept, "
                f"nothing is written to disk or sent anywhere. At most {rec.max_clips} photos per session.")
     ui.show_flash(session)
 
-    camera, upload = st.tabs(["📷 Camera", "📁 Upload"])
+    camera, upload = st.tabs(["Camera", "Upload"])
     with camera:
         camera_ui(session, rec, name, bundle)
     with upload:
         upload_ui(session, rec, name, bundle)
+    if session.run is not None:
+        with st.expander("Try it: your personalized model vs the general one", expanded=True):
+            tryit.panel(session, key="face", domain="face")
 
     clips.collection_ui(
         session, name, rec, bundle, unit="photo", counts_title="Photos per expression",

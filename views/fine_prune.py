@@ -3,12 +3,12 @@ import streamlit as st
 
 from fineprune.person import options
 from fineprune.person.run import Personalization, adaptation_notes
-from studio import actions, figures, jobs, models, state, ui
+from studio import actions, figures, jobs, models, outcomes, state, tryit, ui
 from studio.models import MINE
 
 
-def settings_ui(bundle, model_name: str):
-    defaults = options.settings_for(bundle.card)
+def settings_ui(bundle, model_name: str, loaded: dict | None = None):
+    defaults = options.settings_for(bundle.card, **(loaded or {}))  # an opened project's settings win
     described = options.criteria()
     criteria = list(described)
     a, b = st.columns(2)
@@ -48,7 +48,7 @@ def individual_ui(session, model_name: str, bundle) -> str:
     options = [MINE] + models.demo_names(model_name)
     key = f"individual_{model_name}"
     if st.session_state.get(key) not in options:
-        st.session_state[key] = MINE if len(mine) else options[-1 if len(options) > 1 else 0]
+        st.session_state[key] = MINE if len(mine) or len(options) == 1 else models.default_demo(model_name)
     return st.radio("Individual", options, key=key, horizontal=True,
                     format_func=lambda o: f"{o} ({len(mine)} clip{'s' * (len(mine) != 1)})" if o == MINE else f"demo: {o}")
 
@@ -73,34 +73,66 @@ def results_ui(run: Personalization) -> None:
         st.info("No check clips, so accuracy cannot be measured: give some clips a label and keep them for checking.")
     for note in adaptation_notes(run.result.report, run.classes):
         st.caption(note)
+    if run.before is not None:
+        changes_ui(run)
 
-    st.plotly_chart(figures.sparsity_figure(run.result.report["layers"]), key="result_sparsity")
+    st.plotly_chart(figures.sparsity_figure(run.result.report["layers"]), key="result_sparsity", theme=None)
 
     st.markdown("##### Which units your data uses (activation energy)")
     person = run.result.energies
     layers = list(person)
     left, right = st.columns(2)
-    left.plotly_chart(figures.energy_heatmap(person, layers, "Your data"), key="heat_person")
+    left.plotly_chart(figures.energy_heatmap(person, layers, "Your data"), key="heat_person", theme=None)
     if run.general_energies is not None:
-        right.plotly_chart(figures.energy_heatmap(run.general_energies, layers, "General data (shipped demo individuals)"),
-                           key="heat_general")
+        right.plotly_chart(figures.energy_heatmap(run.general_energies, layers, "Other people (demo individuals)"),
+                           key="heat_general", theme=None)
     else:
         right.info("No general data ships with this model (no other demo individuals), so there is nothing to compare with.")
+    if run.general_energies is not None:
+        st.plotly_chart(figures.energy_difference_heatmap(person, run.general_energies, layers), key="heat_difference",
+                        theme=None)
+        st.caption("The difference tells the story: **green** units carry more signal on your data than on other "
+                   "people's, **blue** ones mostly serve other people. Fine-pruning keeps the connections your data "
+                   "uses and cuts the rest, so the blue parts are where your model gets smaller.")
     layer = st.selectbox("Layer up close", layers, index=min(1, len(layers) - 1), key=f"heat_layer_{run.model_name}")
-    st.plotly_chart(figures.layer_energy_figure(person, run.general_energies, layer), key="heat_layer_fig")
+    st.plotly_chart(figures.layer_energy_figure(person, run.general_energies, layer), key="heat_layer_fig", theme=None)
 
     if run.before is not None:
         st.markdown("##### What the model hears, before and after")
         left, right = st.columns(2)
-        left.plotly_chart(figures.confusion_figure(run.before.confusion, run.classes, f"Before: {ui.pct(before)}"), key="cm_before")
-        right.plotly_chart(figures.confusion_figure(run.after.confusion, run.classes, f"After: {ui.pct(after)}"), key="cm_after")
-    st.page_link("views/explore.py", label="Explore other sparsities, criteria and baselines", icon="🔭")
-    st.page_link("views/export.py", label="Download the personalized model and the report", icon="📦")
+        left.plotly_chart(figures.confusion_figure(run.before.confusion, run.classes, f"Before: {ui.pct(before)}"), key="cm_before", theme=None)
+        right.plotly_chart(figures.confusion_figure(run.after.confusion, run.classes, f"After: {ui.pct(after)}"), key="cm_after", theme=None)
+    st.divider()
+    tryit.panel(state.get(), key="results")
+    st.page_link("views/explore.py", label="Explore other sparsities, criteria and baselines", icon="⚖")
+    st.page_link("views/export.py", label="Download the personalized model and the report", icon="⬇")
+
+
+def changes_ui(run: Personalization) -> None:
+    """The check clips that changed answer, and why there is no gain when there is none."""
+    session = state.get()
+    changes = session.changes
+    if changes is None or changes.run_id != id(run):
+        with ui.friendly_errors("Comparing the clips"):
+            changes = session.changes = outcomes.clip_changes(run, models.bundle_for(run.model_name).model)
+    if changes is None:
+        return
+    columns = {"clip": "clip", "said": "said (label)", "before": "general model", "after": "personalized model"}
+    if changes.fixed:
+        st.success(f"**{len(changes.fixed)} check clip{'s' * (len(changes.fixed) != 1)} were wrong and are now right.**")
+        st.dataframe([{columns[k]: v for k, v in row.items()} for row in changes.fixed], hide_index=True, key="fixed_clips")
+    if changes.broken:
+        st.warning(f"**{len(changes.broken)} check clip{'s' * (len(changes.broken) != 1)} went the other way** "
+                   "(right before, wrong now).")
+        st.dataframe([{columns[k]: v for k, v in row.items()} for row in changes.broken], hide_index=True, key="broken_clips")
+    reason = outcomes.no_gain_reason(run, changes)
+    if reason:
+        st.info(reason)
 
 
 def fine_prune_ui() -> None:
     session = state.get()
-    st.title("✂️ Fine-prune")
+    st.title("✂ Fine-prune")
     names = list(models.model_specs())
     if not names:
         ui.no_model_note("voice or face")
@@ -108,15 +140,15 @@ def fine_prune_ui() -> None:
     model_name = st.selectbox("Model", names, key="fp_model")
     bundle = models.bundle_for(model_name)
     individual = individual_ui(session, model_name, bundle)
-    settings = settings_ui(bundle, model_name)
+    settings = settings_ui(bundle, model_name, session.loaded_settings.get(model_name))
 
     running = session.jobs.running
-    if st.button("Run fine-pruning", type="primary", icon="✂️", disabled=running, key="fp_run"):
+    if st.button("Run fine-pruning", type="primary", icon="✂", disabled=running, key="fp_run"):
         with ui.friendly_errors("Fine-pruning"):
             actions.start_personalization(session, model_name, individual, settings.validate())
             st.rerun()
     jobs.progress_panel(session, key="fine_prune")
-    ui.show_flash(session)
+    ui.show_flash(session, results_here=True)
     if session.run is not None:
         results_ui(session.run)
     elif not running:

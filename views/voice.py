@@ -4,7 +4,7 @@ import random
 import streamlit as st
 
 from fineprune.person.recordings import decode_input, ingest_files
-from studio import clips, figures, models, state, ui
+from studio import clips, figures, models, state, tryit, ui
 from studio.microphone import record_server_microphone, server_microphone
 
 TAKE_LENGTH = 5  # digits asked for in one long take
@@ -86,12 +86,12 @@ def server_mic_ui(session, rec, name, bundle) -> None:
     device = server_microphone()
     if device is None:
         st.info("This server has no microphone (or no sound system), so local capture is off. "
-                "Use the browser recorder in the first tab: it records on *your* device.", icon="🎙️")
+                "Use the browser recorder in the first tab: it records on *your* device.", icon="ℹ")
         return
     prompt = session.next_prompt(name, bundle.classes, int(st.session_state.get("voice_takes", 3)))
     st.write(f"Records on the machine running the Studio: **{device}**.")
     seconds = st.slider("Seconds", 1.0, 5.0, 1.5, 0.5, key="voice_server_seconds")
-    if st.button(f"Record “{prompt}” on the server microphone", icon="⏺️", key="voice_server_record"):
+    if st.button(f"Record “{prompt}” on the server microphone", key="voice_server_record"):
         with ui.friendly_errors("Recording"), st.spinner(f"Recording {seconds:.1f} s… say “{prompt}”"):
             data = record_server_microphone(seconds)
             if take_in_recording(session, rec, name, bundle, data, label=prompt, source="server microphone"):
@@ -103,12 +103,12 @@ def draw_voice_clip(clip, bundle) -> None:
     d = clip.decoded
     a, b = st.columns(2)
     if getattr(d, "waveform", None) is not None:  # a clip decoded elsewhere may have no waveform
-        a.plotly_chart(figures.waveform_figure(d.waveform, d.sample_rate, f"Clip #{clip.id}: waveform"), key=f"wave_{clip.id}")
+        a.plotly_chart(figures.waveform_figure(d.waveform, d.sample_rate, f"Clip #{clip.id}: waveform"), key=f"wave_{clip.id}", theme=None)
         st.audio(d.waveform, sample_rate=d.sample_rate)
     features = bundle.card.get("features") or {}
     hop = features.get("hop_length", 128) / features.get("sample_rate", 8000)
     b.plotly_chart(figures.logmel_figure(clip.features, hop_seconds=hop, title=f"Clip #{clip.id}: log-mel (model input)"),
-                   key=f"mel_{clip.id}")
+                   key=f"mel_{clip.id}", theme=None)
 
 
 def rerecord_voice(session, rec, name, bundle, clip) -> None:
@@ -125,18 +125,18 @@ def rerecord_voice(session, rec, name, bundle, clip) -> None:
 
 def voice_ui() -> None:
     session = state.get()
-    st.title("🎙️ Your voice")
+    st.title("Your voice")
     name = models.pick_model("voice", "Voice model")
     if name is None:
         ui.no_model_note("voice")
         return
     bundle = models.bundle_for(name)
     rec = session.recordings_for(name, bundle.classes)
-    st.caption("🔒 Recordings stay in this app's memory; nothing is written to disk or sent anywhere. "
+    st.caption("Recordings stay in this app's memory; nothing is written to disk or sent anywhere. "
                f"At most {rec.max_clips} clips per session, one digit at most 10 s, a take at most 2 minutes.")
     ui.show_flash(session)
 
-    guided, take, upload, server = st.tabs(["🗣️ Guided", "🔢 Long take", "📁 Upload", "🖥️ Server microphone"])
+    guided, take, upload, server = st.tabs(["Guided", "Long take", "Upload", "Server microphone"])
     with guided:
         guided_ui(session, rec, name, bundle)
     with take:
@@ -145,6 +145,9 @@ def voice_ui() -> None:
         upload_ui(session, rec, name, bundle)
     with server:
         server_mic_ui(session, rec, name, bundle)
+    if session.run is not None:
+        with st.expander("Try it: your personalized model vs the general one", expanded=True):
+            tryit.panel(session, key="voice", domain="voice")
 
     clips.collection_ui(
         session, name, rec, bundle, unit="clip", counts_title="Clips per digit",

@@ -7,4 +7,5 @@ model. No UI here (the Studio wraps it in ``studio/``); everything lives in memo
 - ``run``: a personalization run and the Explore page's follow-ups (sparsities, criteria, baselines)
 - ``jobs``: background jobs, leases, progress scaling
 - ``options``: the choices a view offers (criteria, recalibration depth, a card's defaults)
+- ``project``: a whole session saved as one file (zip of JSON + ``.npy``) and opened again
 """

@@ -31,7 +31,7 @@ from fineprune.domains.face import DOMAIN as FACE
 from fineprune.domains.voice import DOMAIN as VOICE
 from fineprune.person.recordings import Recordings, ingest_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BAD_AUDIO = [c for c in AUDIO_CASES if c.expected]
 GOOD_AUDIO = [c for c in AUDIO_CASES if not c.expected]
 BAD_IMAGES = [c for c in IMAGE_CASES if c.expected]

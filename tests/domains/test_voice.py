@@ -15,8 +15,8 @@ from fineprune.domains.audio import FeatureSettings, encode_wav
 from fineprune.domains.voice import DOMAIN as VOICE_DOMAIN
 from fineprune.engine.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
 FSDD = DATA / "fsdd"
 SHIPPED = REPO / "assets" / "voice.pt"
 DEMO = REPO / "assets" / "demo" / "voice"
@@ -87,45 +87,23 @@ def test_train_command_writes_bundle_and_card(tmp_path, capsys):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["domain"] == "voice" and card["classes"] == [str(d) for d in range(10)]
     assert card["features"]["layout"] == "sequence" and card["training"]["command"].startswith("python -m fineprune train voice")
-    assert 0.0 <= card["held_out"]["accuracy"] <= 1.0 and card["held_out"]["n"] == 70
+    assert card["held_out"]["n"] == 70
     assert card["trained_on"]["fsdd_speakers"] == ["jackson"]
+    from fineprune.engine.evaluation import accuracy
     from fineprune.registry import load_model
 
     bundle = load_model(str(out))
+    # the held-out accuracy is the saved model's on all of george's clips, and the command prints it
+    george = voice.load_fsdd(root, FeatureSettings.from_dict(card["features"]), cache=False).of_speaker("george")
+    assert len(george) == 70
+    measured = accuracy(bundle.model, george.x, george.y)
+    assert card["held_out"]["accuracy"] == pytest.approx(measured) and card["held_out"]["per_speaker"] == {"george": pytest.approx(measured)}
+    printed = capsys.readouterr().out.splitlines()
+    start = max(i for i, line in enumerate(printed) if line == "{")  # the command ends by printing the held-out JSON
+    assert json.loads("\n".join(printed[start:])) == card["held_out"]
     loaded = VOICE_DOMAIN.load_files(sorted((root / "recordings").glob("*_george_*.wav"))[:3], bundle.card)
     assert bundle.model(loaded.x).shape == (3, 10)
     assert voice.train_main(["--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
-
-
-def test_bench_individual_protocol():
-    from fineprune.bench.fsdd import Speaker, individual
-
-    x = torch.arange(500, dtype=torch.float32)[:, None]
-    y = torch.arange(500) // 50
-    takes = torch.arange(500) % 50
-    spk = Speaker("s", voice.ClipSet(x, y, ["s"] * 500, takes))
-    person = individual(spk)
-    assert len(person.adapt_x) == 450 and len(person.test_x) == 50
-    assert set(person.test_x.flatten().long().remainder(50).tolist()) == set(range(5))
-    few = individual(spk, per_digit=2, digits=(3, 7))
-    assert len(few.adapt_x) == 4 and len(few.test_x) == 96  # takes 0-4 + the 43 unused takes of each digit
-    assert set(few.test_y.tolist()) == {3, 7}
-    assert not set(few.adapt_x.flatten().tolist()) & set(few.test_x.flatten().tolist())
-
-
-def test_nested_choice_never_uses_the_held_out_speaker():
-    from fineprune.bench.fsdd import nested_choice
-
-    rows = []
-    for s in ("a", "b", "c"):
-        for pipe in ("p", "q"):
-            for sp in (0.5, 0.7):
-                dev = 0.9 if pipe == "p" else 0.5
-                if s == "a" and pipe == "q":
-                    dev = 1.0  # speaker a alone loves q: only a's own choice could pick q
-                rows.append({"individual": s, "pipeline": pipe, "sparsity_target": sp, "dev_accuracy": dev, "test_accuracy": 0})
-    choice = nested_choice(rows, {"a": 0.8, "b": 0.8, "c": 0.8})
-    assert choice["a"]["pipeline"] == "p" and choice["a"]["sparsity"] == 0.7
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -156,8 +134,11 @@ def test_shipped_model_card_and_demo_voices():
     card = json.loads(SHIPPED.with_suffix(".json").read_text())
     assert bundle.card == card and bundle.domain == "voice" and bundle.classes == [str(d) for d in range(10)]
     assert card["training"]["command"].startswith("python -m fineprune train voice")
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_classroom_demos  # the noisy-classroom demos, made to leave the general model room
+
     folders = sorted(p for p in DEMO.iterdir() if p.is_dir())
-    assert [p.name for p in folders] == sorted(voice.DEMO_VOICES)
+    assert [p.name for p in folders] == sorted({*voice.DEMO_VOICES, *make_classroom_demos.DEMOS})
     for folder in folders:
         files = sorted(folder.glob("*.wav"))
         assert len(files) == 100
@@ -165,7 +146,8 @@ def test_shipped_model_card_and_demo_voices():
         assert not loaded.skipped
         labels = torch.tensor([int(p.name.split("_")[0]) for p in loaded.paths])
         acc = float((bundle.model(loaded.x).argmax(1) == labels).float().mean())
-        assert acc > 0.3, f"{folder.name}: the shipped model should clearly beat chance on demo voices"
+        if folder.name in voice.DEMO_VOICES:  # clean synthetic voices: the general model copes
+            assert acc > 0.3, f"{folder.name}: the shipped model should clearly beat chance on demo voices"
 
 
 @pytest.mark.skipif(not (SHIPPED.exists() and FSDD.exists()), reason="needs assets/voice.pt and ../shared/data/fsdd")

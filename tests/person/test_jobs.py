@@ -1,9 +1,12 @@
-"""Background jobs: results, progress, captured errors, and cancelling a running fine-prune."""
+"""Background jobs: results, progress, captured errors, cancelling a running fine-prune, and the
+lease that cancels a job whose owner (a page polling its progress) went away."""
+import threading
 import time
 
 import torch
 
 from fineprune import Job, fine_prune
+from fineprune.person.jobs import Lease, LeasedCancel, leased
 
 
 def test_job_returns_result_and_progress():
@@ -37,3 +40,31 @@ def test_cancel_stops_fine_pruning_within_a_second(tiny_vgg):
     assert job.wait(1.0), "the worker must stop within 1 s of cancel"
     assert time.monotonic() - t < 1.0
     assert job.status == "cancelled"
+
+
+def test_lease_cancels_a_job_whose_owner_stopped_polling():
+    lease = Lease(0.05)
+    cancel = threading.Event()
+    flag = LeasedCancel(cancel, lease)
+    assert not flag.is_set()
+    lease.renew()
+    time.sleep(0.1)
+    assert flag.is_set() and cancel.is_set()
+
+
+def test_a_leased_job_runs_while_renewed_and_cancels_itself_once_not():
+    def work(progress, cancel):
+        while not cancel.is_set():
+            time.sleep(0.01)
+        return "stopped"
+
+    lease = Lease(0.5)  # generous: a busy shared machine may pause this thread for a while
+    job = Job(leased(work, lease)).start()
+    renewed_until = time.monotonic() + 1.5  # three lease lengths, renewed like a polling page
+    while time.monotonic() < renewed_until:
+        lease.renew()
+        time.sleep(0.05)
+    assert job.alive, "a renewed lease must not cancel the job"
+    stopped_polling = time.monotonic()
+    assert job.wait(3.0) and job.status == "cancelled"
+    assert time.monotonic() - stopped_polling < 2.5  # the lease length plus a poll, not forever

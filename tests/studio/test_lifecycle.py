@@ -37,7 +37,7 @@ from studio_driver import (
     state, state_hash, wait_for_job, wait_for_jobs, wait_no_threads,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FER = fx.FER
 
 
@@ -148,6 +148,9 @@ def test_three_sessions_record_and_prune_at_once_without_bleeding(studio_env, mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(actions, "personalize", together)
+    from studio import workers
+
+    monkeypatch.setattr(workers.POOL, "size", 3)  # the server's worker pool (2 by default) must let all three in
     for at in (a, b, c):
         on_fine_prune(at)
         assert at.radio(key="individual_face").value == "My recordings"
@@ -276,7 +279,7 @@ def test_reruns_and_page_switches_mid_job_keep_one_thread_and_the_result(studio_
         active.lease.renew()
     assert job.status == "done"
     at.run()
-    assert state(at).run is not None, "the result of a job finished while on another page was lost"
+    assert state(at).run is job.result, "the result of a job finished while on another page was lost"
 
 
 def test_starting_a_job_cancels_the_one_before(heavy_person):

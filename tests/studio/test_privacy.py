@@ -31,8 +31,9 @@ import pytest
 import app_fixtures as fx
 from bad_inputs import demo_voices
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]  # the helper modules (audit_hook, app_fixtures, ...)
+assert (TESTS / "audit_hook.py").exists() and (TESTS.parent / "app.py").exists(), TESTS
 
 SESSION = r'''
 import json, os, sys
@@ -60,7 +61,7 @@ with socket.socket() as probe:
     probe.connect_ex(("192.0.2.1", 9))  # TEST-NET-1: never routed; non-blocking, returns at once
 canaries = [e[0] for e in events]
 events.clear()
-sys.path[1:1] = [os.path.dirname(sys.argv[1])]
+sys.path[1:1] = [os.path.dirname(sys.argv[1])]  # the checkout (the tests folder's parent): the app's packages
 
 import app_fixtures as fx
 from bad_inputs import digit_take, image_bytes, reference_wav, spoken_digit, wav_bytes, zip_bytes

@@ -31,7 +31,9 @@ import pytest
 import app_fixtures as fx
 from bad_inputs import demo_voices, spoken_digit, wav_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]  # audit_hook.py, for the server's child process
+assert (TESTS / "audit_hook.py").exists() and (ROOT / "app.py").exists(), TESTS
 CHROMIUM = "/usr/bin/chromium"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -82,7 +84,7 @@ def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(
         PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", HOME=str(home), TMPDIR=str(tmp), AUDIT_LOG=str(audit),
-        AUDIT_HOOK_DIR=str(Path(__file__).resolve().parent),
+        AUDIT_HOOK_DIR=str(TESTS),
         FINEPRUNE_STUDIO_MODELS=f"voice={models / 'voice.pt'};face={models / 'face.pt'}",
         FINEPRUNE_STUDIO_DEMO_ROOT=str(models / "demo"),
     )

@@ -1,0 +1,130 @@
+"""Objects: show the camera a few kinds of things you own (or upload photos); the 1000-class
+ImageNet model becomes yours."""
+import streamlit as st
+
+from fineprune.person.recordings import decode_input, ingest_files
+from studio import clips, models, state, tryit, ui
+
+DOMAIN = "objects"
+
+
+def kinds_ui(name: str, bundle) -> list[str]:
+    """The few kinds of things this person will show (the prompts cycle over them)."""
+    key, kept = f"object_kinds_{name}", f"object_kinds_kept_{name}"
+    if key not in st.session_state:  # Streamlit forgets a widget's value while its page is not shown
+        st.session_state[key] = list(st.session_state.get(kept, []))
+    chosen = st.multiselect(
+        "Which kinds of things will you show? (type to search the model's 1000 classes)", bundle.classes, key=key,
+        max_selections=10, help="Pick 2-5 kinds you own, e.g. coffee mug, remote control, golden retriever. "
+                                "Personalization works without labels; the kinds only drive the prompts.",
+    )
+    st.session_state[kept] = list(chosen)
+    return chosen
+
+
+def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> bool:
+    with ui.friendly_errors("Reading the photo"):
+        decoded = decode_input(DOMAIN, data, bundle.card, name="the photo")[0]
+        clip = rec.add(decoded, label=label, source=source)
+        for note in decoded.notes:
+            session.say("info", f"Photo #{clip.id}: {note}.")
+        clips.select_clip(name, clip.id)
+        return True
+    return False
+
+
+def camera_ui(session, rec, name, bundle, kinds: list[str]) -> None:
+    if tryit.camera_in_use(DOMAIN):
+        st.info("The camera is in use by Try it below; switch it off there to take photos here again.")
+        return
+    if not kinds:
+        st.info("Choose the kinds of things you will show above; then the camera asks for each in turn.")
+        return
+    takes = st.number_input("Photos per kind", 1, 20, 4, key="objects_takes")
+    prompt = session.next_prompt(name, kinds, int(takes))
+    if prompt not in kinds:  # the kinds changed since the round started
+        session.prompts[name] = []
+        prompt = session.next_prompt(name, kinds, int(takes))
+    left = len(session.prompts.get(name, []))
+    ui.big_prompt(f"Show “{prompt}”", f"{left} prompt{'s' * (left != 1)} left in this round · fill the frame with it")
+    widget = session.widget_key(f"objects_camera_{name}")
+    photo = st.camera_input(f"Take a photo: {prompt}", key=widget)
+    data = clips.new_file(session, photo)
+    if data is not None and take_in_photo(session, rec, name, bundle, data, label=prompt, source="camera"):
+        session.prompt_done(name)
+        session.reset_widget(f"objects_camera_{name}")
+        st.rerun()
+    if st.button("Skip this one", key="objects_skip"):
+        session.prompt_done(name)
+        st.rerun()
+
+
+def upload_ui(session, rec, name, bundle) -> None:
+    st.write("Photos (JPEG, PNG, WebP, …) or a zip of them. A file named like `coffee-mug_1.jpg` or by its "
+             "ImageNet synset (`n03063599_1.jpg`) is labelled; other names are fine too (adaptation needs no labels).")
+    widget = session.widget_key(f"objects_upload_{name}")
+    files = st.file_uploader("Photos or zip files", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"],
+                             accept_multiple_files=True, key=widget)
+    fresh = [(f.name, data) for f in files or [] if (data := clips.new_file(session, f)) is not None]
+    if fresh:
+        with ui.friendly_errors("Reading the upload"):
+            added, problems = ingest_files(rec, DOMAIN, bundle.card, fresh, source="upload")
+            clips.report_upload(session, added, problems, name)
+        session.reset_widget(f"objects_upload_{name}")
+        st.rerun()
+
+
+def draw_object_clip(clip) -> None:
+    d = clip.decoded
+    a, b = st.columns([3, 2])
+    if getattr(d, "preview", None) is not None:  # a clip decoded elsewhere may have no preview
+        a.image(d.preview, caption=f"Photo #{clip.id}", width="stretch")
+    if getattr(d, "crop", None) is not None:
+        b.image(d.crop, caption="The centre square the model sees (224×224)", width=192)
+
+
+def retake_object(session, rec, name, bundle, clip) -> None:
+    widget = session.widget_key(f"objects_retake_{name}_{clip.id}")
+    with st.expander(f"Retake photo #{clip.id}"):
+        photo = st.camera_input("Retake" + (f": {clip.label}" if clip.label else ""), key=widget)
+        data = clips.new_file(session, photo)
+        if data is not None:
+            with ui.friendly_errors("Reading the photo"):
+                rec.replace(clip.id, decode_input(DOMAIN, data, bundle.card, name="the photo")[0], source="camera (retaken)")
+                session.reset_widget(f"objects_retake_{name}_{clip.id}")
+                st.rerun()
+
+
+def objects_ui() -> None:
+    session = state.get()
+    st.title("Your things")
+    name = models.pick_model(DOMAIN, "Objects model")
+    if name is None:
+        ui.no_model_note(DOMAIN)
+        return
+    bundle = models.bundle_for(name)
+    rec = session.recordings_for(name, bundle.classes)
+    st.caption("Photos stay in this app's memory (a small preview and the 224×224 square the model sees); "
+               f"nothing is written to disk or sent anywhere. At most {rec.max_clips} photos per session.")
+    ui.show_flash(session)
+    kinds = kinds_ui(name, bundle)
+
+    camera, upload = st.tabs(["Camera", "Upload"])
+    with camera:
+        camera_ui(session, rec, name, bundle, kinds)
+    with upload:
+        upload_ui(session, rec, name, bundle)
+    if session.run is not None:
+        with st.expander("Try it: your personalized model vs the general one", expanded=True):
+            tryit.panel(session, key=DOMAIN, domain=DOMAIN)
+
+    clips.collection_ui(
+        session, name, rec, bundle, unit="photo", counts_title="Photos per kind",
+        empty_note="No photos yet. Choose a few kinds of things and take photos of them above.",
+        describe=lambda c: "; ".join(c.decoded.notes) if c.decoded is not None else "",
+        draw=draw_object_clip, rerecord=lambda c: retake_object(session, rec, name, bundle, c),
+        next_label="Next: fine-prune the model to your things", gallery=True,
+    )
+
+
+objects_ui()
