@@ -11,21 +11,21 @@ grayscale/16-bit, tiny to 8000x8000 px):
    24 px window); keep the largest face;
 3. crop a square around the face with ``face_margin`` of the box side added on every side,
    padding by edge replication at the image border, resize to 48x48;
-4. normalise exactly as at training time: Gaussian blur to the training crops' resolution (see
-   below), histogram equalisation, then (x/255 - 0.5) / 0.29.
+4. normalise exactly as at training time: histogram equalisation, then (x/255 - 0.5) / 0.29.
 
-How training and camera time match: FER2013 crops are already faces. Running the same Haar
-cascade on FER2013 test crops (scaled to 192 px) finds the face box at a median 0.83 of the crop
-width, centred (``bench face`` regenerates this in docs/results/face_crop_calibration.csv);
-a 10% margin per side (box x 1.2) therefore reproduces FER2013's framing. Both sides then go
-through the same ``normalise_crops`` (blur + equalisation + scaling) -- the training code calls it
-on the FER2013 arrays, the camera path calls it on the detected crop.
+How training and camera time match (``fer_framing``; ``bench face`` writes it to
+docs/results/face_crop_calibration.csv): FER2013 crops are already faces. The same Haar cascade
+run on FER2013 test crops scaled to 192 px *and set in a plain canvas* (so the detector is free
+to return a box as large as the face) finds the box at a median 0.96 of the crop width, centred;
+a 2% margin per side therefore reproduces FER2013's framing, and a FER2013 crop put through the
+camera path comes back as nearly the same image. (Run on the bare crop, the cascade cannot
+return a box larger than the image: it found 0.83 and missed a third of the faces, which is why
+a 10% margin -- webcam faces framed ~20% wider than FER2013's -- was used until 2026-12-01.)
+Both sides then go through the same ``normalise_crops`` (equalisation + scaling), so contrast
+matches too: the training code calls it on the FER2013 arrays, the camera path on the crop.
 
-Resolution: the FER2013 *train* split in ../shared/data is Gaussian-blurred (sigma ~3.3 px, about
-an 8x8-pixel face; the test split is sharp). A model trained on it scores ~28% on sharp test
-crops and ~45% on the same crops blurred to match (a mid-training check), so every sharp input
-is blurred by the sigma fitted at training time (stored in the card's "input"); the train crops
-are used as they are.
+The FER2013 train split once supplied in ../shared/data was Gaussian-blurred and every sharp
+input was blurred to match; the split is sharp now and nothing is blurred.
 """
 from __future__ import annotations
 
@@ -44,22 +44,18 @@ from fineprune.domains.base import Decoded, Domain, named
 from fineprune.errors import FinePruneError, ImageError, ImageTooLargeError, ImageTooSmallError, NoFaceError, UnreadableImageError
 
 # How a 48x48 grayscale face crop becomes the model input -- identical at training time
-# (FER2013 crops) and at camera time (Haar crop resized to 48x48): Gaussian blur to the training
-# data's resolution, histogram equalisation, then (x/255 - mean) / std. After equalisation pixels
-# are ~uniform on [0, 255], hence 0.5/0.29. The FER2013 train split we have is blurred
-# (sigma ~3.3 px, fitted from power spectra by ``face_model.estimate_train_blur`` and stored in
-# the model card); its crops already carry that blur, so only sharp inputs (camera, test split)
-# are blurred. A model card's "input" overrides these defaults.
+# (FER2013 crops) and at camera time (Haar crop resized to 48x48): histogram equalisation, then
+# (x/255 - mean) / std. After equalisation pixels are ~uniform on [0, 255], hence 0.5/0.29.
+# ``face_margin``: see ``fer_framing``. A model card's "input" overrides these defaults.
 FACE_INPUT: dict[str, Any] = {
     "size": 48,
     "grayscale": True,
-    "blur_sigma": 3.3,
     "equalize_hist": True,
     "scale": 1 / 255,
     "mean": 0.5,
     "std": 0.29,
     "detector": "opencv haarcascade_frontalface_default.xml, largest face",
-    "face_margin": 0.1,
+    "face_margin": 0.02,
 }
 
 MAX_PIXELS = 8000 * 8000  # refuse larger images before decoding them (decompression bombs)
@@ -210,16 +206,10 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float, s
 # ----------------------------------------------------------------------------- normalisation
 
 
-def prepare_crops(crops: np.ndarray, settings: dict | None = None, *, already_blurred: bool = False) -> np.ndarray:
-    """(N, 48, 48) uint8 -> the uint8 image the model sees: blurred to the training data's
-    resolution (unless ``already_blurred``: the FER2013 train crops), then histogram-equalised."""
+def prepare_crops(crops: np.ndarray, settings: dict | None = None) -> np.ndarray:
+    """(N, 48, 48) uint8 -> the uint8 image the model sees: histogram-equalised."""
     s = settings or FACE_INPUT
     crops = np.asarray(crops, dtype=np.uint8)
-    sigma = float(s.get("blur_sigma") or 0.0)
-    if sigma > 0 and not already_blurred and len(crops):
-        crops = np.stack([
-            np.clip(np.rint(cv2.GaussianBlur(c.astype(np.float32), (0, 0), sigma)), 0, 255).astype(np.uint8) for c in crops
-        ])
     if s.get("equalize_hist", True) and len(crops):
         crops = np.stack([cv2.equalizeHist(np.ascontiguousarray(c)) for c in crops])
     return crops
@@ -232,11 +222,37 @@ def crops_to_tensor(prepared: np.ndarray, settings: dict | None = None) -> torch
     return ((x - float(s["mean"])) / float(s["std"])).reshape(len(prepared), 1, *np.shape(prepared)[1:])
 
 
-def normalise_crops(crops: np.ndarray, settings: dict | None = None, *, already_blurred: bool = False) -> torch.Tensor:
+def normalise_crops(crops: np.ndarray, settings: dict | None = None) -> torch.Tensor:
     """(N, 48, 48) uint8 grayscale faces -> (N, 1, 48, 48) model input. Used for FER2013 training
-    data (``already_blurred=True``), the FER2013 test split and camera crops alike, so all of them
-    reach the model at the same resolution and with the same equalisation and scaling."""
-    return crops_to_tensor(prepare_crops(crops, settings, already_blurred=already_blurred), settings)
+    data, the FER2013 test split, CK+ crops and camera crops alike, so all of them reach the model
+    with the same equalisation and scaling."""
+    return crops_to_tensor(prepare_crops(crops, settings), settings)
+
+
+def fer_framing(crops: np.ndarray, margin: float | None = None, *, side: int = 192, pad: int = 144) -> dict:
+    """Where the Haar cascade puts the face box in FER2013-style crops, and how closely the camera
+    path reproduces them: each (48, 48) crop is scaled to ``side`` px and set in a plain canvas
+    (its mean grey) so the box is not clipped by the image border, the cascade runs as for a
+    photo, and the crop cut with ``margin`` is compared with the original (both equalised)."""
+    margin = FACE_INPUT["face_margin"] if margin is None else margin
+    ratios, cx, cy, corr = [], [], [], []
+    for c in np.asarray(crops, dtype=np.uint8):
+        big = cv2.resize(c, (side, side), interpolation=cv2.INTER_CUBIC)
+        canvas = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=int(big.mean()))
+        boxes = detect_faces(canvas)
+        if not boxes:
+            continue
+        bx, by, bw, bh = boxes[0]
+        ratios.append(bw / side), cx.append((bx - pad + bw / 2) / side), cy.append((by - pad + bh / 2) / side)
+        again = prepare_crops(crop_face(canvas, boxes[0], margin, c.shape[0])[None])[0].astype(float)
+        corr.append(float(np.corrcoef(prepare_crops(c[None])[0].astype(float).ravel(), again.ravel())[0, 1]))
+    med = float(np.median(ratios)) if ratios else float("nan")
+    q = (lambda v, p: round(float(np.percentile(v, p)), 4) if v else None)
+    return {"n_images": len(crops), "n_detected": len(ratios), "box_over_crop_median": round(med, 4),
+            "box_over_crop_q25": q(ratios, 25), "box_over_crop_q75": q(ratios, 75),
+            "box_centre_x_median": q(cx, 50), "box_centre_y_median": q(cy, 50),
+            "implied_margin_per_side": round((1 / med - 1) / 2, 4) if ratios else None,
+            "margin_used": margin, "recrop_correlation_median": q(corr, 50), "recrop_correlation_q25": q(corr, 25)}
 
 
 # ----------------------------------------------------------------------------- one photo

@@ -59,7 +59,11 @@ def train_classifier(
     params = [p for n, p in model.named_parameters() if trainable is None or trainable(n)]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
+    total_steps = epochs * steps_per_epoch
+    if total_steps >= 10:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.2)
+    else:  # one-cycle divides by its warm-up length, zero for a handful of steps: keep the rate constant
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     result = TrainResult(epochs=epochs)
     forward_flops_per_example = count_flops(model, x[:1])

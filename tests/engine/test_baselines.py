@@ -42,3 +42,17 @@ def test_backprop_baseline_learns_with_labels():
     model = nn.Sequential(nn.Linear(2, 2))
     tuned, result = backprop_finetune(model, x, y, epochs=20, lr=5e-2)
     assert accuracy(tuned, x, y) > 0.95 and result.flops > 0
+
+
+def test_backprop_on_a_handful_of_examples_trains_without_a_schedule_error():
+    """One-cycle's warm-up is zero steps long for tiny runs (a few photos, few epochs): that must not crash."""
+    import torch
+    from torch import nn
+
+    from fineprune.engine.training import train_classifier
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 0])
+    before = model[1].weight.detach().clone()
+    train_classifier(model, x, y, epochs=2, batch_size=8, lr=1e-2)
+    assert not torch.equal(before, model[1].weight)
