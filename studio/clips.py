@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from fineprune.engine.evaluation import predict_logits
-from fineprune.person.recordings import USES, Clip, Recordings, SetSplit
+from fineprune.person.recordings import USES, Clip, Recordings, SetSplit, decode_input, ingest_files
 
 from . import figures
 from .ui import friendly_errors
@@ -184,3 +184,46 @@ def collection_ui(
     table_ui(rec, split, describe)
     inspector_ui(session, name, rec, bundle, split, draw=draw, rerecord=rerecord)
     st.page_link("views/fine_prune.py", label=next_label, icon="✂")
+
+
+# --------------------------------------------------------------------------- photo pages (face, objects)
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"]
+
+
+def take_in_photo(session, rec: Recordings, domain: str, name: str, bundle, data: bytes, *, label, source) -> bool:
+    """Decode one photo of ``domain`` into ``rec``; its notes become messages. False (and a message) on bad input."""
+    with friendly_errors("Reading the photo"):
+        decoded = decode_input(domain, data, bundle.card, name="the photo")[0]
+        clip = rec.add(decoded, label=label, source=source)
+        for note in decoded.notes:
+            session.say("info", f"Photo #{clip.id}: {note}.")
+        select_clip(name, clip.id)
+        return True
+    return False
+
+
+def photo_upload_ui(session, rec: Recordings, domain: str, name: str, bundle, hint: str) -> None:
+    """Photos or zips of them, labelled by their file names (``hint`` says how)."""
+    st.write(f"Photos (JPEG, PNG, WebP, …) or a zip of them. {hint}")
+    widget = session.widget_key(f"{domain}_upload_{name}")
+    files = st.file_uploader("Photos or zip files", type=PHOTO_TYPES, accept_multiple_files=True, key=widget)
+    fresh = [(f.name, data) for f in files or [] if (data := new_file(session, f)) is not None]
+    if fresh:
+        with friendly_errors("Reading the upload"):
+            added, problems = ingest_files(rec, domain, bundle.card, fresh, source="upload")
+            report_upload(session, added, problems, name)
+        session.reset_widget(f"{domain}_upload_{name}")
+        st.rerun()
+
+
+def retake_photo(session, rec: Recordings, domain: str, name: str, bundle, clip: Clip) -> None:
+    """Replace one photo with a new camera shot (same id, label and place)."""
+    widget = session.widget_key(f"{domain}_retake_{name}_{clip.id}")
+    with st.expander(f"Retake photo #{clip.id}"):
+        photo = st.camera_input("Retake" + (f": {clip.label}" if clip.label else ""), key=widget)
+        data = new_file(session, photo)
+        if data is not None:
+            with friendly_errors("Reading the photo"):
+                rec.replace(clip.id, decode_input(domain, data, bundle.card, name="the photo")[0], source="camera (retaken)")
+                session.reset_widget(f"{domain}_retake_{name}_{clip.id}")
+                st.rerun()

@@ -5,6 +5,7 @@ The Studio is pointed at tiny random-weight models made by ``app_fixtures`` thro
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -18,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 PAGES = {"home": "views/home.py", "voice": "views/voice.py", "face": "views/face.py", "objects": "views/objects.py",
          "fine_prune": "views/fine_prune.py", "explore": "views/explore.py", "export": "views/export.py"}
+
+
+@contextlib.contextmanager
+def studio_environment(models: str, demo_root: Path):
+    """Point the Studio at ``models`` (the ``FINEPRUNE_STUDIO_MODELS`` value) and the demo individuals
+    under ``demo_root`` for the ``with`` block; the environment is restored after it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FINEPRUNE_STUDIO_MODELS", models)
+        patch.setenv("FINEPRUNE_STUDIO_DEMO_ROOT", str(demo_root))
+        yield
 
 
 def studio_models(folder: Path) -> str:

@@ -2,7 +2,6 @@
 ImageNet model becomes yours."""
 import streamlit as st
 
-from fineprune.person.recordings import decode_input, ingest_files
 from studio import clips, models, state, tryit, ui
 
 DOMAIN = "objects"
@@ -22,17 +21,6 @@ def kinds_ui(name: str, bundle) -> list[str]:
     return chosen
 
 
-def take_in_photo(session, rec, name, bundle, data: bytes, *, label, source) -> bool:
-    with ui.friendly_errors("Reading the photo"):
-        decoded = decode_input(DOMAIN, data, bundle.card, name="the photo")[0]
-        clip = rec.add(decoded, label=label, source=source)
-        for note in decoded.notes:
-            session.say("info", f"Photo #{clip.id}: {note}.")
-        clips.select_clip(name, clip.id)
-        return True
-    return False
-
-
 def camera_ui(session, rec, name, bundle, kinds: list[str]) -> None:
     if tryit.camera_in_use(DOMAIN):
         st.info("The camera is in use by Try it below; switch it off there to take photos here again.")
@@ -50,27 +38,12 @@ def camera_ui(session, rec, name, bundle, kinds: list[str]) -> None:
     widget = session.widget_key(f"objects_camera_{name}")
     photo = st.camera_input(f"Take a photo: {prompt}", key=widget)
     data = clips.new_file(session, photo)
-    if data is not None and take_in_photo(session, rec, name, bundle, data, label=prompt, source="camera"):
+    if data is not None and clips.take_in_photo(session, rec, DOMAIN, name, bundle, data, label=prompt, source="camera"):
         session.prompt_done(name)
         session.reset_widget(f"objects_camera_{name}")
         st.rerun()
     if st.button("Skip this one", key="objects_skip"):
         session.prompt_done(name)
-        st.rerun()
-
-
-def upload_ui(session, rec, name, bundle) -> None:
-    st.write("Photos (JPEG, PNG, WebP, …) or a zip of them. A file named like `coffee-mug_1.jpg` or by its "
-             "ImageNet synset (`n03063599_1.jpg`) is labelled; other names are fine too (adaptation needs no labels).")
-    widget = session.widget_key(f"objects_upload_{name}")
-    files = st.file_uploader("Photos or zip files", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"],
-                             accept_multiple_files=True, key=widget)
-    fresh = [(f.name, data) for f in files or [] if (data := clips.new_file(session, f)) is not None]
-    if fresh:
-        with ui.friendly_errors("Reading the upload"):
-            added, problems = ingest_files(rec, DOMAIN, bundle.card, fresh, source="upload")
-            clips.report_upload(session, added, problems, name)
-        session.reset_widget(f"objects_upload_{name}")
         st.rerun()
 
 
@@ -81,18 +54,6 @@ def draw_object_clip(clip) -> None:
         a.image(d.preview, caption=f"Photo #{clip.id}", width="stretch")
     if getattr(d, "crop", None) is not None:
         b.image(d.crop, caption="The centre square the model sees (224×224)", width=192)
-
-
-def retake_object(session, rec, name, bundle, clip) -> None:
-    widget = session.widget_key(f"objects_retake_{name}_{clip.id}")
-    with st.expander(f"Retake photo #{clip.id}"):
-        photo = st.camera_input("Retake" + (f": {clip.label}" if clip.label else ""), key=widget)
-        data = clips.new_file(session, photo)
-        if data is not None:
-            with ui.friendly_errors("Reading the photo"):
-                rec.replace(clip.id, decode_input(DOMAIN, data, bundle.card, name="the photo")[0], source="camera (retaken)")
-                session.reset_widget(f"objects_retake_{name}_{clip.id}")
-                st.rerun()
 
 
 def objects_ui() -> None:
@@ -113,7 +74,8 @@ def objects_ui() -> None:
     with camera:
         camera_ui(session, rec, name, bundle, kinds)
     with upload:
-        upload_ui(session, rec, name, bundle)
+        clips.photo_upload_ui(session, rec, DOMAIN, name, bundle, "A file named like `coffee-mug_1.jpg` or by its "
+                              "ImageNet synset (`n03063599_1.jpg`) is labelled; other names are fine too (adaptation needs no labels).")
     if session.run is not None:
         with st.expander("Try it: your personalized model vs the general one", expanded=True):
             tryit.panel(session, key=DOMAIN, domain=DOMAIN)
@@ -122,7 +84,7 @@ def objects_ui() -> None:
         session, name, rec, bundle, unit="photo", counts_title="Photos per kind",
         empty_note="No photos yet. Choose a few kinds of things and take photos of them above.",
         describe=lambda c: "; ".join(c.decoded.notes) if c.decoded is not None else "",
-        draw=draw_object_clip, rerecord=lambda c: retake_object(session, rec, name, bundle, c),
+        draw=draw_object_clip, rerecord=lambda c: clips.retake_photo(session, rec, DOMAIN, name, bundle, c),
         next_label="Next: fine-prune the model to your things", gallery=True,
     )
 

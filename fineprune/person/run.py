@@ -37,12 +37,12 @@ def adaptation_notes(report: dict, classes: Sequence[str]) -> list[str]:
             notes.append(f"Your capture differs from the training data's (capture shift {report['capture_shift']:.3f} "
                          f">= {limit:g}), so BatchNorm was re-measured on your data.")
     dropped = report.get("dropped_classes")
-    if "guard_sentences" in report:
-        pass  # the guard's sentences already say which classes went, if any
-    elif dropped:
+    if dropped is None or "guard_sentences" in report:  # the guard's sentences already say which classes went
+        return notes
+    if dropped:
         names = ", ".join(str(classes[i]) if i < len(classes) else str(i) for i in dropped)
         notes.append(f"Classes the model hardly predicted on your clips were removed from its output: {names}.")
-    elif dropped is not None:
+    else:
         notes.append("Every class was predicted often enough on your clips; none was removed from the output.")
     return notes
 

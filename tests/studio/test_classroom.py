@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 
 import pytest
 
 import app_fixtures as fx
-from studio_driver import open_app, state, wait_for_job
+from studio_driver import open_app, state, studio_environment, wait_for_job
 
 needs_espeak = pytest.mark.skipif(not fx.HAS_ESPEAK, reason="espeak-ng is not installed")
 
@@ -32,16 +31,9 @@ def classroom_env(tmp_path_factory):
         # a demo card marks the default individual (the one a demo shows a gain with)
         (root / "demo" / "voice" / "en_f3.json").write_text(json.dumps(
             {"default": True, "about": "test voice", "measured": {"accuracy_before": 0.5, "accuracy_after": 0.75, "sparsity": 0.5}}))
-    saved = {k: os.environ.get(k) for k in ("FINEPRUNE_STUDIO_MODELS", "FINEPRUNE_STUDIO_DEMO_ROOT")}
-    os.environ["FINEPRUNE_STUDIO_MODELS"] = (f"voice={root / 'voice.pt'};face={root / 'face.pt'};"
-                                             f"objects={root / 'objects.pt'}")
-    os.environ["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(root / "demo")
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    models = f"voice={root / 'voice.pt'};face={root / 'face.pt'};objects={root / 'objects.pt'}"
+    with studio_environment(models, root / "demo"):
+        yield root
 
 
 def assert_clean(at):

@@ -9,7 +9,6 @@ this thread; their jobs run concurrently in the pool. Tiny random models keep it
 from __future__ import annotations
 
 import io
-import os
 import time
 import zipfile
 
@@ -22,7 +21,7 @@ import threading
 
 import app_fixtures as fx
 from fineprune.person.jobs import Job
-from studio_driver import open_app, state, state_hash, wait_for_jobs
+from studio_driver import open_app, state, state_hash, studio_environment, wait_for_jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not fx.HAS_ESPEAK, reason="espeak-ng is not installed")]
 SESSIONS = 30
@@ -35,19 +34,12 @@ BUDGET_SECONDS = 900  # the whole class, on a busy two-core runner
 def class_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("class")
     fx.make_voice_bundle(root / "voice.pt")
-    saved = {k: os.environ.get(k) for k in ("FINEPRUNE_STUDIO_MODELS", "FINEPRUNE_STUDIO_DEMO_ROOT")}
-    os.environ["FINEPRUNE_STUDIO_MODELS"] = f"voice={root / 'voice.pt'}"
-    os.environ["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(root / "no-demos")
     words = {}
     for d, word in enumerate(fx.WORDS):
         samples, rate = sf.read(io.BytesIO(fx.espeak_wav(word)), dtype="float32")
         words[str(d)] = (samples, rate)
-    yield words
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with studio_environment(f"voice={root / 'voice.pt'}", root / "no-demos"):
+        yield words
 
 
 def student_zip(words, student: int) -> bytes:

@@ -34,7 +34,7 @@ from fineprune.errors import RecordingLimitError
 from fineprune.person.jobs import Job
 from studio_driver import (
     by_label, clip_fingerprint, fineprune_threads, mask_bytes, messages, open_app, record_voice,
-    state, state_hash, wait_for_job, wait_for_jobs, wait_no_threads,
+    state, state_hash, studio_environment, wait_for_job, wait_for_jobs, wait_no_threads,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +60,8 @@ def studio_env(tmp_path_factory):
     fx.make_voice_bundle(root / "voice.pt")
     face_arch_bundle(root / "face.pt")
     demo_voices(root / "demo")
-    saved = {k: os.environ.get(k) for k in ("FINEPRUNE_STUDIO_MODELS", "FINEPRUNE_STUDIO_DEMO_ROOT")}
-    os.environ["FINEPRUNE_STUDIO_MODELS"] = f"voice={root / 'voice.pt'};face={root / 'face.pt'}"
-    os.environ["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(root / "demo")
-    yield root
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with studio_environment(f"voice={root / 'voice.pt'};face={root / 'face.pt'}", root / "demo"):
+        yield root
 
 
 @pytest.fixture(autouse=True)

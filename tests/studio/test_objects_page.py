@@ -4,29 +4,21 @@ stand-in of the objects model keeps it fast (tests/domains/test_objects.py tests
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import pytest
 
 import app_fixtures as fx
 
-from studio_driver import open_app, state, wait_for_job
+from studio_driver import open_app, state, studio_environment, wait_for_job
 
 
 @pytest.fixture(scope="module")
 def objects_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("objects")
     fx.make_objects_bundle(root / "objects.pt")
-    saved = {k: os.environ.get(k) for k in ("FINEPRUNE_STUDIO_MODELS", "FINEPRUNE_STUDIO_DEMO_ROOT")}
-    os.environ["FINEPRUNE_STUDIO_MODELS"] = f"objects={root / 'objects.pt'}"
-    os.environ["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(root / "no-demos")
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with studio_environment(f"objects={root / 'objects.pt'}", root / "no-demos"):
+        yield root
 
 
 def objects_page():

@@ -10,7 +10,6 @@ any UI in tests/person/, the figures and export files in test_figures.py and tes
 from __future__ import annotations
 
 import io
-import os
 import re
 import threading
 import time
@@ -25,6 +24,7 @@ import app_fixtures as fx
 from fineprune.domains.face import FACE_INPUT, crop_face, prepare_crops
 from fineprune.person.demo import demo_individuals
 from fineprune.person.run import adaptation_notes
+from studio_driver import studio_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
@@ -41,15 +41,8 @@ def studio_env(tmp_path_factory):
     fx.make_face_bundle(root / "face.pt")
     if fx.HAS_ESPEAK:
         fx.make_demo_voices(root / "demo", voices=("en", "en+f3"), takes=2)
-    saved = {k: os.environ.get(k) for k in ("FINEPRUNE_STUDIO_MODELS", "FINEPRUNE_STUDIO_DEMO_ROOT")}
-    os.environ["FINEPRUNE_STUDIO_MODELS"] = f"voice={root / 'voice.pt'};face={root / 'face.pt'}"
-    os.environ["FINEPRUNE_STUDIO_DEMO_ROOT"] = str(root / "demo")
-    yield root
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with studio_environment(f"voice={root / 'voice.pt'};face={root / 'face.pt'}", root / "demo"):
+        yield root
 
 
 def new_app():
