@@ -144,13 +144,15 @@ def t3a(model: nn.Module, data, *, filter_k: int = 20, batch_size: int = 256) ->
 
 
 @torch.no_grad()
-def prototype_head_(model: nn.Module, data, *, filter_k: int = 20, batch_size: int = 256) -> nn.Module:
-    """T3A's output layer, in place: see ``t3a``. A masked output layer keeps its mask."""
+def prototype_head_(model: nn.Module, data, *, filter_k: int = 20, batch_size: int = 256,
+                    features: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+    """T3A's output layer, in place: see ``t3a``. A masked output layer keeps its mask.
+    ``features``: ``penultimate(model, data)`` when a pass over the data already recorded it."""
     adapted = model.eval()
     head = dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]]
     w = head.weight.detach().flatten(1)
     warm_logits = w @ w.T + (head.bias if head.bias is not None else 0)
-    z, logits = penultimate(adapted, data, batch_size)
+    z, logits = features if features is not None else penultimate(adapted, data, batch_size)
     supports = torch.cat([nn.functional.normalize(w, dim=1), nn.functional.normalize(z, dim=1)])
     all_logits = torch.cat([warm_logits, logits])
     labels = all_logits.argmax(1)

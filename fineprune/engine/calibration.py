@@ -6,13 +6,16 @@ import threading
 import torch
 from torch import nn
 
-from fineprune.engine.energy import _channel_reduce, iter_batches
+from fineprune.engine.energy import _channel_reduce, batchnorm_layers, iter_batches  # noqa: F401 (batchnorm_layers: public here)
 from fineprune.errors import JobCancelled
 
 
-def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's BatchNorm layers in module order (what ``depth`` counts)."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+class _ProbeDone(Exception):
+    """Stops a forward pass once the layers that matter have run."""
+
+
+def _stop_pass(module, args, output):
+    raise _ProbeDone
 
 
 @torch.no_grad()
@@ -37,11 +40,13 @@ def recalibrate_batchnorm(
     else in eval mode (dropout off, the kept BN layers use their stored statistics). Affine
     weights are untouched; no labels, no gradients.
     """
-    norms = batchnorm_layers(model)
-    if depth is not None:
-        norms = norms[:depth]
+    every = batchnorm_layers(model)
+    norms = every if depth is None else every[:depth]
     if not norms:
         return model
+    # only the chosen layers learn: the forward stops after the last of them (a shallow depth
+    # costs a sliver of a pass)
+    stop = norms[-1].register_forward_hook(_stop_pass) if len(norms) < len(every) else None
     was_training = model.training
     saved = [(m, m.momentum) for m in norms]
     backup = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
@@ -57,12 +62,17 @@ def recalibrate_batchnorm(
                 raise JobCancelled("cancelled while recalibrating BatchNorm")
             if len(xb) < 2:  # a batch of one has no variance
                 continue
-            model(xb)
+            try:
+                model(xb)
+            except _ProbeDone:
+                pass
             used += len(xb)
     except BaseException:
         used = 0
         raise
     finally:
+        if stop is not None:
+            stop.remove()
         if used == 0:  # nothing usable (or interrupted): keep the statistics the model had
             for m, (mean, var, n) in zip(norms, backup):
                 m.running_mean.copy_(mean)
@@ -74,10 +84,6 @@ def recalibrate_batchnorm(
         if not was_training:
             model.eval()
     return model
-
-
-class _ProbeDone(Exception):
-    """Stops a forward pass once the first BatchNorm layer has seen its input."""
 
 
 @torch.no_grad()

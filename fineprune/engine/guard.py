@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from fineprune.engine.calibration import recalibrate_batchnorm
-from fineprune.engine.energy import iter_batches
+from fineprune.engine.energy import EnergyRecord, iter_batches, record_energy, spaced_indices
+from fineprune.engine.models import prunable_layers
 
 
 @dataclass
@@ -51,9 +51,10 @@ class GuardDecision:
     sparsity: float
     steps: dict[str, dict]  # step -> {"applied": bool, "why": str, ...numbers}
     signals: dict = field(default_factory=dict)
-    # forward passes over the person's clips the guard spends beyond what the chosen settings
-    # cost anyway (the general model's predictions; a trial recalibration and its predictions)
-    extra_forward_passes: int = 1
+    # forward passes over the person's clips (in whole passes) the guard spends beyond what the
+    # chosen settings cost anyway: the general model's predictions on its probe clips, and a
+    # recalibrated energy pass that was then not used
+    extra_forward_passes: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,16 +111,29 @@ def strong_unused_classes(logits: torch.Tensor, *, min_expected: float, max_hits
     return [c for c in dropped if c != keep_top], info
 
 
-def decide(model: nn.Module, data, settings, *, batch_size: int | None = None) -> tuple[GuardDecision, nn.Module | None]:
-    """The guard's decision for this person, plus the recalibrated model when it was built (so
-    the pipeline need not recalibrate twice). ``settings``: a ``PruneSettings`` with ``guard``."""
+def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
+           cancel=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
+    """The guard's decision for this person, the recalibrated model when recalibration was chosen
+    (None otherwise), and the energy record of the model that will be pruned -- the guard's
+    passes are the pipeline's passes, so nothing is recorded twice. ``settings``: a
+    ``PruneSettings`` with ``guard``.
+
+    Passes: the trial recalibration *is* the pipeline's energy pass (``record_energy`` with
+    ``recalibrate``, all clips); the general model is compared with it on at most
+    ``settings.guard_clips`` evenly spaced clips; only when recalibration is refused does the
+    general model get an energy pass of its own."""
     batch_size = batch_size or settings.batch_size
-    general = _logits(model, data, batch_size)
-    n, k = general.shape
+    x = data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data, batch_size)))
+    layers = prunable_layers(model)
+    probe = spaced_indices(len(x), settings.guard_clips)
+    general = _logits(model, x[probe], batch_size)
+    n = len(x)
     h_general = mean_entropy(general)
-    signals = {"clips": n, "general_entropy": round(h_general, 4),
+    signals = {"clips": n, "guard_clips": len(probe), "general_entropy": round(h_general, 4),
                "general_confidence": round(float(general.softmax(1).max(1).values.mean()), 4)}
     steps: dict[str, dict] = {}
+    extra = len(probe) / max(1, n)
+    energies = None
 
     # 1. BatchNorm recalibration
     wanted = settings.recalibrate_bn in ("before", "both")
@@ -130,8 +144,11 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None) -
     elif n < 2:
         steps["bn_recalibration"] = {"applied": False, "why": "too few clips to estimate statistics"}
     else:
-        recalibrated = recalibrate_batchnorm(copy.deepcopy(model).eval(), data, batch_size=batch_size, depth=settings.recalibrate_bn_depth)
-        adapted = _logits(recalibrated, data, batch_size)
+        recalibrated = copy.deepcopy(model).eval()
+        energies = record_energy(recalibrated, x, layers=layers, batch_size=batch_size, cancel=cancel, recalibrate=True,
+                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True)
+        adapted_all = energies.logits
+        adapted = adapted_all[probe]
         h_adapted = mean_entropy(adapted)
         agreement = float((adapted.argmax(1) == general.argmax(1)).float().mean())
         drop = h_general - h_adapted
@@ -159,15 +176,16 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None) -
         steps["bn_recalibration"] = {"applied": apply_bn, "why": why, "entropy_before": round(h_general, 4),
                                      "entropy_after": round(h_adapted, 4), "agreement": round(agreement, 4),
                                      "information_gain": round(im_gain, 4)}
-        if apply_bn:
-            general_for_drop = adapted
     if apply_bn:
         mode, shift = settings.recalibrate_bn, settings.bn_shift
+        general_for_drop = adapted_all
     else:
         mode = "none" if settings.recalibrate_bn in ("before", "both") else settings.recalibrate_bn
         shift = settings.guard_bn_shift if mode in ("none", "before") else 0.0
-        general_for_drop = general
         recalibrated = None
+        extra += 1.0 if energies is not None else 0.0  # the trial pass was not used
+        energies = record_energy(model, x, layers=layers, batch_size=batch_size, cancel=cancel, keep_logits=True)
+        general_for_drop = energies.logits
 
     # 2. class drop, judged on the model that will be pruned
     dropped: list[int] = []
@@ -200,7 +218,5 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None) -
     if settings.prototype_head > 0:
         steps["output_layer"] = {"applied": True, "why": ("after pruning, each class's output weights are rebuilt from the features "
                                                           "of your own clips the model assigns to it (T3A prototypes, no labels)")}
-    tried = "entropy_before" in steps["bn_recalibration"]  # a trial recalibration was run and scored
-    extra = 1 + ((1 if apply_bn else 2) if tried else 0)
-    decision = GuardDecision(mode, shift, dropped, sparsity, steps, signals, extra)
-    return decision, recalibrated
+    decision = GuardDecision(mode, shift, dropped, sparsity, steps, signals, round(extra, 4))
+    return decision, recalibrated, energies

@@ -29,21 +29,27 @@ class Individual:
     adapt_y: torch.Tensor | None = None  # hidden from every method except those with uses_labels
 
 
-def forward_passes(settings: PruneSettings) -> int:
-    """Forward passes over the adaptation data that fine-pruning spends: energies (whose pass
-    also counts the predicted classes for ``drop_unused_classes``) and BatchNorm recalibration
-    before/after pruning, the BatchNorm shift correction after pruning (``bn_shift``) and the
-    prototype output layer. Energies from other data (``energy_data``) cost one more pass."""
-    return (1 + (settings.recalibrate_bn in ("before", "both")) + (settings.recalibrate_bn in ("after", "both"))
-            + (settings.bn_shift > 0 and settings.sparsity > 0) + (settings.prototype_head > 0))
+def forward_passes(settings: PruneSettings, n_clips: int | None = None) -> float:
+    """Forward passes over the adaptation data that fine-pruning spends with ``settings``, in
+    whole passes: one for the energies (BatchNorm recalibration before pruning and the predicted
+    classes for ``drop_unused_classes`` ride along), plus, after pruning, the BatchNorm
+    re-estimate (``recalibrate_bn`` after/both), the shift correction (``bn_shift``, which also
+    measures its reference on the subsample when that is smaller) and the prototype output layer,
+    each over at most ``post_prune_clips`` of the ``n_clips`` clips (None: all of them).
+    ``fine_prune`` reports what it really spent (``report["forward_passes"]``)."""
+    fraction = 1.0 if not n_clips or not settings.post_prune_clips else min(1.0, settings.post_prune_clips / n_clips)
+    shift = settings.bn_shift > 0 and settings.sparsity > 0
+    after = (settings.recalibrate_bn in ("after", "both")) + shift + (settings.prototype_head > 0)
+    return 1.0 + fraction * after + (fraction if shift and fraction < 1.0 else 0.0)
 
 
-def passes_spent(result, settings: PruneSettings) -> int:
-    """``forward_passes`` of the settings a fine-pruning result actually ran with (the same-capture
-    gate may have switched recalibration off for this person)."""
+def passes_spent(result, settings: PruneSettings) -> float:
+    """The forward passes over the adaptation data a fine-pruning result spent (its report says;
+    the guard's and the same-capture gate's own looks at the data included)."""
+    if "forward_passes" in result.report:
+        return result.report["forward_passes"]
     effective = result.report.get("effective_settings")
-    guard = result.report.get("guard") or {}  # the label-free guard's own look at the data
-    return forward_passes(settings.replace(**effective) if effective else settings) + guard.get("extra_forward_passes", 0)
+    return forward_passes(settings.replace(**effective) if effective else settings)
 
 
 def svd_flops(model: nn.Module, layers: Sequence[str]) -> float:

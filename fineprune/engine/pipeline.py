@@ -34,7 +34,7 @@ from torch.nn.utils import prune
 
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, iter_batches, reiterable, record_energy
+from fineprune.engine.energy import EnergyRecord, evenly_spaced, iter_batches, reiterable, record_energy
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.models import prunable_layers
@@ -96,6 +96,12 @@ class PruneSettings:
     # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).
     # Label-free, backprop-free, one more forward pass.
     prototype_head: int = 0
+    # The steps after pruning (BatchNorm re-estimate or shift, prototype head) run on at most this
+    # many of the person's clips (evenly spaced, deterministic; 0: all): the statistics they need
+    # settle within a few dozen clips, and personalization stays close to one pass over the data.
+    post_prune_clips: int = 64
+    # The guard compares the general and the recalibrated model on at most this many clips (0: all).
+    guard_clips: int = 64
     batch_size: int = 64
 
     def settings_conflict(self) -> bool:
@@ -120,8 +126,10 @@ class PruneSettings:
             raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
         if not all(0.0 <= v <= 1.0 for v in (self.guard_bn_shift, self.guard_min_agreement, self.guard_drop_min_confidence)):
             raise ConfigError("guard_bn_shift, guard_min_agreement and guard_drop_min_confidence must be in [0, 1]")
-        if self.guard_drop_min_expected < 0 or self.guard_drop_max_hits < 0 or self.guard_min_information_gain < 0 or self.prototype_head < 0:
-            raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain and prototype_head must be >= 0")
+        if min(self.guard_drop_min_expected, self.guard_drop_max_hits, self.guard_min_information_gain, self.prototype_head,
+               self.post_prune_clips, self.guard_clips) < 0:
+            raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain, prototype_head, "
+                              "post_prune_clips and guard_clips must be >= 0")
         depth = self.recalibrate_bn_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
@@ -242,6 +250,23 @@ def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: lis
     }
 
 
+def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: PruneSettings, output_layer: str, cancel):
+    """Re-estimate BatchNorm on ``data`` (as ``recalibrate_batchnorm``) and, in the same pass,
+    record the output layer's inputs and outputs (what the prototype head is built from)."""
+    seen: list[torch.Tensor] = []
+    head = dict(model.named_modules())[output_layer]
+    handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().flatten(1).clone()))
+    try:
+        record = record_energy(model, data, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
+                               recalibrate_depth=s.recalibrate_bn_depth, keep_logits=True)
+    finally:
+        handle.remove()
+    features = torch.cat(seen)
+    if record.order is not None:  # the pass ran the clips shuffled; the logits are back in order already
+        features = torch.empty_like(features).index_copy_(0, record.order, features)
+    return features, record.logits
+
+
 class PruningSweep:
     """Record the person's energies once; derive a pruned model for any sparsity cheaply."""
 
@@ -267,30 +292,47 @@ class PruningSweep:
         self.effective = self.settings.replace(recalibrate_bn="none", drop_unused_classes=self.settings.same_capture_drop) \
             if self.same_capture else self.settings
         self.guard = recalibrated = None
+        self.energies = None
+        layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
 
             if progress:
                 progress(0.0, "checking which steps suit your data")
-            self.guard, recalibrated = decide(model, self.data, self.effective)
+            self.guard, recalibrated, energies = decide(model, self.data, self.effective, cancel=cancel)
             self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift)
+            if energy_data is None:
+                self.energies = energies  # recorded in the guard's own passes
         s = self.effective
         self.base = copy.deepcopy(model).eval() if recalibrated is None else recalibrated  # never touch the caller's model
-        if recalibrated is None and s.recalibrate_bn in ("before", "both"):
+        recalibrate_now = recalibrated is None and s.recalibrate_bn in ("before", "both")
+        if recalibrate_now and energy_data is not None:  # energies from other data: recalibrate on the person's first
             if progress:
                 progress(0.0, "recalibrating BatchNorm on your data")
             recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel)
+            recalibrate_now = False
         self.layers = select_layers(self.base, s)
         self.reference_bn = None  # the person's BatchNorm inputs through the unpruned model (bn_shift)
         criterion = get_criterion(s.criterion)
-        self.energies = record_energy(
-            self.base,
-            self.data if energy_data is None else reiterable(energy_data, s.batch_size),
-            layers=prunable_layers(self.base),  # all layers: heatmaps show the spared ones too
-            batch_size=s.batch_size,
-            progress=_stage(progress, 0.3, 0.6),
-            cancel=cancel,
-        )
+        # forward passes over the person's data spent so far, in whole passes (the benchmarks'
+        # FLOPs and ``bench perf`` read it from the report)
+        self.passes = self.guard.extra_forward_passes + 1.0 if self.guard is not None else 0.0
+        if self.guard is None and energy_data is not None and s.recalibrate_bn in ("before", "both"):
+            self.passes += 1.0  # the recalibration pass of its own
+        if self.energies is None:
+            self.passes += 1.0  # (over the general data for the control: counted as one more pass)
+            # one pass: BatchNorm recalibration (when chosen), energies, BatchNorm inputs and
+            # predicted classes are all recorded together
+            self.energies = record_energy(
+                self.base,
+                self.data if energy_data is None else reiterable(energy_data, s.batch_size),
+                layers=layers_to_record,
+                batch_size=s.batch_size,
+                progress=_stage(progress, 0.05, 0.6),
+                cancel=cancel,
+                recalibrate=recalibrate_now,
+                recalibrate_depth=s.recalibrate_bn_depth,
+            )
         if progress:
             progress(0.6, f"scoring connections ({s.criterion})")
         generator = torch.Generator().manual_seed(s.seed)
@@ -299,8 +341,12 @@ class PruningSweep:
         shapes = {n: modules[n].weight.shape for n in self.layers}
         scope = "layer" if criterion.structured and s.scope == "row" else s.scope
         self.ranked = RankedScores(scores, shapes, scope)
-        if s.bn_shift > 0 and energy_data is not None:  # energies from other data: measure the person's own
-            self.reference_bn = record_energy(self.base, self.data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm
+        self.after_data = evenly_spaced(self.data, s.post_prune_clips)  # what the steps after pruning see
+        self.n_clips = len(self.data) if isinstance(self.data, torch.Tensor) else sum(len(b) for b in iter_batches(self.data))
+        if s.bn_shift > 0 and (energy_data is not None or len(self.after_data) < self.energies.n_examples):
+            # the shift compares the same clips before and after pruning
+            self.reference_bn = record_energy(self.base, self.after_data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm
+            self.passes += len(self.after_data) / self.n_clips
         self.output_layer = list(prunable_layers(self.base))[-1]
         self.class_share = self.dropped_classes = None
         if self.guard is not None:
@@ -329,29 +375,38 @@ class PruningSweep:
             progress(0.65, f"pruning {sparsity:.0%} of the connections")
         model = copy.deepcopy(self.base)
         masks = self.masks_at(sparsity)
+        after_passes = 0  # passes over ``after_data`` after pruning
         apply_masks(model, masks)
         if s.bias_correction:
             correct_biases(model, masks, self.energies)
+        features = None  # (penultimate features, logits) of ``after_data``, when a pass recorded them
         if s.recalibrate_bn in ("after", "both"):
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
-            recalibrate_batchnorm(model, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
+            if s.prototype_head > 0:  # one pass re-estimates the statistics and records the prototypes' features
+                features = _recalibrate_recording_features(model, self.after_data, s, self.output_layer, self.cancel)
+            else:
+                recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
+            after_passes += 1
         if s.bn_shift > 0 and sparsity > 0:
             if progress:
                 progress(0.75, "correcting BatchNorm for the pruning")
             reference = self.reference_bn if self.reference_bn is not None else self.energies.batchnorm
-            shift_batchnorm(model, self.data, reference, batch_size=s.batch_size, blend=s.bn_shift, cancel=self.cancel)
+            shift_batchnorm(model, self.after_data, reference, batch_size=s.batch_size, blend=s.bn_shift, cancel=self.cancel)
+            after_passes += 1
         if s.prototype_head > 0:
             from fineprune.engine.baselines import prototype_head_
 
             if progress:
                 progress(0.85, "rebuilding the output layer from your clips")
-            prototype_head_(model, self.data, filter_k=s.prototype_head, batch_size=s.batch_size)
+            prototype_head_(model, self.after_data, filter_k=s.prototype_head, batch_size=s.batch_size, features=features)
+            after_passes += features is None
         if self.dropped_classes:
             silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()
         seconds = self.record_seconds + time.perf_counter() - start
         report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds)
+        report["forward_passes"] = round(self.passes + after_passes * len(self.after_data) / self.n_clips, 4)
         if self.capture_shift is not None:
             report["capture_shift"] = round(self.capture_shift, 5)
             report["same_capture"] = bool(self.same_capture)

@@ -3,9 +3,11 @@ cancel, result or exception captured), the lease that stops a job nobody watches
 progress scaling for the steps of a job. Knows nothing of any UI; the app polls it."""
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Callable
 
 Progress = Callable[[float, str], None]
@@ -13,6 +15,20 @@ Progress = Callable[[float, str], None]
 from fineprune.errors import JobCancelled
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+
+_LIVE: "weakref.WeakSet[Job]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_jobs(grace: float = 5.0) -> None:
+    """At interpreter exit, cancel every running job and give it a moment to stop: a daemon
+    thread still inside a torch kernel when the interpreter tears down aborts the process."""
+    jobs = [job for job in list(_LIVE) if job.alive]
+    for job in jobs:
+        job.cancel()
+    deadline = time.monotonic() + grace
+    for job in jobs:
+        job.wait(max(0.0, deadline - time.monotonic()))
 
 
 class Job:
@@ -66,6 +82,7 @@ class Job:
                 return self
             self._status, self.started_at = RUNNING, time.monotonic()
             self._thread = threading.Thread(target=self._run, name=f"fineprune-{self.name}", daemon=True)
+            _LIVE.add(self)
         self._thread.start()
         return self
 

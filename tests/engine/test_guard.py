@@ -66,15 +66,16 @@ def _person(n=200, seed=0):
 def test_recalibration_runs_only_when_the_signals_allow_it():
     model, x = _bn_model(), _person()
     settings = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=-5.0)
-    decision, recalibrated = decide(model, x, settings)
+    decision, recalibrated, energies = decide(model, x, settings)
     assert decision.recalibrate_bn == "both" and decision.steps["bn_recalibration"]["applied"]
     assert recalibrated is not None and recalibrated is not model
+    assert energies.logits is not None and len(energies.logits) == len(x)  # the recalibrated model's own pass
     strict = settings.replace(guard_min_entropy_drop=5.0)  # demands an impossible certainty gain
-    decision, recalibrated = decide(model, x, strict)
+    decision, recalibrated, energies = decide(model, x, strict)
     assert decision.recalibrate_bn == "none" and decision.bn_shift == 1.0 and recalibrated is None
     assert "less certain" in decision.steps["bn_recalibration"]["why"]
     agree = settings.replace(guard_min_agreement=1.0)
-    decision, _ = decide(model, x + torch.tensor([3.0, 0.0]), agree)  # recalibration flips answers
+    decision, _, _ = decide(model, x + torch.tensor([3.0, 0.0]), agree)  # recalibration flips answers
     assert not decision.steps["bn_recalibration"]["applied"]
     assert "change the model's answer" in decision.steps["bn_recalibration"]["why"]
 

@@ -235,7 +235,7 @@ def heavy_person():
     return model, person, x[:100]
 
 
-@pytest.mark.parametrize("kind, after", [("personalize", 0.4), ("personalize", 1.5), ("criteria", 0.5), ("baselines", 1.0)])
+@pytest.mark.parametrize("kind, after", [("personalize", 0.3), ("personalize", 0.8), ("criteria", 0.5), ("baselines", 1.0)])
 def test_cancel_stops_every_job_kind_within_a_second(heavy_person, kind, after):
     from fineprune.engine.pipeline import settings_for
 
