@@ -4,13 +4,14 @@ Job functions run in a worker thread: they use only plain values (``DemoSource``
 from __future__ import annotations
 
 from fineprune.errors import InputDataError
+from fineprune.person import explore
 from fineprune.person.demo import demo_split
-from fineprune.person.jobs import scaled_progress
+from fineprune.person.jobs import FAILED, scaled_progress
 from fineprune.person.options import PruneSettings
 from fineprune.person.recordings import PersonData
 from fineprune.person.run import compare_baselines, compare_criteria, personalize
 
-from . import models
+from . import models, workers
 from .models import MINE, DemoSource
 
 
@@ -53,6 +54,7 @@ def start_personalization(session, model_name: str, individual: str, settings: P
     bundle = models.bundle_for(model_name)
     settings.validate()
     mine = my_person_data(session, model_name) if individual == MINE else None  # refuse before starting
+    session.explore.cancel()  # the slider's points of the run this one replaces are not needed any more
     session.jobs.start("personalize", f"Fine-pruning for {individual}", personalize_job,
                        bundle.model, models.demo_source(model_name), model_name, individual, mine, settings)
 
@@ -81,3 +83,52 @@ def start_baselines(session, backprop_epochs: int = 15) -> None:
         bundle.model, run.person, run.settings,
         general_x=general_data(run), backprop_epochs=backprop_epochs,
     )
+
+
+# ----------------------------------------------------------------------------- the Explore slider
+def pooled_gate(progress, cancel):
+    """Run each slider point on one of the server's workers, released between points: a queued
+    fine-pruning of another session waits at most one point (well under a second), not the grid."""
+
+    def gate(step):
+        return workers.POOL.run(lambda progress=None, cancel=None: step(), progress=progress, cancel=cancel)
+
+    return gate
+
+
+def precompute_job(run, grid, position, *, progress=None, cancel=None):
+    """Worker: measure the slider's points (``fineprune.person.explore.precompute_points``)."""
+    return explore.precompute_points(run, grid, cancel, progress, position=position, gate=pooled_gate(progress, cancel))
+
+
+def start_precompute(session) -> None:
+    """Measure the current run's slider points in the background, unless that is done or under way."""
+    run = session.run
+    if run is None or explore.ready(run) or session.explore_failed == id(run):
+        return
+    active = session.explore.active
+    if active is not None and active.meta.get("run") == id(run) and not active.job.finished:
+        return
+    if session.explore_at.value is None:
+        session.explore_at.value = run.settings.sparsity
+    # the job holds the run and the position, never the session (a closed session's state can go)
+    session.explore.start("explore", "Measuring the slider's positions", precompute_job, run, explore.GRID,
+                          session.explore_at, meta={"run": id(run)}, pooled=False)
+
+
+def explore_step(session, target: float) -> explore.SliderView:
+    """A slider move: remember where the slider is (measured next if not ready), keep the
+    background measuring going, and look the point up (the nearest measured one until it is ready)."""
+    run = session.run
+    session.explore_at.value = float(target)
+    active = session.explore.active
+    outcome = session.explore.collect()  # the background measuring ended: failed, cancelled or done
+    if outcome is not None and outcome.status == FAILED and active.meta.get("run") == id(run):
+        session.explore_failed = id(run)
+        session.say("error", outcome.message)
+    start_precompute(session)
+    view = explore.slider_view(run, target)
+    if view.point is None:  # nothing measured at all (nor being measured): measure this one now
+        explore.explore_point(run, target)
+        view = explore.slider_view(run, target)
+    return view

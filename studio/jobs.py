@@ -17,6 +17,10 @@ How it works
 - Lifecycle: starting a job cancels the one before (a rerun never leaves two running); a job
   whose page stopped polling for ``LEASE_SECONDS`` (tab closed) cancels itself; and when the
   session's state is garbage-collected (session ended) its job is cancelled too.
+- The Explore slider's positions are measured by a second slot (``state.explore``, started by
+  ``studio.actions.start_precompute`` when a run ends or Explore is opened): it takes a worker of
+  the pool per point only, is renewed by every app run and by ``precompute_note``'s fragment, and
+  is cancelled by a new fine-pruning run or the session's end.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from fineprune.errors import FinePruneError
+from fineprune.person.explore import computed, pending
 from fineprune.person.jobs import CANCELLED, DONE, FAILED, Job, Lease, leased
 
 from . import workers
@@ -59,12 +64,14 @@ class JobSlot:
     def __init__(self):
         self.active: ActiveJob | None = None
 
-    def start(self, kind: str, label: str, fn: Callable, *args, meta: dict | None = None, **kwargs) -> ActiveJob:
+    def start(self, kind: str, label: str, fn: Callable, *args, meta: dict | None = None, pooled: bool = True,
+              **kwargs) -> ActiveJob:
         self.cancel()
         lease = Lease(LEASE_SECONDS)
         # the work waits for one of the server's few workers (studio.workers.POOL); a closed tab's lease
-        # also takes a waiting job out of the queue
-        job = Job(leased(workers.POOL.wrap(fn), lease), *args, name=kind, **kwargs)
+        # also takes a waiting job out of the queue. ``pooled=False``: the work takes workers itself, in
+        # short steps (the slider's background points), so it never holds one for long
+        job = Job(leased(workers.POOL.wrap(fn) if pooled else fn, lease), *args, name=kind, **kwargs)
         self.active = ActiveJob(kind, label, job, lease, meta or {})
         job.start()
         return self.active
@@ -102,6 +109,8 @@ def error_message(error: BaseException | None, trace: str = "", what: str = "The
 
 def collect(state) -> None:
     """Move a finished job's result into the session state (called on every app run)."""
+    if state.explore.active is not None:  # the session is alive: its background measuring may go on
+        state.explore.active.lease.renew()
     outcome = state.jobs.collect()
     if outcome is None:
         return
@@ -110,6 +119,9 @@ def collect(state) -> None:
             state.run = outcome.result
             state.criteria_rows = state.baseline_rows = None  # they belonged to the previous run
             state.say("finished", "Fine-pruning finished")  # worded where it shows (ui.show_flash)
+            from .actions import start_precompute  # the Explore slider's points, measured in the background
+
+            start_precompute(state)
         elif outcome.kind == "criteria":
             state.criteria_rows = outcome.result
         elif outcome.kind == "baselines":
@@ -144,3 +156,30 @@ def _panel(state, key: str, compact: bool) -> None:
     elif st.button("Cancel", key=f"cancel_{key}", type="secondary", width="stretch" if compact else "content"):
         state.jobs.cancel()
         st.caption("Cancelling…")
+
+
+def precompute_note(state, view) -> None:
+    """While the slider's points are measured in the background: a progress note, polled by a
+    fragment, which reruns the page once the point the slider asks for (or the whole grid) is ready."""
+    if view.missing == 0:
+        return
+    if state.explore.active is None:  # nothing measuring (it failed: the page said why)
+        st.caption(f"{view.missing} of {view.total} slider positions could not be measured; the slider shows the measured ones.")
+        return
+    _precompute_note(state, view.target, view.shown)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _precompute_note(state, target: float, shown: float | None) -> None:
+    run, active = state.run, state.explore.active
+    if run is None:
+        return
+    if active is not None:
+        active.lease.renew()
+    left = len(pending(run))
+    if left == 0 or (shown != target and target in run.explored) or active is None or active.job.finished:
+        st.rerun()  # a full run shows the new point (or the whole curve, or restarts / reports the measuring)
+    done = len(computed(run))
+    stage = active.job.progress[1]
+    st.progress(done / (done + left), text=f"{done} of {done + left} slider positions measured in the background "
+                                           f"({stage}); the slider shows the measured ones")

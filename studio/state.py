@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from fineprune.person.explore import Position
 from fineprune.person.recordings import Recordings
 from fineprune.person.run import Personalization
 
@@ -34,6 +35,9 @@ class StudioState:
     widget_generation: dict[str, int] = field(default_factory=dict)  # bump to reset a widget
     processed: set[str] = field(default_factory=set)  # upload file ids already taken in
     jobs: JobSlot = field(default_factory=JobSlot)
+    explore: JobSlot = field(default_factory=JobSlot)  # the slider's points measured in the background
+    explore_at: Position = field(default_factory=Position)  # where the slider is (the worker measures near it first)
+    explore_failed: int | None = None  # id() of a run whose background measuring failed (not retried)
     run: Personalization | None = None
     criteria_rows: list[dict] | None = None
     baseline_rows: list[dict] | None = None
@@ -84,6 +88,11 @@ def get() -> StudioState:
     state = st.session_state.get(KEY)
     if state is None:
         state = st.session_state[KEY] = StudioState()
-        # the session's state dies with the session: stop its job then (the callback holds only the slot)
-        weakref.finalize(state, state.jobs.cancel)
+        # the session's state dies with the session: stop its jobs then (the callback holds only the slots)
+        weakref.finalize(state, cancel_all, state.jobs, state.explore)
     return state
+
+
+def cancel_all(*slots: JobSlot) -> None:
+    for slot in slots:
+        slot.cancel()

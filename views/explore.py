@@ -3,37 +3,32 @@ import pandas as pd
 import streamlit as st
 
 from fineprune.person import options
-from fineprune.person.run import explore_point
+from fineprune.person.explore import GRID, nearest
 from studio import actions, figures, jobs, state, ui
 
-GRID = [i / 100 for i in range(0, 96, 5)]  # 0, 5, ..., 95 %
-CURVE_GRID = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 
-
-def slider_ui(run) -> None:
+def slider_ui(session, run) -> None:
     st.subheader("Sparsity slider")
-    st.caption("The activation energies of your data were recorded once; each position only re-applies masks "
-               "and re-measures BatchNorm, so it updates in a moment.")
-    target = st.select_slider("Weights pruned", options=GRID, value=min(GRID, key=lambda g: abs(g - run.settings.sparsity)),
+    st.caption("The activation energies of your data were recorded once; every position of the slider is measured "
+               "once in the background (masks, BatchNorm, your check clips), so moving it only looks the result up.")
+    target = st.select_slider("Weights pruned", options=GRID, value=nearest(GRID, run.settings.sparsity),
                               format_func=lambda v: f"{100 * v:.0f}%", key="explore_sparsity")
     with ui.friendly_errors("Exploring"):
-        point = explore_point(run, target)
-        before = None if run.before is None else run.before.accuracy
+        view = actions.explore_step(session, target)
+        point, before = view.point, None if run.before is None else run.before.accuracy
         a, b, c = st.columns(3)
         a.metric("Accuracy at this sparsity", ui.pct(point["accuracy"]), **ui.delta_points(point["accuracy"], before, " vs general"))
         b.metric("General model", ui.pct(before))
         c.metric("Weights pruned (prunable layers)", ui.pct(point["sparsity"]))
+        if view.snapped:
+            st.caption(f"{100 * target:.0f}% is still being measured: showing the nearest measured position, "
+                       f"{100 * view.shown:.0f}%, until it is ready.")
         left, right = st.columns(2)
-        left.plotly_chart(figures.accuracy_curve_figure(list(run.explored.values()), current=target, general_accuracy=before),
+        left.plotly_chart(figures.accuracy_curve_figure(view.curve, current=view.shown, general_accuracy=before),
                           key="explore_curve", theme=None)
-        right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * target:.0f}%"), key="explore_layers", theme=None)
-        missing = [s for s in CURVE_GRID if round(s, 4) not in run.explored]
-        if missing:  # first visit: draw the whole curve once (a few masks + BatchNorm passes), then it is cached
-            bar = st.progress(0.0, text="drawing the accuracy-vs-sparsity curve")
-            for i, s in enumerate(missing, 1):
-                explore_point(run, s)
-                bar.progress(i / len(missing), text=f"accuracy at {100 * s:.0f}% sparsity measured")
-            st.rerun()
+        right.plotly_chart(figures.sparsity_figure(point["layers"], f"Per layer at {100 * view.shown:.0f}%"),
+                           key="explore_layers", theme=None)
+        jobs.precompute_note(session, view)
 
 
 def criteria_ui(session, run) -> None:
@@ -87,7 +82,7 @@ def explore_ui() -> None:
         st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂")
         return
     st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.settings.criterion} criterion")
-    slider_ui(run)
+    slider_ui(session, run)
     st.divider()
     if run.before is None:
         st.info("Criteria and baselines are compared on labelled check clips, and this run has none.")

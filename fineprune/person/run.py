@@ -9,6 +9,7 @@ set is disjoint and its labels are used only to score before/after accuracy.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -21,6 +22,8 @@ from fineprune.engine.energy import EnergyRecord, record_energy
 from fineprune.engine.evaluation import Evaluation, compute_savings, evaluate, layer_positions
 from fineprune.engine.pipeline import PruneResult, PruneSettings, PruningSweep
 from fineprune.errors import InputDataError
+from fineprune.person import explore
+from fineprune.person.explore import seed_point
 from fineprune.person.jobs import Progress, check_cancel, scaled_progress
 from fineprune.person.recordings import UNLABELED, PersonData
 
@@ -63,7 +66,8 @@ class Personalization:
     savings: dict
     general_energies: EnergyRecord | None
     seconds: float
-    explored: dict[float, dict] = field(default_factory=dict)  # sparsity -> explore point (cache)
+    explored: dict[float, dict] = field(default_factory=dict)  # sparsity -> explore point; only grows (person/explore.py)
+    explore_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def summary(self) -> dict:
         """Plain-JSON report (no recordings, no features)."""
@@ -138,25 +142,19 @@ def personalize(
     check_cancel(cancel)
     sweep.cancel = None  # the sweep outlives the job (Explore page); its lease must not cancel it later
     report(1.0, "done")
-    return Personalization(
+    run = Personalization(
         model_name, individual, list(classes), settings, result, sweep, person, before, after, savings,
         general_energies, time.perf_counter() - start,
     )
+    # the slider's point at the run's own sparsity is measured already: the Explore page starts there
+    seed_point(run, settings.sparsity, result, float("nan") if after is None else after.accuracy)
+    return run
 
 
 def explore_point(run: Personalization, sparsity: float) -> dict:
-    """Accuracy and per-layer sparsity at ``sparsity`` from the run's sweep (cached per sparsity)."""
-    key = round(float(sparsity), 4)
-    if key not in run.explored:
-        result = run.sweep.result_at(key, progress=lambda *_: None)
-        acc = evaluate(result.model, run.person.check_x, run.person.check_y, len(run.classes)).accuracy if len(run.person.check_x) else float("nan")
-        run.explored[key] = {
-            "sparsity_target": key,
-            "sparsity": result.report["sparsity"],
-            "accuracy": acc,
-            "layers": [dict(r) for r in result.report["layers"]],
-        }
-    return run.explored[key]
+    """Accuracy and per-layer sparsity at ``sparsity`` from the run's sweep (cached per sparsity;
+    thread-safe: see ``fineprune.person.explore``, which also precomputes a grid of them)."""
+    return explore.explore_point(run, sparsity)
 
 
 def compare_criteria(

@@ -86,9 +86,10 @@ def test_layers_csv_has_one_row_per_layer(session):
 def test_plots_page_has_every_result_figure_and_fetches_nothing(bundle):
     state = StudioState(run=make_run(bundle))
     names = [name for name, _ in exporting.result_figures(state)]
-    # a check set (before/after confusions) and general data (its heatmap); nothing explored or compared yet
+    # a check set (before/after confusions) and general data (its heatmap); the run's own sparsity
+    # is its first point on the accuracy curve; nothing compared yet
     assert names == ["Connections removed per layer", "Activation energy: your data", "Activation energy: general data",
-                     "Activation energy: yours minus general", "Confusion before", "Confusion after"]
+                     "Activation energy: yours minus general", "Confusion before", "Confusion after", "Accuracy vs sparsity"]
     explore_point(state.run, 0.7)
     state.criteria_rows = [{"criterion": "energy", "sparsity_target": 0.5, "accuracy": 0.5}]
     state.baseline_rows = [{"method": "fineprune", "accuracy": 0.5, "uses_labels": False, "seconds": 1.0}]

@@ -23,6 +23,7 @@ import torch
 import app_fixtures as fx
 from fineprune.domains.face import FACE_INPUT, crop_face, prepare_crops
 from fineprune.person.demo import demo_individuals
+from fineprune.person import explore
 from fineprune.person.run import adaptation_notes
 from studio_driver import studio_environment
 
@@ -75,6 +76,15 @@ def wait_for_job(at, timeout: float = 300.0):
         time.sleep(0.3)
         at.run()
     raise AssertionError("the job did not finish in time")
+
+
+def wait_for_explore(at, timeout: float = 300.0):
+    """Rerun like the Explore page's polling fragment does until every slider position is measured."""
+    deadline = time.monotonic() + timeout
+    while not explore.ready(studio(at).run) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+    return at.run()
 
 
 def metrics(at) -> dict[str, str]:
@@ -137,7 +147,8 @@ def test_one_click_demo_reaches_a_result_then_explore_and_export(studio_env):
 
     at = on_page(at, "views/explore.py")
     assert_clean(at)
-    assert len(run.explored) >= 9  # the first visit draws the whole accuracy-vs-sparsity curve
+    at = wait_for_explore(at)  # the slider's positions are measured in the background (started when the run ended)
+    assert len(run.explored) >= 20
     at.select_slider(key="explore_sparsity").set_value(0.9).run()
     assert_clean(at)
     assert metrics(at)["Weights pruned (prunable layers)"] == "90%"
