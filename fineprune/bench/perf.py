@@ -5,7 +5,9 @@ on a shared 2-core machine are noise): timings alternate between the two things 
 a warm-up, and the median of the repeats is used. FLOPs come from ``torch.utils.flop_counter``.
 The thread count is fixed (``--threads``) and reported.
 
-For each shipped model (``assets/voice.pt``, ``assets/face.pt``) it measures:
+For each shipped model (``assets/voice.pt``, ``assets/face.pt``, and ``objects``: EfficientNet-Lite0,
+its weights from their package, personalized to 64 Imagenette training photos of three classes) it
+measures:
 
 1. personalization (``fine_prune`` with the card's settings: BN recalibration, energy recording,
    scoring, masks) ÷ one plain inference pass over the same clips;
@@ -13,7 +15,8 @@ For each shipped model (``assets/voice.pt``, ``assets/face.pt``) it measures:
    fine-pruning reached on the same person ÷ fine-pruning, in FLOPs and in seconds;
 3. the sparsity-slider step (masks for a new sparsity from the recorded energies + re-scoring the
    clips) in ms, and ÷ one inference pass;
-4. dense ÷ structurally exported latency at 30/50/70% channel sparsity (outputs checked identical);
+4. dense ÷ structurally exported latency at 30/50/70% channel sparsity (outputs checked identical;
+   for objects also the export of the unpruned model, i.e. BatchNorm folding alone);
 5. file sizes: dense ÷ sparse file at 70% unstructured, ÷ structured file at 50% (reload checked);
 6. peak memory of personalization ÷ inference (resident-set high-water mark in a fresh subprocess).
 
@@ -35,16 +38,8 @@ from typing import Callable
 
 import torch
 
-from fineprune.bench.perf_measure import (
-    measure_backprop,
-    measure_files,
-    measure_memory,
-    measure_personalization,
-    measure_slider,
-    measure_startup,
-    measure_structured,
-    peak_growth,
-)
+from fineprune.bench.perf_measure import measure_backprop, measure_files, measure_personalization, measure_slider, measure_structured
+from fineprune.bench.perf_memory import measure_memory, measure_startup, peak_growth
 from fineprune.bench.perf_subjects import Plan, load_subject
 from fineprune.bench.perf_report import machine_description, render_markdown, render_table, settings_summary, startup_line
 from fineprune.engine.pipeline import settings_for
@@ -90,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", help="write the full report (docs/PERFORMANCE.md) to this file")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, numbers meaningless")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared machine a second thread mostly waits for a busy core)")
-    parser.add_argument("--models", default="voice,face", help=f"comma-separated, from {','.join(SHIPPED_MODELS)}")
+    parser.add_argument("--models", default="voice,face,objects", help=f"comma-separated, from {','.join(SHIPPED_MODELS)}")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: NAME:PHASE:SCALE in a fresh process
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -7,13 +7,8 @@ machine are noise. Peak memory is measured in a fresh subprocess per phase.
 from __future__ import annotations
 
 import copy
-import gc
 import io
-import json
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from typing import Callable
@@ -22,13 +17,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fineprune.bench.perf_subjects import Plan, Subject, tile
+from fineprune.bench.perf_subjects import Plan, Subject, channel_settings, hidden_removed
 from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.engine.energy import iter_batches
 from fineprune.engine.evaluation import accuracy
 from fineprune.engine.export import export_structured, personalized_payload
-from fineprune.engine.pipeline import PruningSweep, fine_prune, settings_for
-from fineprune.paths import REPO
+from fineprune.engine.pipeline import fine_prune
 
 
 STRUCTURED_SPARSITIES = (0.3, 0.5, 0.7)
@@ -84,8 +78,8 @@ def flops_of(fn: Callable[[], object]) -> float:
 
 def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
     model, x = subject.bundle.model, subject.clips
-    # the floor of the method: energy recording alone (no BatchNorm recalibration)
-    floor = {"recalibrate_bn": "none", "drop_unused_classes": 0.0}
+    # the floor of the method: energy recording alone (no guard, recalibration, shift, prototypes)
+    floor = {"recalibrate_bn": "none", "drop_unused_classes": 0.0, "guard": False, "bn_shift": 0.0, "prototype_head": 0}
     one_pass = settings.replace(**{k: v for k, v in floor.items() if k in settings.to_dict()})
     t = alternate(
         {
@@ -98,7 +92,11 @@ def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
     flops_inference = flops_of(lambda: inference_pass(model, x, settings.batch_size))
     flops_personalize = flops_of(lambda: fine_prune(model, x, settings))
     gate = fine_prune(model, x, settings).report
+    own = fine_prune(model, subject.person.adapt_x, settings).report  # the person's own clips, not tiled
     return {
+        "personalize_passes": gate["forward_passes"],
+        "personalize_passes_person": own["forward_passes"],
+        "person_clips": len(subject.person.adapt_x),
         "gate": (f"same-capture gate: capture shift {gate['capture_shift']:.3f} vs {settings.same_capture_shift:g}, so "
                  + ("no recalibration, drop " + f"{settings.same_capture_drop:g}" if gate["same_capture"] else "the settings as given"))
         if "same_capture" in gate else "",
@@ -175,28 +173,65 @@ def measure_backprop(subject: Subject, settings, plan: Plan) -> dict:
     }
 
 
-def measure_slider(subject: Subject, settings, plan: Plan) -> dict:
-    model, x = subject.bundle.model, subject.clips
-    sweep = PruningSweep(model, x, settings)
-    sparsities = list(SLIDER_SPARSITIES[: plan.slider_steps + 1])
-    steps, passes, cpu = [], [], []
-    for i, s in enumerate(sparsities):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = sweep.result_at(s)
-        inference_pass(result.model, x, settings.batch_size)  # re-score the clips
-        step, step_cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        start = time.perf_counter()
-        inference_pass(model, x, settings.batch_size)
-        if i > 0:  # the first step warms up
-            steps.append(step)
-            cpu.append(step_cpu)
-            passes.append(time.perf_counter() - start)
-    median = statistics.median(steps)
+def slider_page_values(run, target: float) -> dict:
+    """What the Explore page shows for a slider position, short of drawing it: the (nearest measured)
+    point looked up, the three metrics, the data of the curve and of the layer bars."""
+    from fineprune.person.explore import slider_view
+
+    view = slider_view(run, target)
+    point, before = view.point, None if run.before is None else run.before.accuracy
     return {
-        "slider_step_ms_median": 1e3 * median,
+        "metrics": (f"{100 * point['accuracy']:.1f}%", before and f"{100 * before:.1f}%", f"{100 * point['sparsity']:.0f}%"),
+        "curve": [(100 * p["sparsity_target"], 100 * p["accuracy"]) for p in view.curve],
+        "layers": [(r["name"], 100.0 * r["sparsity"]) for r in point["layers"]],
+    }
+
+
+def measure_slider(subject: Subject, settings, plan: Plan) -> dict:
+    """The Explore slider as the Studio runs it: every point of the grid measured in the background
+    (``precompute_points``: masks + BN + re-scoring the clips; an inference pass interleaved after
+    each), then moves over the measured grid: a lookup and the values the page shows (Streamlit's
+    drawing is timed in the browser, tests/studio/test_e2e_browser.py)."""
+    from fineprune.person.explore import GRID, precompute_points
+    from fineprune.person.recordings import PersonData
+    from fineprune.person.run import personalize
+
+    model, x = subject.bundle.model, subject.clips
+    n = len(x)
+    # adapted on and re-scored: the same clips (the labels only feed the timed scoring)
+    person = PersonData(x, torch.full((n,), -1), x, torch.zeros(n, dtype=torch.long), list(range(n)), list(range(n)))
+    run = personalize(model, person, settings, classes=subject.bundle.classes)
+    passes, pass_cpu = [], []
+
+    def after_point(_fraction: float, _stage: str) -> None:  # excluded from the grid's time below
+        start, cpu_start = time.perf_counter(), time.process_time()
+        inference_pass(model, x, settings.batch_size)
+        passes.append(time.perf_counter() - start)
+        pass_cpu.append(time.process_time() - cpu_start)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    points = precompute_points(run, GRID, progress=after_point, position=settings.sparsity)
+    grid_s = time.perf_counter() - start - sum(passes)
+    grid_cpu = time.process_time() - cpu_start - sum(pass_cpu)
+    point_s = [seconds for _, seconds in points]
+
+    # slider moves over the measured grid: up and down it, as a user drags or presses arrow keys
+    walk = [*GRID, *reversed(GRID)] * max(1, plan.slider_steps // 4)
+    steps, cpu = [], []
+    for target in walk:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        slider_page_values(run, target)
+        steps.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+    return {
+        "slider_step_ms_median": 1e3 * statistics.median(steps),
         "slider_step_cpu_ms_median": 1e3 * statistics.median(cpu),
-        "slider_over_inference": statistics.median(a / b for a, b in zip(steps, passes)),
-        "slider_clips": len(x),
+        "slider_point_ms_median": 1e3 * statistics.median(point_s),
+        "slider_point_cpu_ms_mean": 1e3 * grid_cpu / max(1, len(points)),
+        "slider_grid_ready_s": grid_s,
+        "slider_grid_points": len(run.explored),  # the run's own point came with the run
+        "slider_over_inference": statistics.median(a / b for a, b in zip(point_s, passes)),
+        "slider_clips": n,
         "slider_steps": len(steps),
     }
 
@@ -211,35 +246,49 @@ def measure_structured(subject: Subject, settings, plan: Plan) -> dict:
     batch = x[: settings.batch_size]
     out: dict = {"latency_batch": len(batch)}
     dense_seconds: dict[str, float] = {}
+    # the export of the unpruned model: what the export's own rewriting (BatchNorm folded into the
+    # convs, for EfficientNet-Lite) buys without removing anything -- timed beside the 50% export
+    fused = export_structured(model, subject.bundle.config).model
     for s in STRUCTURED_SPARSITIES:
-        pruned = fine_prune(model, x, settings.replace(criterion="channel", sparsity=s)).model
+        pruned = fine_prune(model, x, channel_settings(settings, s)).model
         export = export_structured(pruned, subject.bundle.config)
         key = int(round(100 * s))
         out[f"structured_max_abs_diff_at_{key}"] = _max_difference(pruned, export.model, batch)
         out[f"structured_flops_ratio_at_{key}"] = flops_of(lambda: model(batch[:1])) / flops_of(lambda: export.model(batch[:1]))
-        layouts = {"default": (model, export.model, batch, x[:1])}
+        if (share := hidden_removed(export.widths)) is not None:
+            out[f"structured_hidden_removed_at_{key}"] = share
+        with_fused = s == 0.5
+        layouts = {"default": (model, export.model, fused, batch, x[:1])}
         if batch.dim() == 4:  # channels-last is often the faster layout for 2-D convs on CPU
             cl = torch.channels_last
             layouts["channels_last"] = (
                 copy.deepcopy(model).to(memory_format=cl), copy.deepcopy(export.model).to(memory_format=cl),
-                batch.contiguous(memory_format=cl), x[:1].contiguous(memory_format=cl),
+                copy.deepcopy(fused).to(memory_format=cl), batch.contiguous(memory_format=cl), x[:1].contiguous(memory_format=cl),
             )
         calls, single = {}, {}
-        for layout, (dense, small, xb, x1) in layouts.items():
+        for layout, (dense, small, fused_l, xb, x1) in layouts.items():
             calls.update({f"dense {layout}": lambda m=dense, v=xb: m(v), f"small {layout}": lambda m=small, v=xb: m(v)})
+            if with_fused:
+                calls[f"fused {layout}"] = lambda m=fused_l, v=xb: m(v)
             single.update({f"dense {layout}": lambda m=dense, v=x1: m(v), f"small {layout}": lambda m=small, v=x1: m(v)})
         with torch.inference_mode():
-            t = alternate(calls, plan.latency_repeats, 2 * plan.warmup)
+            probe = alternate(calls, 1, 1)  # warm-up round, and how long one round takes
+            repeats = plan.repeats_for(sum(probe.median(k) for k in calls))
+            t = alternate(calls, repeats, 2 * plan.warmup)
             t1 = alternate(single, plan.latency_repeats * 2, 3 * plan.warmup)
+        out[f"structured_latency_repeats_at_{key}"] = repeats
         for layout in layouts:
             out[f"structured_speedup_at_{key}_{layout}"] = t.ratio(f"dense {layout}", f"small {layout}")
             out[f"structured_speedup_cpu_at_{key}_{layout}"] = t.cpu_ratio(f"dense {layout}", f"small {layout}")
             out[f"structured_speedup_batch1_at_{key}_{layout}"] = t1.ratio(f"dense {layout}", f"small {layout}")
             dense_seconds[layout] = dense_seconds.get(layout, 0.0) + t.median(f"dense {layout}")
+            if with_fused:
+                out[f"structured_fused_speedup_{layout}"] = t.ratio(f"dense {layout}", f"fused {layout}")
+                out[f"structured_pruning_speedup_at_50_{layout}"] = t.ratio(f"fused {layout}", f"small {layout}")
         # what torch.nn.utils.prune alone gives: masks, same dense compute
         if s == 0.5:
             with torch.inference_mode():
-                t = alternate({"dense": lambda: model(batch), "masked": lambda: pruned(batch)}, plan.latency_repeats, 2 * plan.warmup)
+                t = alternate({"dense": lambda: model(batch), "masked": lambda: pruned(batch)}, min(repeats, plan.latency_repeats), 2 * plan.warmup)
             out["masked_speedup_at_50"] = t.ratio("dense", "masked")
     # the baseline at its best: every row uses the layout in which the *dense* model ran fastest
     best = min(dense_seconds, key=dense_seconds.get)
@@ -249,6 +298,8 @@ def measure_structured(subject: Subject, settings, plan: Plan) -> dict:
         out[f"structured_speedup_at_{key}"] = out[f"structured_speedup_at_{key}_{best}"]
         out[f"structured_speedup_batch1_at_{key}"] = out[f"structured_speedup_batch1_at_{key}_{best}"]
         out[f"structured_speedup_cpu_at_{key}"] = out[f"structured_speedup_cpu_at_{key}_{best}"]
+    out["structured_fused_speedup"] = out[f"structured_fused_speedup_{best}"]
+    out["structured_pruning_speedup_at_50"] = out[f"structured_pruning_speedup_at_50_{best}"]
     return out
 
 
@@ -266,7 +317,7 @@ def measure_files(subject: Subject, settings, plan: Plan) -> dict:
     dense = len(buffer.getvalue())
     out = {"dense_bytes": dense}
     unstructured = fine_prune(bundle.model, x, settings.replace(sparsity=0.7)).model
-    channel = fine_prune(bundle.model, x, settings.replace(criterion="channel", sparsity=0.5)).model
+    channel = fine_prune(bundle.model, x, channel_settings(settings, 0.5)).model
     for label, model, fmt in (("sparse_70", unstructured, "sparse"), ("masked_70", unstructured, "masked"), ("structured_50", channel, "structured")):
         data = saved_bytes(personalized_payload(model, bundle.config, bundle.card, fmt)[0])
         reloaded = load_bundle(data)
@@ -286,126 +337,7 @@ def energy_statistics_bytes(model: nn.Module, x: torch.Tensor, settings) -> dict
     sizes = {}
     for n in (len(x) // 2, len(x)):
         record = record_energy(model, x[:n], batch_size=settings.batch_size)
-        tensors = [t for e in record.values() for t in (e.in_abs, e.in_sq, e.in_mean, e.out_abs, e.out_sq)]
+        tensors = [t for e in record.values() for t in (e.in_abs, e.in_sq, e.in_mean, e.out_sq)]
         tensors += [t for s in record.batchnorm.values() for t in (s.mean, s.var)]
         sizes[n] = sum(t.numel() * t.element_size() for t in tensors)
     return sizes
-
-
-# ----------------------------------------------------------------------------- memory (subprocess)
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak resident set size (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _peak_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _release_free_memory() -> None:
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_growth(subject: Subject, phase: str, n_clips: int) -> dict:
-    """Peak resident-set growth of one phase over the resident set with model and clips loaded."""
-    x = tile(subject.clips, n_clips)
-    settings = settings_for(subject.bundle.card)
-    inference_pass(subject.bundle.model, x[:2], settings.batch_size)  # load kernels before measuring
-    _release_free_memory()
-    base = _rss_bytes()
-    exact = _reset_peak()
-    if phase == "inference":
-        inference_pass(subject.bundle.model, x, settings.batch_size)
-    else:
-        fine_prune(subject.bundle.model, x, settings)
-    peak = _peak_bytes()
-    return {"delta_bytes": max(0, peak - base), "method": "VmHWM after clear_refs" if exact else "ru_maxrss (process peak)"}
-
-
-def measure_memory(subject: Subject, plan: Plan, quick: bool, threads: int) -> dict:
-    def probe(phase: str, scale: int) -> dict:
-        runs = [probe_once(phase, scale) for _ in range(plan.memory_repeats)]
-        return {"delta_bytes": statistics.median(r["delta_bytes"] for r in runs), "method": runs[0]["method"]}
-
-    def probe_once(phase: str, scale: int) -> dict:
-        if not plan.memory_in_subprocess:
-            result = peak_growth(subject, phase, plan.clips * scale)
-            return {**result, "method": result["method"] + ", in-process (quick)"}
-        argv = [sys.executable, "-m", "fineprune", "bench", "perf", "--memory-probe", f"{subject.name}:{phase}:{scale}", "--threads", str(threads)]
-        if quick:
-            argv.append("--quick")
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=900)
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory probe {subject.name}:{phase} failed: {proc.stderr.strip()[-400:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        return {**result, "method": result["method"] + f", a fresh subprocess per phase, median of {plan.memory_repeats}"}
-
-    inference = probe("inference", 1)
-    out = {"inference_peak_bytes": inference["delta_bytes"], "memory_method": inference["method"]}
-    for scale in plan.memory_scales:
-        out[f"personalize_peak_bytes_x{scale}"] = probe("personalize", scale)["delta_bytes"]
-    out["peak_memory_ratio"] = out["personalize_peak_bytes_x1"] / max(1, out["inference_peak_bytes"])
-    return out
-
-
-# ----------------------------------------------------------------------------- app start-up
-# What the app needs before its first page: streamlit, the library's session layer (the
-# ``fineprune.person`` package, which pulls in the engine and the domains) and the shipped
-# models. The library does not import the Studio app itself, so the app's own pages are not timed.
-STARTUP_SCRIPT = r"""
-import importlib, pkgutil, time, warnings, logging
-start = time.perf_counter()
-logging.disable(logging.WARNING)
-warnings.simplefilter("ignore")
-importlib.import_module("streamlit")
-import fineprune.person
-modules = ["fineprune.person"]
-for info in pkgutil.walk_packages(fineprune.person.__path__, "fineprune.person."):
-    importlib.import_module(info.name)
-    modules.append(info.name)
-imported = time.perf_counter()
-from fineprune.registry import available_shipped_models, load_model
-loaded = [n for n in available_shipped_models() if load_model(n) is not None]
-end = time.perf_counter()
-import json
-print(json.dumps({"import_s": imported - start, "load_s": end - imported, "models": loaded, "modules": modules}))
-"""
-
-
-def measure_startup() -> dict:
-    """``STARTUP_SCRIPT`` in a fresh interpreter: wall seconds (interpreter start included) and CPU seconds."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=300)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip()[-300:], "wall_s": wall}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = wall  # interpreter start included
-    out["cpu_s"] = cpu  # what it costs without competition for the cores
-    return out

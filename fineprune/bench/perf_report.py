@@ -57,7 +57,7 @@ def verdict(key: str, value: float) -> tuple[str, str]:
 
 def format_value(key: str, value: float) -> str:
     if key == "slider_step_ms_median":
-        return f"{value:.0f} ms"
+        return f"{value:.0f} ms" if value >= 10 else f"{value:.2f} ms"
     return f"{value:.2f}x" if value < 100 else f"{value:.0f}x"
 
 
@@ -73,11 +73,13 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
     add("personalize_over_inference", "1. personalize ÷ inference pass",
         f"{1e3 * r['personalize_s']:.0f} ms vs {1e3 * r['inference_s']:.0f} ms over {r['n_clips']} clips; "
         f"in CPU time {r['personalize_over_inference_cpu']:.2f}x; "
-        f"{r['personalize_flops_over_inference']:.1f}x the FLOPs (settings {r['settings_summary']}"
-        + (f"; {r['gate']}" if r.get("gate") else "") + ")")
+        f"{r['personalize_flops_over_inference']:.2f}x the FLOPs, {r['personalize_passes']:.2f} passes over the clips "
+        f"(settings {r['settings_summary']}" + (f"; {r['gate']}" if r.get("gate") else "") + "); "
+        f"on the person's own {r['person_clips']} clips, where the subsamples after pruning are all of them: "
+        f"{r['personalize_passes_person']:.2f} passes")
     rows.append(("1. ... energy recording only", f"{r['personalize_one_pass_over_inference']:.2f}x", "--", "--",
-                 f"one pass (recalibrate_bn=none): recording, scoring, masks -- the floor of the method; "
-                 f"in CPU time {r['personalize_one_pass_over_inference_cpu']:.2f}x"))
+                 f"one pass, no guard, recalibration, shift or prototypes: recording, scoring, masks -- the floor of "
+                 f"the method; in CPU time {r['personalize_one_pass_over_inference_cpu']:.2f}x"))
     reached = "reached" if r["backprop_reached"] else f"NOT reached in {r['backprop_epochs']} epochs (lower bound)"
     no_gain = " -- fine-pruning did not beat the general model here, so one epoch matches it" if r["fineprune_accuracy"] <= r["general_accuracy"] else ""
     add("backprop_over_fineprune_flops", "2. backprop ÷ fine-prune FLOPs",
@@ -87,8 +89,12 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
     add("backprop_over_fineprune_seconds", "2. backprop ÷ fine-prune seconds",
         f"{r['backprop_seconds']:.2f} s vs {r['fineprune_seconds']:.2f} s (check-set scoring excluded)")
     add("slider_step_ms_median", "3. slider step (median)",
-        f"{r['slider_over_inference']:.2f}x one inference pass; masks + BN recalibration + re-scoring {r['slider_clips']} clips, "
-        f"{r['slider_steps']} steps; CPU time per step {r['slider_step_cpu_ms_median']:.0f} ms (what an unloaded core takes)")
+        f"the slider's {r['slider_grid_points']} positions are measured in the background after the run (masks + BN "
+        f"recalibration + re-scoring {r['slider_clips']} clips: {r['slider_point_ms_median']:.0f} ms a point, "
+        f"{r['slider_over_inference']:.2f}x one inference pass, {r['slider_point_cpu_ms_mean']:.0f} ms CPU); the whole grid "
+        f"is ready {r['slider_grid_ready_s']:.1f} s after the run, the slider showing the nearest measured position until then; "
+        f"a step is then a lookup + the page's values ({r['slider_steps']} steps, Streamlit's drawing excluded: the browser "
+        f"test times key press -> new metric)")
     for s in (30, 50, 70):
         key = f"structured_speedup_at_{s}"
         target, ok = verdict(key, r[key]) if s == 50 else ("--", "--")
@@ -172,20 +178,33 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
 - **Sparse files** (`--format sparse`) store a 1-bit mask per weight (`numpy.packbits`) plus the
   surviving values, and reload with `torch.load(weights_only=True)` into the same masked model.
   The spared first and last layers are stored dense, which is why the ratio is below 1/0.3.
-- **Personalization vs inference.** Each model card chooses its settings. With
-  `recalibrate_bn=both` fine-pruning makes three passes over the clips (BatchNorm recalibration
-  before pruning, energy recording, recalibration after; see "x the FLOPs"), so the ratio cannot fall
-  below about 3 (`drop_unused_classes` costs no extra pass: the class shares are counted from the
-  energy pass's own predictions); with `none` it makes one (as the face card's same-capture gate
-  chooses for a person captured like the training data: see docs/RESULTS.md), and the ratio is the cost of recording the energies ("energy recording only"
-  row): float64 sums per channel, never per-clip activations, so memory does not grow with the clips.
+- **Personalization vs inference.** Fine-pruning is one pass over the person's clips plus small
+  subsamples. The energy pass also re-estimates BatchNorm (each chosen layer is set to the
+  person's pooled statistics so far just before it runs, the clips shuffled so every batch is a
+  fair sample: exactly the recalibrated model when the clips fit in one batch), records the
+  BatchNorm inputs, and counts the predicted classes (`drop_unused_classes`). After pruning, the
+  BatchNorm re-estimate or shift and the prototype output layer run on at most `post_prune_clips`
+  (64) evenly spaced clips, the re-estimate and the prototypes' features in one pass, and a
+  shallow `recalibrate_bn_depth` stops the pass after its last layer. The label-free guard
+  compares the general and the recalibrated model on at most `guard_clips` (64) clips; the
+  recalibrated side is the energy pass itself, and only when it refuses recalibration does the
+  general model get an energy pass of its own. So the ratio is about 1 + 64/N x (the steps after
+  pruning + the guard's look) + the hooks' cost ("energy recording only": float32 sums per row,
+  accumulated in float64 -- never per-clip activations, so memory does not grow with the clips).
+  Below 1.3 needs either no steps after pruning or N well above 64: for a person with 60 clips the
+  subsamples are all the clips and the voice card spends about 4 passes (the row's last figure).
+  Before this design the voice card spent six passes and the face card three.
 - **Absolute times** (the slider's milliseconds, start-up seconds) depend on what else the machine
   runs: the CPU pressure in the machine line is the share of time a runnable task waited for a core.
-  The slider row also gives the CPU time per step, close to what an idle core would take.
-- **Slider step.** Moving the sparsity slider re-derives masks from the recorded energies (no
+  The slider row also gives the CPU time per background point, close to what an idle core would take.
+- **Slider step.** Each slider position re-derives masks from the recorded energies (no
   re-recording: the scores are sorted once), recalibrates BatchNorm on the person's clips when the
-  settings ask for it, and re-scores the clips: one or two passes over the clips. The absolute figure
-  is those passes over 200 clips; only far fewer clips or a faster machine bring it near 150 ms.
+  settings ask for it, and re-scores the clips: one or two passes over the clips, a few hundred ms
+  for 200 clips ("a point"). The Studio measures every position of the slider's grid in the background
+  as soon as a run ends (nearest to the slider first, one point at a time on the shared worker pool),
+  so a move is a dictionary lookup plus drawing; until the grid is ready the slider shows the nearest
+  measured position and says so. The row's value is that lookup; the browser test
+  (`tests/studio/test_e2e_browser.py`) times the whole step a user sees, key press to new metric.
 - **Backprop vs fine-pruning.** One backprop epoch costs about 3 forward passes per clip (forward +
   backward), the same as fine-pruning's whole run, so the FLOP ratio is roughly the number of epochs
   backprop needs to reach fine-pruning's accuracy on the person -- about 1 when fine-pruning gains

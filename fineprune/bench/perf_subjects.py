@@ -2,7 +2,7 @@
 (a shipped model, or an untrained stand-in of its architecture, with a person to personalize to)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -22,11 +22,19 @@ class Plan:
     slider_steps: int = 11
     backprop_max_epochs: int = 15
     latency_repeats: int = 12
+    latency_budget_s: float = 60.0  # per sparsity: slow models (objects) get fewer latency repeats, at least 3
     warmup: int = 1
     memory_scales: tuple[int, ...] = (1, 2)  # personalization peak at N and 2N clips
     memory_in_subprocess: bool = True
     memory_repeats: int = 3  # fresh processes per phase; the median is reported
     person_clips: int = 0  # 0: all of the person's clips; else at most this many (quick)
+
+    def repeats_for(self, seconds_per_round: float) -> int:
+        """``latency_repeats``, fewer (at least 3) where one round of calls is slow (Lite0 at 224 px,
+        batch 64: seconds), so every sparsity's timing fits ``latency_budget_s``."""
+        if self.latency_repeats <= 3:
+            return self.latency_repeats
+        return max(3, min(self.latency_repeats, int(self.latency_budget_s / max(1e-9, seconds_per_round))))
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -56,6 +64,18 @@ class Subject:
     notes: list[str] = field(default_factory=list)
 
 
+def channel_settings(settings, sparsity: float):
+    """The ``channel`` criterion at ``sparsity`` of every pruned layer's units (an ERK or global
+    scope, the objects card's default, would spread it unevenly; "50% channels" means half of each)."""
+    return settings.replace(criterion="channel", sparsity=sparsity, scope="layer")
+
+
+def hidden_removed(widths: dict) -> float | None:
+    """Share of the hidden (expanded) channels of inverted-residual blocks an export removed."""
+    hidden = [v for k, v in widths.items() if k.endswith("_depthwise_conv")]
+    return 1 - sum(a for _, a in hidden) / sum(b for b, _ in hidden) if hidden else None
+
+
 # ----------------------------------------------------------------------------- subjects
 def stand_in_bundle(name: str) -> ModelBundle:
     """An untrained model of the shipped architecture (when assets/<name>.pt is missing)."""
@@ -71,6 +91,10 @@ def stand_in_bundle(name: str) -> ModelBundle:
         from fineprune.domains.face_training import FACE_MODEL_CONFIG, FER_CLASSES
 
         config, card = dict(FACE_MODEL_CONFIG), {"domain": "face", "classes": FER_CLASSES, "input": FACE_INPUT}
+    elif name == "objects":  # the architecture's package is installed, the weights' package is not
+        from fineprune.domains.objects import MODEL_CONFIG, load_card
+
+        config, card = dict(MODEL_CONFIG), load_card()
     else:
         raise ValueError(f"no stand-in for {name!r}")
     return ModelBundle(build_model(config).eval(), config, card)
@@ -79,6 +103,8 @@ def stand_in_bundle(name: str) -> ModelBundle:
 def input_shape(bundle: ModelBundle) -> tuple[int, ...]:
     """The shape of one model input, from the card's input spec."""
     card = bundle.card
+    if bundle.domain == "objects":
+        return tuple(get_domain("objects").input_shape(card))
     if bundle.domain == "voice":
         from fineprune.domains.audio import FeatureSettings
 
@@ -149,6 +175,36 @@ def fer_person(bundle: ModelBundle, adapt_per_class: int = 40, check_per_class: 
                   normalise_crops(x_test[check]), to_y(check))
 
 
+OBJECT_PERSON_CLASSES = ("n01440764", "n03028079", "n03445777")  # Imagenette: tench, church, golf ball
+OBJECT_PHOTOS = 64  # objects: at most this many photos (one Lite0 pass over 64 photos at 224 px is seconds on one core)
+
+
+def imagenette_person(bundle: ModelBundle, n_photos: int) -> Person | None:
+    """An ``objects`` individual: ImageNet *training* photos (``train100``) of three Imagenette
+    classes, decoded by the objects domain (fine as unlabeled adaptation photos; the check split
+    only feeds the backprop comparison)."""
+    folder = SHARED_DATA / "imagenet" / "imagenette"
+    if bundle.domain != "objects" or not (folder / "classes.tsv").exists():
+        return None
+    index = {}
+    for line in (folder / "classes.tsv").read_text().splitlines()[1:]:
+        synset, in1k, *_ = line.split("\t")
+        index[synset] = int(in1k)
+    per_class = -(-n_photos // len(OBJECT_PERSON_CLASSES))
+    files, labels = [], []
+    for synset in OBJECT_PERSON_CLASSES:
+        photos = sorted((folder / "train100" / synset).glob("*.JPEG"))[:per_class]
+        files += photos
+        labels += [index[synset]] * len(photos)
+    if not files:
+        return None
+    loaded = get_domain("objects").load_files(files, bundle.card)
+    label_of = dict(zip(files, labels))
+    y = torch.tensor([label_of[p] for p in loaded.paths])
+    names = "/".join(bundle.classes[index[s]] for s in OBJECT_PERSON_CLASSES)
+    return split_person(f"Imagenette train100: {names}", loaded.x.float(), y)
+
+
 def load_subject(name: str, plan: Plan) -> Subject:
     notes = []
     path = shipped_model_path(name)
@@ -159,8 +215,17 @@ def load_subject(name: str, plan: Plan) -> Subject:
         bundle = stand_in_bundle(name)
         notes.append(f"model: {path.relative_to(REPO)} is missing -- an UNTRAINED stand-in of the shipped architecture is measured")
     bundle.model.eval()
+    if bundle.domain == "objects" and plan.clips > OBJECT_PHOTOS:  # keep the full objects run to minutes
+        plan = replace(plan, clips=OBJECT_PHOTOS)
     people = demo_people(bundle)
-    if people:
+    if bundle.domain == "objects" and not people and (person := imagenette_person(bundle, min(plan.clips, plan.person_clips or plan.clips))) is not None:
+        clips = tile(torch.cat([person.adapt_x, person.test_x]), plan.clips)
+        notes.append(
+            f"clips and person: {len(person.adapt_x) + len(person.test_x)} photos of {person.name} (224x224 crops by the objects "
+            f"decoder; {len(person.adapt_x)} adaptation / {len(person.test_x)} check; clips tiled to {plan.clips}, "
+            f"capped at {OBJECT_PHOTOS} for objects so the full run takes minutes)"
+        )
+    elif people:
         pooled = torch.cat([x for _, x, _ in people])
         clips = tile(pooled, plan.clips)
         # the person with the most room to improve: the general model's worst demo individual
@@ -191,7 +256,8 @@ def load_subject(name: str, plan: Plan) -> Subject:
         shifted = base * 1.3 + 0.3
         person = split_person("synthetic", shifted, labels)
         notes.append(
-            f"clips: no demo clips in {DEMO_ROOT.relative_to(REPO)}/{bundle.domain} -- {plan.clips} synthetic inputs of shape "
+            ("clips: ../shared/data/imagenet is missing" if bundle.domain == "objects" else
+             f"clips: no demo clips in {DEMO_ROOT.relative_to(REPO)}/{bundle.domain}") + f" -- {plan.clips} synthetic inputs of shape "
             f"{tuple(shape)}; person: synthetic (labels = the general model's answers before a gain/offset shift)"
         )
     if plan.person_clips:

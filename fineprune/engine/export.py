@@ -12,6 +12,8 @@ offers the two ways out:
   is a zero-padded conv (the constant is *not* constant at the borders there), carried by one
   shared constant-one channel whose weights are the folded kernels, which is exact. The result
   is rebuilt by the ``"sequential"`` architecture (``fineprune.engine.sequential``).
+  EfficientNet-Lite (inverted residual blocks) goes to ``fineprune.engine.export_blocks``:
+  pruned hidden channels of every block removed, BatchNorm folded, the ``"mbconv"`` architecture.
 * **sparse files** (``fineprune.engine.sparse``): unstructured pruned weights stored as a
   bitmask plus the surviving values; they reload into the same masked model.
 
@@ -24,7 +26,6 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from fineprune.engine.bundle import BUNDLE_FORMAT, refresh_masked_weights
+from fineprune.engine.export_blocks import StructuredExport, export_mbconv, is_mbconv, read_network
 from fineprune.engine.masks import make_permanent
 from fineprune.engine.models import build_model
 from fineprune.engine.sequential import (
@@ -55,6 +57,9 @@ def _copy(model: nn.Module) -> nn.Module:
 
 def check_exportable(model: nn.Module) -> None:
     """Raise ``ExportError`` now if ``model`` cannot be written in the structured format."""
+    if is_mbconv(model):  # EfficientNet-Lite: fineprune.engine.export_blocks
+        read_network(model)
+        return
     leaves = sequential_leaves(model)
     for name, module in leaves:
         layer_spec(name, module)
@@ -63,20 +68,6 @@ def check_exportable(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- structured export
-@dataclass
-class StructuredExport:
-    """A physically smaller model equivalent to a pruned one."""
-
-    model: nn.Module
-    config: dict
-    widths: dict[str, tuple[int, int]]  # layer -> (units before, units after)
-    folded: list[str] = field(default_factory=list)  # layers that absorbed the constants of removed inputs
-
-    @property
-    def summary(self) -> dict:
-        return {"format": "structured", "widths": {k: list(v) for k, v in self.widths.items()}, "folded": list(self.folded)}
-
-
 def _padded(conv: nn.Module) -> bool:
     pad = conv.padding
     if isinstance(pad, str):
@@ -110,6 +101,8 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     original layer names, rebuilt by ``build_model`` from the returned config (``"sequential"``).
     """
     work = make_permanent(_copy(model)).eval()
+    if is_mbconv(work):
+        return export_mbconv(work, config)
     leaves = sequential_leaves(work)
     specs = [layer_spec(name, m) for name, m in leaves]
     prunable = [i for i, (_, m) in enumerate(leaves) if isinstance(m, PRUNABLE_LAYERS)]

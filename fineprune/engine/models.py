@@ -117,3 +117,108 @@ def efficientnet_lite(
     blocks, params = lite_params(width_coefficient=width, depth_coefficient=depth, image_size=image_size,
                                  dropout_rate=dropout, drop_connect_rate=drop_connect, num_classes=n_classes)
     return EfficientNet(blocks, params)
+
+
+# ----------------------------------------------------------------------------- exported MBConv networks
+MBCONV_ARCH = "mbconv"
+
+
+def _relu6_(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.hardtanh_(x, 0.0, 6.0)
+
+
+class PaddedConv2d(nn.Conv2d):
+    """A conv with TensorFlow "same" padding ``pad`` = (left, right, top, bottom): symmetric
+    padding is the conv's own (no copy), an asymmetric one an explicit ``F.pad`` first."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 pad: list[int] | tuple[int, ...] = (0, 0, 0, 0), groups: int = 1):
+        pad = tuple(int(p) for p in pad)
+        symmetric = len(set(pad)) == 1
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=pad[0] if symmetric else 0, groups=groups, bias=True)
+        self.tf_pad = None if symmetric else pad
+
+    def forward(self, x):
+        if self.tf_pad is not None:
+            x = torch.nn.functional.pad(x, self.tf_pad)
+        return super().forward(x)
+
+
+class MBConvBlock(nn.Module):
+    """A structurally pruned inverted-residual block, BatchNorms folded into the convs:
+    [1x1 expand + ReLU6] -> k x k depthwise + ReLU6 -> 1x1 project [+ border fold] [+ input].
+
+    ``border`` removed hidden channels that emitted a nonzero constant still reach the project
+    conv through the zero-padded depthwise conv (constant inside, different at the borders):
+    their exact contribution is a map computed once per input size from the ``fold_*`` buffers
+    (constant planes -> depthwise kernel -> ReLU6 -> project columns) and cached."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, k: int, s: int, pad, expand: bool, residual: bool, border: int = 0):
+        super().__init__()
+        if expand:
+            self._expand_conv = PaddedConv2d(cin, hidden, 1)
+        self._depthwise_conv = PaddedConv2d(hidden, hidden, k, s, pad, groups=hidden)
+        self._project_conv = PaddedConv2d(hidden, cout, 1)
+        self.expand, self.residual, self.border = bool(expand), bool(residual), int(border)
+        self.stride, self.pad = s, tuple(int(p) for p in pad)
+        if self.border:
+            self.register_buffer("fold_kernel", torch.zeros(border, 1, k, k))
+            self.register_buffer("fold_shift", torch.zeros(border))
+            self.register_buffer("fold_weight", torch.zeros(cout, border, 1, 1))
+        self._fold_cache: dict = {}
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._fold_cache = {}
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _fold_map(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            stamp = (self.fold_kernel._version, self.fold_shift._version, self.fold_weight._version)
+        except RuntimeError:  # inference tensors keep no version
+            stamp = None
+        key = (tuple(x.shape[2:]), x.dtype, x.device, self.fold_weight.data_ptr(), stamp)
+        cached = self._fold_cache.get(key)
+        if cached is None:
+            with torch.inference_mode(False), torch.no_grad():
+                ones = torch.nn.functional.pad(torch.ones(1, self.border, *x.shape[2:], dtype=x.dtype, device=x.device), self.pad)
+                dw = torch.nn.functional.conv2d(ones, self.fold_kernel.to(x.dtype), self.fold_shift.to(x.dtype), self.stride, groups=self.border)
+                cached = torch.nn.functional.conv2d(_relu6_(dw), self.fold_weight.to(x.dtype))
+            self._fold_cache = {key: cached}
+        return cached
+
+    def forward(self, x):
+        h = _relu6_(self._expand_conv(x)) if self.expand else x
+        y = self._project_conv(_relu6_(self._depthwise_conv(h)))
+        if self.border:
+            y = y.add_(self._fold_map(x))
+        if self.residual:
+            y = y.add_(x)
+        return y
+
+
+class MBConvNet(nn.Module):
+    """Stem conv + ReLU6 -> ``MBConvBlock`` s -> 1x1 head conv + ReLU6 -> average pool -> linear."""
+
+    def __init__(self, stem: dict, blocks: list[dict], head: dict, n_classes: int):
+        super().__init__()
+        self._conv_stem = PaddedConv2d(stem["in"], stem["out"], stem["k"], stem["s"], stem["pad"])
+        self._blocks = nn.ModuleList(
+            MBConvBlock(b["in"], b["hidden"], b["out"], b["k"], b["s"], b["pad"], b["expand"], b["residual"], b.get("border", 0))
+            for b in blocks
+        )
+        self._conv_head = PaddedConv2d(head["in"], head["out"], 1)
+        self._fc = nn.Linear(head["out"], n_classes)
+
+    def forward(self, x):
+        x = _relu6_(self._conv_stem(x))
+        for block in self._blocks:
+            x = block(x)
+        x = _relu6_(self._conv_head(x))
+        return self._fc(x.mean((2, 3)))
+
+
+@register_architecture(MBCONV_ARCH)
+def mbconv(stem: dict, blocks: list[dict], head: dict, n_classes: int = 1000, **_descriptive) -> nn.Module:
+    """The structured export of an EfficientNet-Lite (``fineprune.engine.export_blocks``): block
+    widths as pruning left them, BatchNorm folded into the convs; plain tensors and JSON only."""
+    return MBConvNet(stem, blocks, head, n_classes)
