@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from fineprune.bench.fanout import add_jobs_argument, iter_parallel, ship, unship, worker_cache
 from fineprune.engine.methods import METHOD_REGISTRY, METHODS, Individual, compare_methods, sparsity_curve
 from fineprune.bench.tables import write_csv
 from fineprune.domains.face import FACE_INPUT, normalise_crops
@@ -247,6 +248,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    add_jobs_argument(parser)
     parser.add_argument("--subjects", type=int, default=0, help="use only the first N subjects of each half (0: all)")
     parser.add_argument("--select-defaults", action="store_true", help="choose the card's prune_defaults on the dev half first")
     parser.add_argument("--select-only", action="store_true", help="stop after --select-defaults")
@@ -312,30 +314,23 @@ def main(argv: list[str]) -> int:
     general_x = normalise_crops(fer["x_train"][np.sort(rng.choice(len(fer["y_train"]), plan.n_general, replace=False))], norm)
     del fer
 
-    fold_rows, curve_rows, size_rows = [], [], []
+    tasks = []
     for subject in test:
-        t0 = time.perf_counter()
         folds = subject_folds(data, x, subject)
         for f in folds:
-            rows = compare_methods(model, f.person, settings=settings, general_x=general_x, train_prior=train_prior,
-                                   methods=plan.methods, backprop_kwargs={"epochs": plan.backprop_epochs})
-            if settings != DEFAULT_SETTINGS:
-                project = fine_prune(model, f.person.adapt_x, DEFAULT_SETTINGS)
-                rows.append({**rows[0], "method": "project_default", "uses_labels": False, "seconds": None,
-                             "accuracy": accuracy(project.model, f.person.test_x, f.person.test_y),
-                             "sparsity": project.report["sparsity"], "flops": None})
-            for r in rows:
-                r.update(subject=subject, held_out=f.held_out, expression=FER_CLASSES[int(f.person.test_y[0])],
-                         n_sequences=len(folds))
-            fold_rows += rows
-            criteria = tuple(dict.fromkeys((settings.criterion, "magnitude", "random")))
-            for r in sparsity_curve(model, f.person, plan.sparsities, criteria=criteria, settings=settings, general_x=general_x):
-                curve_rows.append({**r, "subject": subject, "n_test": len(f.person.test_y)})
-            size_rows += adapt_size_rows(model, f, settings, plan, x, data)
-        mine = pool([r for r in fold_rows if r["subject"] == subject], ("subject", "method"))
-        acc = {r["method"]: f"{r['correct']}/{r['n_test']}" for r in mine}
-        say(f"{subject} ({len(folds)} sequences): general {acc['general']} fineprune {acc['fineprune']} "
-            f"bn_adapt {acc.get('bn_adapt')} backprop {acc.get('backprop')} [{time.perf_counter() - t0:.0f}s]")
+            tasks += fold_tasks(f, len(folds), str(args.model), settings, plan, ship(general_x), ship(train_prior), x, data)
+    say(f"{len(tasks)} tasks over {min(args.jobs, len(tasks))} worker(s)")
+    fold_rows, curve_rows, size_rows = [], [], []
+    into = {"methods": fold_rows, "project_default": fold_rows, "curve": curve_rows, "size": size_rows}
+    t0 = time.perf_counter()
+    for i, (t, rows) in enumerate(zip(tasks, iter_parallel(run_task, tasks, args.jobs))):
+        into[t.kind].extend(rows)
+        if i + 1 == len(tasks) or tasks[i + 1].fold.subject != t.fold.subject:
+            subject = t.fold.subject
+            acc = {r["method"]: f"{r['correct']}/{r['n_test']}" for r in pool([r for r in fold_rows if r["subject"] == subject], ("subject", "method"))}
+            say(f"{subject} ({t.n_sequences} sequences): general {acc['general']} fineprune {acc['fineprune']} "
+                f"bn_adapt {acc.get('bn_adapt')} backprop {acc.get('backprop')} [{time.perf_counter() - t0:.0f}s]")
+            t0 = time.perf_counter()
 
     methods = pool(fold_rows, ("subject", "method"))
     n_seq = {r["subject"]: r["n_sequences"] for r in fold_rows}
@@ -354,25 +349,84 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def adapt_size_rows(model, f: Fold, settings: PruneSettings, plan: Plan, x, data) -> list[dict]:
-    """Fig. 3b analog: the same held-out sequence, adapting on the first n of the other sequences."""
-    rows = []
+# ----------------------------------------------------------------------------- fan-out tasks
+
+
+def _model(path: str):
+    return load_bundle(path).model.eval()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of one fold (``fanout.iter_parallel``); tensors travel as numpy (``ship``), the
+    model is loaded once per worker."""
+
+    kind: str  # methods | project_default | curve | size
+    what: object  # a method, a criterion, (adaptation sequences, method)
+    fold: Fold
+    n_sequences: int
+    model: str
+    settings: PruneSettings
+    plan: Plan
+    general_x: object = None
+    train_prior: object = None
+    sub: tuple = ()  # size: (adaptation photos, their labels) of the first n other sequences
+
+    @property
+    def name(self) -> str:
+        return f"{self.fold.subject}/{self.fold.held_out}/{self.kind}:{self.what}"
+
+
+SIZE_METHODS = ("general", "fineprune", "bn_adapt", "backprop")
+
+
+def fold_tasks(f: Fold, n_sequences: int, model: str, settings: PruneSettings, plan: Plan, general_x, train_prior, x, data) -> list[Task]:
+    shipped = ship(f)
+    task = lambda kind, what, **kw: Task(kind, what, shipped, n_sequences, model, settings, plan, **kw)  # noqa: E731
+    out = [task("methods", m, general_x=general_x, train_prior=train_prior) for m in plan.methods]
+    if settings != DEFAULT_SETTINGS:
+        out.append(task("project_default", "project_default"))
+    out += [task("curve", c, general_x=general_x if c == "general_energy" else None)
+            for c in (*dict.fromkeys((settings.criterion, "magnitude", "random")), "general_energy")]
     y = torch.from_numpy(data["y"])
-    for n in plan.adapt_sequences:
-        if n > len(f.adapt_sequences):
-            continue
-        idx = np.flatnonzero(np.isin(data["sequence"], f.adapt_sequences[:n]))
-        sub, sub_y = x[idx], y[idx]
-        entries = {
-            "general": model,
-            "fineprune": fine_prune(model, sub, settings).model,
-            "bn_adapt": bn_adapt(model, sub),
-            "backprop": backprop_finetune(model, sub, sub_y, epochs=plan.backprop_epochs)[0],
-        }
-        for method, m in entries.items():
-            rows.append({"subject": f.subject, "held_out": f.held_out, "n_sequences": n, "n_adapt": len(idx), "method": method,
-                         "n_test": len(f.person.test_y), "accuracy": accuracy(m, f.person.test_x, f.person.test_y)})
-    return rows
+    for n in plan.adapt_sequences:  # Fig. 3b analog: the same held-out sequence, adapting on the first n other sequences
+        if n <= len(f.adapt_sequences):
+            idx = np.flatnonzero(np.isin(data["sequence"], f.adapt_sequences[:n]))
+            out += [task("size", (n, m), sub=ship((x[idx], y[idx]))) for m in SIZE_METHODS]
+    return out
+
+
+def run_task(t: Task) -> list[dict]:
+    """The rows of one task, as the sequential loop over subjects and folds wrote them."""
+    model, f, settings, plan = worker_cache(_model, t.model), unship(t.fold), t.settings, t.plan
+    person = f.person
+    tag = dict(subject=f.subject, held_out=f.held_out, expression=FER_CLASSES[int(person.test_y[0])], n_sequences=t.n_sequences)
+    if t.kind == "methods":
+        rows = compare_methods(model, person, settings=settings, general_x=unship(t.general_x), train_prior=unship(t.train_prior),
+                               methods=(t.what,), backprop_kwargs={"epochs": plan.backprop_epochs})
+        return [{**r, **tag} for r in rows]
+    if t.kind == "project_default":
+        project = fine_prune(model, person.adapt_x, DEFAULT_SETTINGS)
+        base = compare_methods(model, person, settings=settings, methods=("general",))[0]
+        return [{**base, "method": "project_default", "uses_labels": False, "seconds": None,
+                 "accuracy": accuracy(project.model, person.test_x, person.test_y), "sparsity": project.report["sparsity"],
+                 "flops": None, **tag}]
+    if t.kind == "curve":
+        general = t.what == "general_energy"  # the default criterion scored on general-data energies
+        rows = sparsity_curve(model, person, plan.sparsities, criteria=() if general else (t.what,), settings=settings,
+                              general_x=unship(t.general_x) if general else None)
+        return [{**r, "subject": f.subject, "n_test": len(person.test_y)} for r in rows]
+    (n, method), (sub, sub_y) = t.what, unship(t.sub)
+    if method == "general":
+        m = model
+    elif method == "fineprune":
+        m = fine_prune(model, sub, settings).model
+    elif method == "bn_adapt":
+        m = bn_adapt(model, sub)
+    else:
+        m = backprop_finetune(model, sub, sub_y, epochs=plan.backprop_epochs)[0]
+    return [{"subject": f.subject, "held_out": f.held_out, "n_sequences": n, "n_adapt": len(sub), "method": method,
+             "n_test": len(person.test_y), "accuracy": accuracy(m, person.test_x, person.test_y)}]
 
 
 if __name__ == "__main__":

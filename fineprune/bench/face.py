@@ -32,15 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
 import numpy as np
 import torch
 
+from fineprune.bench.fanout import add_jobs_argument, iter_parallel, ship, unship, worker_cache
 from fineprune.bench.face_people import DEFAULT_DATA, FULL, QUICK, reported_people, validation_people
 from fineprune.bench.face_report import summarise, write_plots, write_summary_markdown
-from fineprune.engine.methods import Individual, compare_methods, passes_spent, sparsity_curve
+from fineprune.engine.methods import METHODS, Individual, compare_methods, passes_spent, sparsity_curve
 from fineprune.bench.tables import write_csv
 from fineprune.domains.face import FACE_INPUT, fer_framing, normalise_crops
 from fineprune.domains.face_training import load_fer2013
@@ -123,6 +125,90 @@ def select_prune_defaults(model, people: list[tuple[str, Individual]], candidate
     return max(candidates, key=worst), rows
 
 
+# ----------------------------------------------------------------------------- fan-out tasks
+
+SIZE_METHODS = ("fineprune", "bn_adapt", "prior_em", "head_only", "backprop")
+
+
+def engine_rows(settings: PruneSettings) -> dict[str, PruneSettings]:
+    """The rows that split where a class-subset gain lives: the output units of classes the person
+    does not use (the engine's label-free drop_unused_classes) versus the pruned inner layers."""
+    drop = settings.drop_unused_classes or ANALYSIS_DROP
+    rows = {"head_only": settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop)}
+    if settings.drop_unused_classes:
+        rows["fineprune_no_head"] = settings.replace(drop_unused_classes=0.0)
+    else:
+        rows["fineprune_with_head"] = settings.replace(drop_unused_classes=drop)
+    if settings != DEFAULT_SETTINGS:  # what the project-wide default would have done here
+        rows["fineprune_global_default"] = DEFAULT_SETTINGS
+    return rows
+
+
+def _model(path: str):
+    return load_bundle(path).model.eval()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of one individual's benchmark (``fanout.iter_parallel``). Tensors travel as numpy
+    arrays (``ship``: joblib memory-maps the general data once); the model is loaded once per worker."""
+
+    kind: str  # methods | engine | curve | size
+    what: object  # a method, an engine row, a criterion, (adaptation images, method)
+    person: Individual
+    model: str
+    settings: PruneSettings
+    general_x: object
+    train_prior: object
+    plan: object
+    classes: tuple
+    tag: tuple  # (type, k, description)
+
+    @property
+    def name(self) -> str:
+        return f"{self.person.name}/{self.kind}:{self.what}"
+
+
+def run_task(t: Task) -> list[dict]:
+    """The rows of one task, as the sequential loop over individuals wrote them."""
+    model, person, settings, plan = worker_cache(_model, t.model), unship(t.person), t.settings, t.plan
+    general_x, train_prior = unship(t.general_x), unship(t.train_prior)
+    tag = dict(zip(("type", "k", "description"), t.tag))
+    if t.kind == "methods":
+        rows = compare_methods(model, person, settings=settings, general_x=general_x, train_prior=train_prior,
+                               methods=(t.what,), backprop_kwargs={"epochs": plan.backprop_epochs})
+        return [{**r, **tag} for r in rows]
+    if t.kind == "engine":
+        chosen, start = engine_rows(settings)[t.what], time.perf_counter()
+        result = fine_prune(model, person.adapt_x, chosen)
+        return [{"individual": person.name, "n_adapt": len(person.adapt_x), "n_test": len(person.test_x), "method": t.what,
+                 "uses_labels": False, "seconds": time.perf_counter() - start,
+                 "accuracy": accuracy(result.model, person.test_x, person.test_y), "sparsity": result.report["sparsity"],
+                 "flops": count_flops(model, person.test_x[:1]) * len(person.adapt_x) * passes_spent(result, chosen),
+                 "dropped_classes": "/".join(t.classes[c] for c in result.report.get("dropped_classes") or []), **tag}]
+    if t.kind == "curve":
+        general = t.what == "general_energy"  # the default criterion scored on general-data energies
+        rows = sparsity_curve(model, person, plan.sparsities, criteria=() if general else (t.what,), settings=settings,
+                              general_x=general_x if general else None)
+        return [{**r, "type": tag["type"], "k": tag["k"]} for r in rows]
+    # accuracy vs number of unlabeled adaptation images (the paper's Fig. 3b: is fine-pruning more
+    # data-efficient than backprop with labels?)
+    n, method = t.what
+    sub = person.adapt_x[:n]
+    if method == "fineprune":
+        adapted = fine_prune(model, sub, settings).model
+    elif method == "bn_adapt":
+        adapted = bn_adapt(model, sub)
+    elif method == "prior_em":
+        adapted = prior_em(model, sub, train_prior=train_prior)[0]
+    elif method == "head_only":
+        adapted = fine_prune(model, sub, engine_rows(settings)["head_only"]).model
+    else:
+        adapted = backprop_finetune(model, sub, person.adapt_y[:n], epochs=plan.backprop_epochs)[0]
+    return [{"individual": person.name, "type": tag["type"], "k": tag["k"], "n_adapt": n, "method": method,
+             "accuracy": accuracy(adapted, person.test_x, person.test_y)}]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -134,6 +220,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    add_jobs_argument(parser)
     parser.add_argument("--select-defaults", action="store_true",
                         help="only choose the face model's label-free prune_defaults on validation individuals")
     parser.add_argument("--write-card", action="store_true", help="with --select-defaults: store the choice in the model card")
@@ -178,60 +265,25 @@ def main(argv: list[str]) -> int:
 
     people = reported_people(data, x_test, norm, plan, rng, args.seed)
 
-    per_example = count_flops(model, x_test[:1])
-    method_rows, curve_rows, size_rows = [], [], []
+    tasks = []
     for kind, k, desc, person in people:
-        t0 = time.perf_counter()
-        rows = compare_methods(model, person, settings=settings, general_x=general_x, train_prior=train_prior,
-                               backprop_kwargs={"epochs": plan.backprop_epochs})
-        base_row = {k2: v for k2, v in rows[0].items() if k2 in ("individual", "n_adapt", "n_test")}
-
-        def engine_row(method: str, chosen: PruneSettings) -> None:
-            start = time.perf_counter()
-            result = fine_prune(model, person.adapt_x, chosen)
-            rows.append({**base_row, "method": method, "uses_labels": False, "seconds": time.perf_counter() - start,
-                         "accuracy": accuracy(result.model, person.test_x, person.test_y), "sparsity": result.report["sparsity"],
-                         "flops": per_example * len(person.adapt_x) * passes_spent(result, chosen),
-                         "dropped_classes": "/".join(data["classes"][c] for c in result.report.get("dropped_classes") or [])})
-
-        # Where does a class-subset gain live? The output units of classes the person does not use
-        # (the engine's label-free drop_unused_classes) versus the pruned inner layers.
-        drop = settings.drop_unused_classes or ANALYSIS_DROP
-        engine_row("head_only", settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop))
-        if settings.drop_unused_classes:
-            engine_row("fineprune_no_head", settings.replace(drop_unused_classes=0.0))
-        else:
-            engine_row("fineprune_with_head", settings.replace(drop_unused_classes=drop))
-        if settings != DEFAULT_SETTINGS:  # what the project-wide default would have done here
-            engine_row("fineprune_global_default", DEFAULT_SETTINGS)
-        for r in rows:
-            r.update(type=kind, k=k, description=desc)
-        method_rows += rows
-        criteria = tuple(dict.fromkeys((settings.criterion, "energy", "magnitude", "random")))
-        for r in sparsity_curve(model, person, plan.sparsities, criteria=criteria, settings=settings, general_x=general_x):
-            curve_rows.append({**r, "type": kind, "k": k})
-        # accuracy vs number of unlabeled adaptation images
-        for n in plan.adapt_sizes:
-            if n > len(person.adapt_x):
-                continue
-            sub = person.adapt_x[:n]
-            pruned = fine_prune(model, sub, settings)
-            entries = {
-                "fineprune": pruned.model,
-                "bn_adapt": bn_adapt(model, sub),
-                "prior_em": prior_em(model, sub, train_prior=train_prior)[0],
-                "head_only": fine_prune(model, sub, settings.replace(sparsity=0.0, recalibrate_bn="none", drop_unused_classes=drop)).model,
-                # the paper's Fig. 3b: is fine-pruning more data-efficient than backprop with labels?
-                "backprop": backprop_finetune(model, sub, person.adapt_y[:n], epochs=plan.backprop_epochs)[0],
-            }
-            for method, m in entries.items():
-                size_rows.append({"individual": person.name, "type": kind, "k": k, "n_adapt": n, "method": method,
-                                  "accuracy": accuracy(m, person.test_x, person.test_y)})
-        acc = {r["method"]: r["accuracy"] for r in rows}
-        say(f"{person.name:12s} ({desc[:40]}): general {acc['general']:.3f} fineprune {acc['fineprune']:.3f} "
-            f"bn_adapt {acc['bn_adapt']:.3f} prior_em {acc['prior_em']:.3f} head_only {acc['head_only']:.3f} "
-            f"backprop {acc.get('backprop', float('nan')):.3f} "
-            f"[{time.perf_counter() - t0:.0f}s]")
+        shared = dict(person=ship(person), model=str(args.model), settings=settings, general_x=ship(general_x),
+                      train_prior=ship(train_prior), plan=plan, classes=tuple(data["classes"]), tag=(kind, k, desc))
+        tasks += [Task("methods", m, **shared) for m in METHODS] + [Task("engine", m, **shared) for m in engine_rows(settings)]
+        tasks += [Task("curve", c, **shared) for c in (*dict.fromkeys((settings.criterion, "energy", "magnitude", "random")), "general_energy")]
+        tasks += [Task("size", (n, m), **shared) for n in plan.adapt_sizes if n <= len(person.adapt_x) for m in SIZE_METHODS]
+    say(f"{len(people)} individuals, {len(tasks)} tasks over {min(args.jobs, len(tasks))} worker(s)")
+    method_rows, curve_rows, size_rows = [], [], []
+    into = {"methods": method_rows, "engine": method_rows, "curve": curve_rows, "size": size_rows}
+    t0 = time.perf_counter()
+    for i, (t, rows) in enumerate(zip(tasks, iter_parallel(run_task, tasks, args.jobs))):
+        into[t.kind].extend(rows)
+        if i + 1 == len(tasks) or tasks[i + 1].person.name != t.person.name:
+            acc = {r["method"]: r["accuracy"] for r in method_rows if r["individual"] == t.person.name}
+            say(f"{t.person.name:12s} ({t.tag[2][:40]}): general {acc['general']:.3f} fineprune {acc['fineprune']:.3f} "
+                f"bn_adapt {acc['bn_adapt']:.3f} prior_em {acc['prior_em']:.3f} head_only {acc['head_only']:.3f} "
+                f"backprop {acc.get('backprop', float('nan')):.3f} [{time.perf_counter() - t0:.0f}s]")
+            t0 = time.perf_counter()
 
     summary = summarise(method_rows)
     for r in summary:

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from fineprune.paths import REPO, SHARED_DATA
+from fineprune.bench.fanout import add_jobs_argument, iter_parallel, worker_cache
 from fineprune.bench.fsdd_report import plot_all, summarize
-from fineprune.engine.methods import Individual, compare_methods, sparsity_curve
+from fineprune.engine.methods import METHODS, Individual, compare_methods, sparsity_curve
 from fineprune.bench.tables import read_csv, write_csv
 from fineprune.engine.baselines import prior_em
 from fineprune.engine.bundle import load_bundle
@@ -56,6 +57,8 @@ CLIPS_PER_DIGIT = (1, 2, 5, 10, 20, 45)
 SUBSET_SIZES = (2, 3, 5, 10)
 SUBSETS_PER_SIZE = 2
 SELECTION_SPARSITIES = (0.5, 0.6, 0.7)
+CLIP_METHODS = ("general", "fineprune", "bn_adapt", "backprop")
+SUBSET_METHODS = ("general", "fineprune", "bn_adapt", "prior_em", "backprop")
 
 
 def candidate_pipelines() -> dict[str, PruneSettings]:
@@ -180,11 +183,122 @@ def resummarize(out: Path) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- fan-out tasks
+def _clips(data: str) -> ClipSet:
+    return load_fsdd(Path(data), feature_settings(DEFAULT_ARCH))
+
+
+def _model(path: str):
+    return load_bundle(Path(path)).model.eval()
+
+
+def _speaker(data: str, name: str) -> Speaker:
+    return Speaker(name, worker_cache(_clips, data).of_speaker(name))
+
+
+def _general_x(data: str, name: str) -> torch.Tensor:
+    return general_sample(worker_cache(_clips, data), name)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One independent piece of a speaker's benchmark, run by ``fanout.iter_parallel``: a task
+    carries the recipe (paths, names), the worker loads the model and clips once (``worker_cache``)."""
+
+    kind: str  # selection | methods | curve | clips | subset | subset_extra | class_usage
+    speaker: str
+    model: str  # the speaker's LOSO general model (path)
+    data: str  # the FSDD folder
+    what: tuple = ()  # candidate / method / criterion / (k, method) / (n_digits, digits, method)
+    settings: PruneSettings = DEFAULT_SETTINGS
+    sparsities: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.speaker}/{self.kind}:" + "/".join(map(str, self.what))
+
+
+def run_task(t: Task) -> list[dict]:
+    """The rows of one task (the same rows, in the same order, as the sequential loops gave)."""
+    model, speaker = worker_cache(_model, t.model), worker_cache(_speaker, t.data, t.speaker)
+    if t.kind == "selection":
+        return selection_rows(model, speaker, {t.what[0]: t.settings}, t.sparsities)
+    if t.kind == "class_usage":
+        return class_usage_rows(model, speaker, t.what, t.settings)
+    if t.kind == "methods":
+        return compare_methods(model, individual(speaker), settings=t.settings, methods=t.what,
+                               general_x=worker_cache(_general_x, t.data, t.speaker))
+    if t.kind == "curve":
+        general = t.what[0] == "general_energy"  # the default criterion scored on general-data energies
+        return sparsity_curve(model, individual(speaker), t.sparsities, criteria=() if general else t.what, settings=t.settings,
+                              general_x=worker_cache(_general_x, t.data, t.speaker) if general else None)
+    if t.kind == "clips":
+        k, method = t.what
+        return [{**row, "clips_per_digit": k} for row in compare_methods(model, individual(speaker, per_digit=k), settings=t.settings, methods=(method,))]
+    n_digits, digits, method = t.what
+    tag = {"n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": t.speaker}
+    sub = individual(speaker, digits=digits, name=f"{t.speaker}:{tag['digits']}")
+    if t.kind == "subset":
+        return [{**row, **tag} for row in compare_methods(model, sub, settings=t.settings, methods=(method,))]
+    settings = t.settings  # subset_extra: fine-pruning followed by the label-free class-prior EM (drops digits never said)
+    pruned = PruningSweep(model, sub.adapt_x, settings).result_at(settings.sparsity).model
+    wrapped, _ = prior_em(pruned, sub.adapt_x)
+    # the same without BatchNorm recalibration: a person's few digits skew BN statistics
+    kept_bn = PruningSweep(model, sub.adapt_x, settings.replace(recalibrate_bn="none")).result_at(settings.sparsity).model
+    kept_bn_em, _ = prior_em(kept_bn, sub.adapt_x)
+    return [{"individual": sub.name, "method": label, "uses_labels": False, "accuracy": accuracy(adapted, sub.test_x, sub.test_y),
+             "n_adapt": len(sub.adapt_x), "n_test": len(sub.test_x), **tag}
+            for label, adapted in (("fineprune+prior_em", wrapped), ("fineprune_no_recal", kept_bn), ("fineprune_no_recal+prior_em", kept_bn_em))]
+
+
+def speaker_tasks(name: str, model: str, data: str, args, candidates, settings, plan: dict) -> list[Task]:
+    """Every task of one speaker, in the order the report's rows are written."""
+    task = lambda kind, what, **kw: Task(kind, name, model, data, what, **{"settings": settings, **kw})  # noqa: E731
+    out = []
+    if not args.no_selection:
+        out += [task("selection", (label,), settings=chosen, sparsities=SELECTION_SPARSITIES if not args.quick else (0.5,))
+                for label, chosen in candidates.items()]
+    if args.selection_only:
+        return out
+    out += [task("methods", (m,)) for m in METHODS]
+    out += [task("curve", (c,), sparsities=tuple(plan["sparsities"])) for c in (*CURVE_CRITERIA, "general_energy")]
+    out += [task("clips", (k, m)) for k in plan["clip_counts"] for m in CLIP_METHODS]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for n_digits in plan["subset_sizes"]:
+        for _ in range(1 if n_digits == 10 else plan["subsets_per_size"]):
+            digits = tuple(sorted(rng.choice(10, n_digits, replace=False).tolist()))
+            out += [task("subset", (n_digits, digits, m)) for m in SUBSET_METHODS] + [task("subset_extra", (n_digits, digits, ""))]
+    return out
+
+
 # --------------------------------------------------------------------------- main
 CLASS_USAGE_RATIOS = (0.0, 0.25, 0.5)
 
 
-def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out: Path, log) -> int:
+def class_usage_rows(model, speaker: Speaker, digits: tuple[int, ...], settings: PruneSettings) -> list[dict]:
+    """One class-usage individual (``speaker`` using ``digits``) at every ratio of ``CLASS_USAGE_RATIOS``."""
+    from fineprune.engine.pipeline import predicted_class_share, silence_output_units, unused_classes
+
+    person = individual(speaker, digits=digits)
+    pruned = PruningSweep(model, person.adapt_x, settings).result_at(settings.sparsity).model
+    share = predicted_class_share(model, person.adapt_x)
+    rows = []
+    for ratio in CLASS_USAGE_RATIOS:
+        adapted = copy.deepcopy(pruned)
+        dropped = unused_classes(share, ratio) if ratio > 0 else []
+        if dropped:
+            silence_output_units(dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]], dropped)
+        rows.append({
+            "speaker": speaker.name, "n_digits": len(digits), "digits": "".join(map(str, digits)), "ratio": ratio,
+            "n_dropped": len(dropped),
+            "dev_accuracy": accuracy(adapted, person.adapt_x, person.adapt_y),
+            "test_accuracy": accuracy(adapted, person.test_x, person.test_y),
+            "general_test_accuracy": accuracy(model, person.test_x, person.test_y),
+        })
+    return rows
+
+
+def class_usage_study(data: str, paths: dict, speakers, settings: PruneSettings, out: Path, log, jobs: int = 1) -> int:
     """Does pruning the output units of unused classes (``drop_unused_classes``) help?
 
     Individuals: every speaker's 10 digits plus 3 draws each of 2, 3 and 5 digits. For each
@@ -192,31 +306,16 @@ def class_usage_study(fsdd, paths: dict, speakers, settings: PruneSettings, out:
     labels act as a dev set), then that speaker's test takes are scored once: nested, so no test
     label picks anything. Writes fsdd_class_usage.csv (every row) and prints the summary.
     """
-    from fineprune.engine.pipeline import predicted_class_share, silence_output_units, unused_classes
-
-    rows = []
+    tasks = []
     for name in speakers:
-        model = load_bundle(paths[name]).model.eval()
-        speaker = Speaker(name, fsdd.of_speaker(name))
         rng = np.random.default_rng(sum(map(ord, name)))
         draws = [tuple(range(10))] + [tuple(sorted(rng.choice(10, n, replace=False).tolist())) for n in (2, 3, 5) for _ in range(3)]
-        for digits in draws:
-            person = individual(speaker, digits=digits)
-            pruned = PruningSweep(model, person.adapt_x, settings).result_at(settings.sparsity).model
-            share = predicted_class_share(model, person.adapt_x)
-            for ratio in CLASS_USAGE_RATIOS:
-                adapted = copy.deepcopy(pruned)
-                dropped = unused_classes(share, ratio) if ratio > 0 else []
-                if dropped:
-                    silence_output_units(dict(adapted.named_modules())[list(prunable_layers(adapted))[-1]], dropped)
-                rows.append({
-                    "speaker": name, "n_digits": len(digits), "digits": "".join(map(str, digits)), "ratio": ratio,
-                    "n_dropped": len(dropped),
-                    "dev_accuracy": accuracy(adapted, person.adapt_x, person.adapt_y),
-                    "test_accuracy": accuracy(adapted, person.test_x, person.test_y),
-                    "general_test_accuracy": accuracy(model, person.test_x, person.test_y),
-                })
-        log(f"{name}: class-usage individuals done")
+        tasks += [Task("class_usage", name, str(paths[name]), data, digits, settings) for digits in draws]
+    rows = []
+    for i, (t, got) in enumerate(zip(tasks, iter_parallel(run_task, tasks, jobs))):
+        rows += got
+        if i + 1 == len(tasks) or tasks[i + 1].speaker != t.speaker:
+            log(f"{t.speaker}: class-usage individuals done")
     chosen = {}
     for name in speakers:
         others = [r for r in rows if r["speaker"] != name]
@@ -248,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs when a LOSO model must be trained")
     parser.add_argument("--speakers", nargs="*", choices=FSDD_SPEAKERS)
     parser.add_argument("--threads", type=int, default=1)
+    add_jobs_argument(parser)
     parser.add_argument("--no-selection", action="store_true", help="skip the default-selection grid")
     parser.add_argument("--selection-only", action="store_true", help="only the default-selection grid (fsdd_selection.csv)")
     parser.add_argument("--architectures", action="store_true", help="only the architecture cost table (fsdd_architectures.csv)")
@@ -275,10 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
         return 2
     speakers = args.speakers or (("nicolas",) if args.quick else FSDD_SPEAKERS)
-    sparsities = (0.0, 0.5, 0.9) if args.quick else SPARSITIES
-    clip_counts = (2, 45) if args.quick else CLIPS_PER_DIGIT
-    subset_sizes = (2,) if args.quick else SUBSET_SIZES
-    subsets_per_size = 1 if args.quick else SUBSETS_PER_SIZE
+    plan = dict(sparsities=(0.0, 0.5, 0.9), clip_counts=(2, 45), subset_sizes=(2,), subsets_per_size=1) if args.quick else dict(
+        sparsities=SPARSITIES, clip_counts=CLIPS_PER_DIGIT, subset_sizes=SUBSET_SIZES, subsets_per_size=SUBSETS_PER_SIZE)
     candidates = candidate_pipelines()
     if args.quick:
         candidates = {k: candidates[k] for k in ("energy_rms/layer",)}
@@ -289,62 +387,26 @@ def main(argv: list[str] | None = None) -> int:
         # no full models yet: a smoke run on 3-epoch models (numbers are not meaningful)
         models_dir, epochs = models_dir / "quick", min(args.epochs, 3)
 
-    fsdd = load_fsdd(data, feature_settings(DEFAULT_ARCH))
     paths = ensure_loso_models(data, models_dir, speakers, epochs, log)
     settings = DEFAULT_SETTINGS
     if args.class_usage:
-        return class_usage_study(fsdd, paths, speakers, settings, out, log)
+        return class_usage_study(str(data), paths, speakers, settings, out, log, args.jobs)
     methods, curve, clips, subsets, selection, general_dev, general_test = [], [], [], [], [], {}, {}
+    tasks = []
     for name in speakers:
-        bundle = load_bundle(paths[name])
-        model = bundle.model.eval()
-        speaker = Speaker(name, fsdd.of_speaker(name))
-        person = individual(speaker)
-        general_x = general_sample(fsdd, name)
+        model, person = worker_cache(_model, str(paths[name])), individual(worker_cache(_speaker, str(data), name))
         general_dev[name] = accuracy(model, person.adapt_x, person.adapt_y)
         general_test[name] = accuracy(model, person.test_x, person.test_y)
         log(f"{name}: general model {general_test[name]:.3f} on test takes, {general_dev[name]:.3f} on adaptation takes")
-
-        if not args.no_selection:
-            selection += selection_rows(model, speaker, candidates, SELECTION_SPARSITIES if not args.quick else (0.5,))
-            log(f"{name}: selection grid done")
-        if args.selection_only:
-            continue
-
-        rows = compare_methods(model, person, settings=settings, general_x=general_x)
-        methods += rows
-        log(f"{name}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in rows))
-
-        curve += sparsity_curve(model, person, sparsities, criteria=CURVE_CRITERIA, settings=settings, general_x=general_x)
-        log(f"{name}: sparsity curves done")
-
-        for k in clip_counts:
-            few = individual(speaker, per_digit=k)
-            for row in compare_methods(model, few, settings=settings, methods=("general", "fineprune", "bn_adapt", "backprop")):
-                clips.append({**row, "clips_per_digit": k})
-        log(f"{name}: data-size curve done")
-
-        rng = np.random.default_rng(sum(map(ord, name)))
-        for n_digits in subset_sizes:
-            draws = 1 if n_digits == 10 else subsets_per_size
-            for d in range(draws):
-                digits = tuple(sorted(rng.choice(10, n_digits, replace=False).tolist()))
-                sub = individual(speaker, digits=digits, name=f"{name}:{''.join(map(str, digits))}")
-                for row in compare_methods(model, sub, settings=settings, methods=("general", "fineprune", "bn_adapt", "prior_em", "backprop")):
-                    subsets.append({**row, "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name})
-                # fine-pruning followed by the label-free class-prior EM (drops digits the person never says)
-                pruned = PruningSweep(model, sub.adapt_x, settings).result_at(settings.sparsity).model
-                wrapped, _ = prior_em(pruned, sub.adapt_x)
-                # the same without BatchNorm recalibration: a person's few digits skew BN statistics
-                kept_bn = PruningSweep(model, sub.adapt_x, settings.replace(recalibrate_bn="none")).result_at(settings.sparsity).model
-                kept_bn_em, _ = prior_em(kept_bn, sub.adapt_x)
-                for label, adapted in (("fineprune+prior_em", wrapped), ("fineprune_no_recal", kept_bn), ("fineprune_no_recal+prior_em", kept_bn_em)):
-                    subsets.append(
-                        {"individual": sub.name, "method": label, "uses_labels": False,
-                         "accuracy": accuracy(adapted, sub.test_x, sub.test_y), "n_adapt": len(sub.adapt_x),
-                         "n_test": len(sub.test_x), "n_digits": n_digits, "digits": "".join(map(str, digits)), "speaker": name}
-                    )
-        log(f"{name}: class-subset individuals done")
+        tasks += speaker_tasks(name, str(paths[name]), str(data), args, candidates, settings, plan)
+    log(f"{len(tasks)} tasks over {min(args.jobs, len(tasks))} worker(s)")
+    into = {"selection": selection, "methods": methods, "curve": curve, "clips": clips, "subset": subsets, "subset_extra": subsets}
+    for i, (t, rows) in enumerate(zip(tasks, iter_parallel(run_task, tasks, args.jobs))):
+        into[t.kind].extend(rows)
+        if t.kind == "methods":
+            log(f"{t.speaker}: " + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in rows))
+        if i + 1 == len(tasks) or tasks[i + 1].speaker != t.speaker:
+            log(f"{t.speaker}: selection grid, methods, sparsity curves, data-size curve and class subsets done")
 
     choice = nested_choice(selection, general_dev) if selection else {}
     if choice:
@@ -373,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m fineprune bench fsdd" + (" --quick" if args.quick else ""),
         "minutes": (time.perf_counter() - start) / 60,
         "threads": args.threads,
+        "jobs": args.jobs,
     }
     (out / f"{prefix}run.json").write_text(json.dumps({**meta, "settings": settings.to_dict()}, indent=1) + "\n")
     summary = summarize(methods, curve, clips, subsets, choice, settings, meta, selection)

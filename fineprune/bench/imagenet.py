@@ -25,15 +25,17 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fineprune.bench import imagenet_data as D
+from fineprune.bench.fanout import add_jobs_argument, iter_parallel, worker_cache
 from fineprune.engine.methods import Adapted, compare_methods, passes_spent, register_method, sparsity_curve
 from fineprune.bench.imagenet_report import write_figures, write_markdown
 from fineprune.bench.tables import write_csv
-from fineprune.engine.pipeline import fine_prune, settings_for
+from fineprune.engine.pipeline import PruneSettings, fine_prune, settings_for
 from fineprune.paths import REPO
 
 
@@ -102,12 +104,88 @@ def measure_accuracy(model, say) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- fan-out tasks
+def _model():
+    from fineprune.domains.objects import load_objects_model
+
+    return load_objects_model().model
+
+
+def _general_x(seed: int, n: int) -> torch.Tensor:
+    general = D.load_general()
+    return general.x(torch.randperm(len(general.labels), generator=torch.Generator().manual_seed(seed))[:n])
+
+
+@dataclass(frozen=True)
+class Task:
+    """One piece of one individual's benchmark (``fanout.iter_parallel``): a recipe, so no photo
+    is pickled -- the worker builds the model, the general data and the individual once each."""
+
+    kind: str  # methods | curve | size
+    what: str  # a method or a criterion
+    set_name: str
+    k: int
+    classes: tuple
+    n_adapt: int
+    n_test: int
+    seed: int  # the individual's seed
+    settings: PruneSettings
+    general: tuple  # (seed, photos) of the general data; () for none
+    sparsities: tuple = ()  # of a curve
+
+    @property
+    def name(self) -> str:
+        return f"{self.set_name}:{'+'.join(map(str, self.classes))}/{self.n_adapt}/{self.kind}:{self.what}"
+
+
+def run_task(t: Task) -> list[dict]:
+    model = worker_cache(_model)
+    person = worker_cache(D.make_individual, t.set_name, t.classes, t.n_adapt, t.n_test, t.seed)
+    general_x = worker_cache(_general_x, *t.general) if t.general else None
+    if t.kind == "methods":
+        got = compare_methods(model, person, settings=t.settings, general_x=general_x, methods=(t.what,), backprop_kwargs=BACKPROP)
+        return [{**r, "set": t.set_name, "k": t.k} for r in got]
+    if t.kind == "curve":
+        general = t.what == "general_energy"  # the default criterion scored on general-data energies
+        curve = sparsity_curve(model, person, t.sparsities, criteria=() if general else (t.what,),
+                               settings=t.settings, general_x=general_x if general else None)
+        return [{**r, "set": t.set_name, "k": 2} for r in curve]
+    return [{**r, "set": t.set_name, "k": 2, "per_class": t.n_adapt}
+            for r in compare_methods(model, person, settings=t.settings, methods=(t.what,), backprop_kwargs=BACKPROP)]
+
+
+def plan_tasks(plan: dict, settings: PruneSettings, seed: int, quick: bool) -> list[Task]:
+    """The two-class individuals first (the headline), then the figures' extra runs, then k = 3, 5."""
+    general = (seed, plan["general"])
+    tasks = []
+    for k in plan["ks"]:
+        methods = [m for m in plan["methods"] if m != "backprop" or k in plan["backprop_ks"]]
+        for set_name in D.SETS:
+            n_people = plan["people"][k] if isinstance(plan["people"], dict) else plan["people"]
+            for i, classes in enumerate(draw_classes(set_name, k, n_people, seed)):
+                tasks += [Task("methods", m, set_name, k, tuple(classes), plan["adapt"], plan["test"], seed + i, settings, general)
+                          for m in methods]
+        if k != 2:
+            continue
+        criteria = (settings.criterion, "magnitude", "random")[: plan.get("curve_criteria", 3)] + (() if quick else ("general_energy",))
+        for set_name in D.SETS:
+            for i, classes in enumerate(draw_classes(set_name, 2, plan["curve_people"], seed)):
+                tasks += [Task("curve", c, set_name, 2, tuple(classes), plan["adapt"], plan["test"], seed + i, settings,
+                               general if c == "general_energy" else (), tuple(plan["curve"])) for c in criteria]
+        for set_name in D.SETS:
+            for i, classes in enumerate(draw_classes(set_name, 2, plan["adapt_people"], seed)):
+                tasks += [Task("size", m, set_name, 2, tuple(classes), n, plan["test"], seed + i, settings, ())
+                          for n in plan["adapt_sizes"] for m in ("fineprune", "backprop")]
+    return tasks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fineprune bench imagenet")
     parser.add_argument("--quick", action="store_true", help="a smoke run (under 3 minutes): 2 individuals, few photos")
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    add_jobs_argument(parser)
     parser.add_argument("--sparsity", type=float, default=None, help="override the card's default sparsity")
     parser.add_argument("--people", type=int, default=None, help="individuals per (set, k)")
     parser.add_argument("--test", type=int, default=None, help="val50 test photos per class")
@@ -157,42 +235,23 @@ def main(argv: list[str] | None = None) -> int:
         select_defaults(model, card, out_dir, say, quick=args.quick)
         return 0
     say(f"settings: {settings.to_dict()}")
-    general = D.load_general()
-    general_x = general.x(torch.randperm(len(general.labels), generator=torch.Generator().manual_seed(args.seed))[: plan["general"]])
-
+    tasks = plan_tasks(plan, settings, args.seed, args.quick)
+    say(f"{len(tasks)} tasks over {min(args.jobs, len(tasks))} worker(s)")
     rows, curve_rows, size_rows = [], [], []
-    # the two-class individuals first (the headline), then the figures' extra runs, then k = 3, 5
-    for k in plan["ks"]:
-        for set_name in D.SETS:
-            n_people = plan["people"][k] if isinstance(plan["people"], dict) else plan["people"]
-            for i, classes in enumerate(draw_classes(set_name, k, n_people, args.seed)):
-                person = D.make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
-                methods = [m for m in plan["methods"] if m != "backprop" or k in plan["backprop_ks"]]
-                got = compare_methods(model, person, settings=settings, general_x=general_x, methods=methods, backprop_kwargs=BACKPROP)
-                for r in got:
-                    r.update(set=set_name, k=k)
-                rows += got
-                say(f"{person.name}: " + ", ".join(f"{r['method']} {r['accuracy']:.2f}" for r in got))
-                write_csv(out_dir / f"{prefix}methods.csv", rows)
-        if k != 2:
-            continue
-        for set_name in D.SETS:
-            for i, classes in enumerate(draw_classes(set_name, 2, plan["curve_people"], args.seed)):
-                person = D.make_individual(set_name, classes, plan["adapt"], plan["test"], args.seed + i)
-                criteria = (settings.criterion, "magnitude", "random")[: plan.get("curve_criteria", 3)]
-                curve = sparsity_curve(model, person, plan["curve"], criteria=criteria, settings=settings,
-                                       general_x=None if args.quick else general_x)
-                curve_rows += [{**r, "set": set_name, "k": 2} for r in curve]
-                write_csv(out_dir / f"{prefix}sparsity.csv", curve_rows)
-                say(f"  sparsity curve done for {person.name}")
-        for set_name in D.SETS:
-            for i, classes in enumerate(draw_classes(set_name, 2, plan["adapt_people"], args.seed)):
-                for n in plan["adapt_sizes"]:
-                    small = D.make_individual(set_name, classes, n, plan["test"], args.seed + i)
-                    for r in compare_methods(model, small, settings=settings, methods=("fineprune", "backprop"), backprop_kwargs=BACKPROP):
-                        size_rows.append({**r, "set": set_name, "k": 2, "per_class": n})
-                    write_csv(out_dir / f"{prefix}adapt_size.csv", size_rows)
-                say(f"  adaptation sizes done for {set_name} {classes}")
+    into = {"methods": (rows, "methods"), "curve": (curve_rows, "sparsity"), "size": (size_rows, "adapt_size")}
+    for i, (t, got) in enumerate(zip(tasks, iter_parallel(run_task, tasks, args.jobs))):
+        table, name = into[t.kind]
+        table += got
+        nxt = tasks[i + 1] if i + 1 < len(tasks) else None
+        if nxt is None or (nxt.kind, nxt.set_name, nxt.classes, nxt.n_adapt) != (t.kind, t.set_name, t.classes, t.n_adapt):
+            write_csv(out_dir / f"{prefix}{name}.csv", table)
+            person = [r for r in table if r["individual"] == got[0]["individual"]] if got else []
+            if t.kind == "methods":
+                say(f"{person[0]['individual']}: " + ", ".join(f"{r['method']} {r['accuracy']:.2f}" for r in person))
+            elif t.kind == "curve":
+                say(f"  sparsity curve done for {person[0]['individual']}")
+            elif nxt is None or (nxt.kind, nxt.set_name, nxt.classes) != (t.kind, t.set_name, t.classes):
+                say(f"  adaptation sizes done for {t.set_name} {list(t.classes)}")
     write_figures(out_dir, prefix)
     print(write_markdown(out_dir, prefix))
     say("done")

@@ -89,7 +89,7 @@ def test_bench_ckplus_end_to_end(fake_ck, tmp_path):
              classes=np.array(FER_CLASSES))
     out = tmp_path / "out"
     argv = ["--quick", "--data", str(fake_ck), "--fer", str(tmp_path), "--model", str(tmp_path / "m.pt"), "--out", str(out),
-            "--select-defaults", "--write-card"]
+            "--select-defaults", "--write-card", "--jobs", "1"]
     assert ckplus.main(argv) == 0
     for name in ("methods.csv", "summary.csv", "sparsity.csv", "adapt_size.csv", "selection.csv", "summary.md", "run.json"):
         assert (out / f"ckplus_quick_{name}").exists(), name
