@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     people = [p for p in people if p.model_key == "shipped" or p.model_key.split(":", 1)[1] in paths]
     models, general = {}, {}
     store = CACHE / f"voice_dev_outputs_v{OUTPUTS_VERSION}_{cache_path(data).stem[-10:]}.pt"
-    stored = torch.load(store, weights_only=False) if store.exists() else {}
+    stored = torch.load(store, weights_only=True) if store.exists() else {}  # dicts of tensors
     records = []
     for p in people:
         key = p.model_key

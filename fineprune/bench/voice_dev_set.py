@@ -170,7 +170,7 @@ def build_dev_set(data: Path = SHARED_DATA / "fsdd", *, fsdd: bool = True, espea
     _check_voices()
     path = cache_path(Path(data))
     if path.exists():
-        payload = torch.load(path, weights_only=False)
+        payload = torch.load(path, weights_only=True)  # plain lists, dicts and tensors
         people = [DevIndividual(**p) for p in payload]
         return [p for p in people if (fsdd or p.model_key == "shipped") and (espeak or p.model_key != "shipped")]
     for tool in ("sox", "espeak-ng"):
