@@ -104,7 +104,10 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
                      f"batch of {r['latency_batch']} clips, {layout.replace('_', '-')} layout (the dense model's fastest); "
                      f"in CPU time {r[f'structured_speedup_cpu_at_{s}']:.2f}x; "
                      f"batch of 1 {r[f'structured_speedup_batch1_at_{s}']:.2f}x; {'; '.join(other + [''])}"
-                     f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; largest output difference {r[f'structured_max_abs_diff_at_{s}']:.1e}"))
+                     f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; largest output difference {r[f'structured_max_abs_diff_at_{s}']:.1e}"
+                     + (f"; {r[f'structured_hidden_removed_at_{s}']:.0%} of the hidden channels removed" if f"structured_hidden_removed_at_{s}" in r else "")
+                     + (f"; BatchNorm folding alone {r[f'structured_fused_speedup_{layout}']:.2f}x, pruning on top of it "
+                        f"{r[f'structured_pruning_speedup_at_50_{layout}']:.2f}x" if s == 50 and f"structured_fused_speedup_{layout}" in r else "")))
     rows.append(("4. masks only (torch.prune) at 50%", f"{r['masked_speedup_at_50']:.2f}x", "--", "--", "what pruning with masks alone buys"))
     add("sparse_file_ratio_at_70", "5. file: dense ÷ sparse 70%",
         f"{r['dense_bytes'] * mb:.2f} MB -> {r['sparse_70_bytes'] * mb:.2f} MB; reloaded outputs differ by at most {r['sparse_70_reload_max_abs_diff']:.1e}; "
@@ -136,7 +139,7 @@ def render_markdown(results: dict, startup: dict, machine: str, command: str) ->
     parts = [
         "# Performance: what personalization costs and what pruning buys",
         "",
-        f"Regenerate with `{command}` (about 7 minutes on an idle 2-core machine, several times that on a busy one; `--quick` is the CI smoke test and its numbers mean nothing).",
+        f"Regenerate with `{command}` (about 40 minutes with the objects model on a 2-core machine, most of it the objects slider grid and memory probes; `--quick` is the CI smoke test and its numbers mean nothing).",
         "",
         f"Machine: {machine}.",
         "",
@@ -175,6 +178,16 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   score); for a single clip PyTorch picks different convolution kernels for different layer shapes
   (for some, its slow reference path), so single-clip ratios swing widely in both directions and
   say more about kernel choice than about pruning.
+- **EfficientNet-Lite0 (objects)** is exported through its inverted-residual blocks
+  (`fineprune.engine.export_blocks`): BatchNorm is folded into the convolutions, and a hidden
+  (expanded) channel goes when its expand row, its depthwise filter or its project column is
+  empty -- its constant folded into the project bias, or carried exactly by a per-block border map
+  where zero padding makes it non-constant. The residual streams, the stem, the head convolution
+  and the 1000-class classifier stay dense. The `channel` criterion scores the three parts of a
+  hidden channel separately, so "50%" removes more than half of the hidden channels (the share is
+  in the row's detail); BatchNorm folding alone is part of the speed-up (the 50% row says how
+  much). The structured file keeps the dense 1.28 M-weight classifier, which
+  is why its ratio stays near 3.
 - **Sparse files** (`--format sparse`) store a 1-bit mask per weight (`numpy.packbits`) plus the
   surviving values, and reload with `torch.load(weights_only=True)` into the same masked model.
   The spared first and last layers are stored dense, which is why the ratio is below 1/0.3.
@@ -209,6 +222,16 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   backward), the same as fine-pruning's whole run, so the FLOP ratio is roughly the number of epochs
   backprop needs to reach fine-pruning's accuracy on the person -- about 1 when fine-pruning gains
   little. The full backprop baseline the accuracy benchmarks run costs its epoch count times more.
+- **Accuracy before and after the one-pass design**: `python scripts/compare_passes.py --before f86751d`
+  ([docs/results/passes_before_after.md](results/passes_before_after.md)) runs the same FSDD
+  leave-one-speaker-out individuals (450 adaptation clips, where the subsamples after pruning
+  matter) with the code before and after; the voice dev set's 60-clip individuals are compared by
+  `bench voice_dev` ("pipeline vs replay", docs/RESULTS.md).
+- **Benchmark fan-out.** `bench fsdd`, `bench face`, `bench ckplus` and `bench imagenet` split
+  each individual's work into tasks (per method, per curve criterion, per adaptation size) and run
+  them on joblib's loky workers (`--jobs`, default: the usable CPUs; one torch thread each; results
+  identical to `--jobs 1`, tested). `python scripts/time_bench_fanout.py` times them with one
+  worker and with all: [docs/results/bench_fanout.md](results/bench_fanout.md).
 - **Peak memory** counts what each phase adds on top of the loaded model and clips: personalization
   holds copies of the model (the original, the pruned copy with `weight_orig` and `weight_mask`) and
   float64 working slices, inference only activations."""
