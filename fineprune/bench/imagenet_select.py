@@ -32,19 +32,33 @@ CANDIDATES = {
     "erk_no_shift": (dict(scope="erk", bn_shift=0.0), 50.0),
     "erk_drop100": (dict(scope="erk", bn_shift=1.0), 100.0),
     "erk_no_drop": (dict(scope="erk", bn_shift=1.0), 0.0),
+    # the output layer rebuilt from the person's own pruned features (T3A prototypes, T3A's filter size)
+    "erk_prototypes": (dict(scope="erk", bn_shift=1.0, prototype_head=20), 50.0),
+    # the BatchNorm shift after pruning measured on 16 photos instead of 64: a shorter second pass
+    "erk_shift16": (dict(scope="erk", bn_shift=1.0, post_prune_clips=16), 50.0),
 }
 
 
 def evaluate_candidates(model, person, candidates=CANDIDATES) -> dict[str, float]:
-    """Accuracy of every candidate for one DEV individual (one energy pass, masks re-ranked)."""
-    sweep = PruningSweep(model, person.adapt_x, PruneSettings(**SHARED, bn_shift=1.0, drop_unused_classes=50.0))
+    """Accuracy of every candidate for one DEV individual (one energy pass per subsample size after
+    pruning, masks re-ranked per candidate)."""
+    sweeps: dict[int, PruningSweep] = {}  # one per post_prune_clips (what the steps after pruning see)
+
+    def sweep_for(clips: int) -> PruningSweep:
+        if clips not in sweeps:
+            sweeps[clips] = PruningSweep(model, person.adapt_x, PruneSettings(**SHARED, bn_shift=1.0, drop_unused_classes=50.0,
+                                                                              post_prune_clips=clips))
+        return sweeps[clips]
+
+    sweep = sweep_for(PruneSettings().post_prune_clips)
     modules = dict(sweep.base.named_modules())
     scores = {n: get_criterion(SHARED["criterion"]).fn(modules[n], sweep.energies[n], None) for n in sweep.layers}
     shapes = {n: modules[n].weight.shape for n in sweep.layers}
     out = {"general": accuracy(model, person.test_x, person.test_y)}
     for name, (overrides, drop) in candidates.items():
         chosen = PruneSettings(**{**SHARED, **overrides})
-        sweep.effective = sweep.effective.replace(bn_shift=chosen.bn_shift)
+        sweep = sweep_for(chosen.post_prune_clips)
+        sweep.effective = sweep.effective.replace(bn_shift=chosen.bn_shift, prototype_head=chosen.prototype_head)
         sweep.ranked = RankedScores(scores, shapes, chosen.scope)
         sweep.dropped_classes = unused_classes(sweep.class_share, drop) if drop > 0 else []
         out[name] = accuracy(sweep.result_at(chosen.sparsity).model, person.test_x, person.test_y)
