@@ -26,14 +26,17 @@ class Criterion:
     structured: bool = False
     needs_energy: bool = True
     description: str = ""
+    # reads only E[a^2] and the outputs' statistics, so its energy pass can skip E|a| and E[a]
+    # (one read of the activations each); a criterion registered without saying so gets them all
+    lean: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(name: str, *, structured: bool = False, needs_energy: bool = True):
+def register_criterion(name: str, *, structured: bool = False, needs_energy: bool = True, lean: bool = False):
     def wrap(fn: ScoreFn) -> ScoreFn:
-        CRITERIA[name] = Criterion(name, fn, structured, needs_energy, (fn.__doc__ or "").strip().split("\n")[0])
+        CRITERIA[name] = Criterion(name, fn, structured, needs_energy, (fn.__doc__ or "").strip().split("\n")[0], lean)
         return fn
 
     return wrap
@@ -68,25 +71,25 @@ def energy_score(module, energy, generator):
     return module.weight.detach().abs() * input_energy_per_weight(module, energy.in_abs)
 
 
-@register_criterion("energy_rms")
+@register_criterion("energy_rms", lean=True)
 def energy_rms_score(module, energy, generator):
     """|w_ij| * sqrt(E a_j^2): energy with the RMS of the input (as in Wanda)."""
     return module.weight.detach().abs() * input_energy_per_weight(module, energy.in_rms)
 
 
-@register_criterion("channel", structured=True)
+@register_criterion("channel", structured=True, lean=True)
 def channel_score(module, energy, generator):
     """Whole output channels/neurons ranked by their RMS output energy."""
     return energy.out_rms.clone()
 
 
-@register_criterion("magnitude", needs_energy=False)
+@register_criterion("magnitude", needs_energy=False, lean=True)
 def magnitude_score(module, energy, generator):
     """|w_ij| alone: the data-free control."""
     return module.weight.detach().abs().clone()
 
 
-@register_criterion("random", needs_energy=False)
+@register_criterion("random", needs_energy=False, lean=True)
 def random_score(module, energy, generator):
     """Uniform random scores: the chance control."""
     return torch.rand(module.weight.shape, generator=generator)

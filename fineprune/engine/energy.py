@@ -29,9 +29,9 @@ class LayerEnergy:
     """Mean activation statistics of one layer over the recorded data."""
 
     name: str
-    in_abs: torch.Tensor  # E|a_j| per input unit j
+    in_abs: torch.Tensor | None  # E|a_j| per input unit j (None: not recorded, see record_energy's lean)
     in_sq: torch.Tensor  # E[a_j^2]
-    in_mean: torch.Tensor  # E[a_j]
+    in_mean: torch.Tensor | None  # E[a_j]
     out_sq: torch.Tensor  # E[y_i^2]
     count: int  # examples seen
 
@@ -96,11 +96,11 @@ def evenly_spaced(data, limit: int) -> torch.Tensor:
     return x if limit <= 0 or len(x) <= limit else x[spaced_indices(len(x), limit)]
 
 
-def _channel_reduce(t: torch.Tensor, channel_dim: int, absolute: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def _channel_reduce(t: torch.Tensor, channel_dim: int, absolute: bool = True, with_total: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Sums of |t|, t^2, t over every dim but ``channel_dim``, as float64, and the position count.
     ``absolute=False`` skips |t| (zeros instead): on CPU it is the slowest of the three sums, and
     nothing reads it for a layer's outputs. A tensor with no negative value (after a ReLU) gets
-    it free: |t| = t.
+    it free: |t| = t. ``with_total=False`` skips the plain sum likewise (zeros; and no |t|).
 
     A (batch, channel, positions...) tensor is reduced along its contiguous positions first (one
     row per example and channel: ``vector_norm`` with ord 1 and 2, and ``sum``, each one read
@@ -116,6 +116,8 @@ def _channel_reduce(t: torch.Tensor, channel_dim: int, absolute: bool = True) ->
     if channel_dim == 1 and t.dim() > 2:
         rows = t.reshape(t.shape[0], channels, -1)  # a view for the usual contiguous activations
         squares = torch.linalg.vector_norm(rows, 2, dim=2).double().square().sum(0)
+        if not with_total:
+            return torch.zeros_like(squares), squares, torch.zeros_like(squares), t.numel() // channels
         total = rows.sum(2).double().sum(0)
         if not absolute:
             summed = torch.zeros_like(total)
@@ -126,8 +128,8 @@ def _channel_reduce(t: torch.Tensor, channel_dim: int, absolute: bool = True) ->
     else:  # (batch, features) or channels last: reduce the leading dims
         rows = t.movedim(channel_dim, -1).reshape(-1, channels)
         squares = rows.square().sum(0, dtype=torch.float64)
-        total = rows.sum(0, dtype=torch.float64)
-        summed = rows.abs().sum(0, dtype=torch.float64) if absolute else torch.zeros_like(total)
+        total = rows.sum(0, dtype=torch.float64) if with_total else torch.zeros_like(squares)
+        summed = rows.abs().sum(0, dtype=torch.float64) if absolute and with_total else torch.zeros_like(squares)
     return summed, squares, total, t.numel() // channels
 
 
@@ -141,9 +143,10 @@ class _Accumulator:
         self.sums: dict[str, torch.Tensor] = {}
         self.positions: dict[str, int] = {}
 
-    def add(self, key: str, t: torch.Tensor, channel_dim: int, reduced: tuple | None = None, absolute: bool = True) -> tuple:
+    def add(self, key: str, t: torch.Tensor, channel_dim: int, reduced: tuple | None = None, absolute: bool = True,
+            with_total: bool = True) -> tuple:
         """Accumulate the channel sums of ``t`` (or sums already ``reduced`` from the same tensor)."""
-        reduced = reduced if reduced is not None else _channel_reduce(t, channel_dim, absolute)
+        reduced = reduced if reduced is not None else _channel_reduce(t, channel_dim, absolute, with_total)
         s_abs, s_sq, s_sum, n = reduced
         if key in self.sums:
             self.sums[key] += torch.stack([s_abs, s_sq, s_sum])
@@ -173,6 +176,12 @@ def _norms_fed_directly(model: nn.Module, layers: dict[str, nn.Module]) -> dict[
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and full_before in layers:
                 fed[f"{prefix}.{name}" if prefix else name] = full_before
     return fed
+
+
+def _input_sums(module: nn.Module, lean: bool) -> tuple[bool, bool]:
+    """(record E|a|, record E[a]) for a layer's inputs: both unless ``lean``; then only E[a],
+    and only where a bias will be corrected."""
+    return not lean, not lean or getattr(module, "bias", None) is not None
 
 
 class _Recalibration:
@@ -223,6 +232,7 @@ def record_energy(
     recalibrate: bool = False,
     recalibrate_depth: int | None = None,
     keep_logits: bool = False,
+    lean: bool = False,
 ) -> EnergyRecord:
     """Run ``model`` (in eval mode) over unlabeled ``data`` and return per-layer activation energies.
 
@@ -233,6 +243,10 @@ def record_energy(
     of the batches so far (see ``_Recalibration``) -- so one pass does what a recalibration pass
     followed by an energy pass did.
     ``keep_logits``: keep the model's outputs per example (``EnergyRecord.logits``).
+    ``lean``: record only what a lean criterion (``Criterion.lean``: ``energy_rms``, ``channel``,
+    the controls) and bias correction read -- E[a^2] of every input, E[a] only where the layer has
+    a bias; E|a| and the other E[a] are None in the record. Each skipped sum is one read of the
+    activations less.
     """
     targets = prunable_layers(model)
     if layers is not None:
@@ -248,8 +262,8 @@ def record_energy(
     for name, module in targets.items():
         dim = _channel_dim(module)
 
-        def pre_hook(mod, args, name=name, dim=dim):
-            acc.add(name + ":in", args[0], dim)
+        def pre_hook(mod, args, name=name, dim=dim, sums=_input_sums(module, lean)):
+            acc.add(name + ":in", args[0], dim, absolute=sums[0], with_total=sums[1])
 
         def post_hook(mod, args, out, name=name, dim=dim):
             reduced = acc.add(name + ":out", out, dim, absolute=False)
@@ -316,7 +330,8 @@ def record_energy(
     for name in targets:
         i_abs, i_sq, i_mean = acc.means(name + ":in")
         _, o_sq, _ = acc.means(name + ":out")
-        result[name] = LayerEnergy(name, i_abs, i_sq, i_mean, o_sq, n_examples)
+        want_abs, want_total = _input_sums(targets[name], lean)
+        result[name] = LayerEnergy(name, i_abs if want_abs else None, i_sq, i_mean if want_total else None, o_sq, n_examples)
     bn = {}
     for name in norms:
         if name + ":bn" in acc.sums:  # the variance in float64: E[a^2] - E[a]^2 cancels badly in float32

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from fineprune.engine.criteria import get_criterion
 from fineprune.engine.energy import EnergyRecord, iter_batches, record_energy, spaced_indices
 from fineprune.engine.models import prunable_layers
 
@@ -133,6 +134,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
                "general_confidence": round(float(general.softmax(1).max(1).values.mean()), 4)}
     steps: dict[str, dict] = {}
     extra = len(probe) / max(1, n)
+    lean = get_criterion(settings.criterion).lean  # the pipeline prunes with these energies
     energies = None
 
     # 1. BatchNorm recalibration
@@ -146,7 +148,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     else:
         recalibrated = copy.deepcopy(model).eval()
         energies = record_energy(recalibrated, x, layers=layers, batch_size=batch_size, cancel=cancel, recalibrate=True,
-                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True)
+                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True, lean=lean)
         adapted_all = energies.logits
         adapted = adapted_all[probe]
         h_adapted = mean_entropy(adapted)
@@ -184,7 +186,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
         shift = settings.guard_bn_shift if mode in ("none", "before") else 0.0
         recalibrated = None
         extra += 1.0 if energies is not None else 0.0  # the trial pass was not used
-        energies = record_energy(model, x, layers=layers, batch_size=batch_size, cancel=cancel, keep_logits=True)
+        energies = record_energy(model, x, layers=layers, batch_size=batch_size, cancel=cancel, keep_logits=True, lean=lean)
         general_for_drop = energies.logits
 
     # 2. class drop, judged on the model that will be pruned

@@ -332,6 +332,7 @@ class PruningSweep:
                 cancel=cancel,
                 recalibrate=recalibrate_now,
                 recalibrate_depth=s.recalibrate_bn_depth,
+                lean=criterion.lean,  # only the sums the criterion and bias correction read
             )
         if progress:
             progress(0.6, f"scoring connections ({s.criterion})")

@@ -131,3 +131,28 @@ def test_cancelled_fused_recalibration_restores_the_statistics():
     with pytest.raises(JobCancelled):
         record_energy(model, x, recalibrate=True, cancel=cancel)
     assert all(torch.equal(m.running_var, v) for m, v in zip(batchnorm_layers(model), before))
+
+
+def test_lean_recording_skips_only_what_lean_criteria_never_read():
+    model, x = make_vgg(VGG2D), inputs(VGG2D, n=20)
+    full, lean = record_energy(model, x), record_energy(model, x, lean=True)
+    for name, module in prunable_layers(model).items():
+        torch.testing.assert_close(lean[name].in_sq, full[name].in_sq)
+        torch.testing.assert_close(lean[name].out_sq, full[name].out_sq)
+        assert lean[name].in_abs is None
+        if module.bias is None:
+            assert lean[name].in_mean is None
+        else:  # bias correction reads it
+            torch.testing.assert_close(lean[name].in_mean, full[name].in_mean)
+    for name in full.batchnorm:
+        torch.testing.assert_close(lean.batchnorm[name].var, full.batchnorm[name].var)
+
+
+def test_criteria_that_read_every_statistic_still_get_them():
+    from fineprune import fine_prune
+    from fineprune.engine.criteria import get_criterion
+
+    assert get_criterion("energy_rms").lean and not get_criterion("energy").lean
+    model, x = make_vgg(VGG2D), inputs(VGG2D, n=20)
+    result = fine_prune(model, x, criterion="energy", sparsity=0.5)
+    assert all(e.in_abs is not None for e in result.energies.values())
