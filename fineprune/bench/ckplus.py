@@ -173,6 +173,9 @@ def pool(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 # ----------------------------------------------------------------------------- default selection
 
 
+VOICE_GUARD = dict(guard=True, guard_min_entropy_drop=-0.3, guard_min_agreement=0.0, guard_min_information_gain=0.2, guard_bn_shift=1.0)
+
+
 def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]:
     """Label-free candidates for the face card's ``prune_defaults`` (none reads a label)."""
     base = DEFAULT_SETTINGS
@@ -188,6 +191,10 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         "bn_none+sparsity0.3": base.replace(recalibrate_bn="none", sparsity=0.3),
         "bn_before+sparsity0.3": base.replace(recalibrate_bn="before", sparsity=0.3),
         "bn_depth2+sparsity0.3": base.replace(recalibrate_bn_depth=2, sparsity=0.3),
+        # the voice card's label-free guard (engine/guard.py), its rule as chosen on the voice dev set
+        "guard+sparsity0.3": base.replace(sparsity=0.3, **VOICE_GUARD),
+        "guard+bn_depth2+sparsity0.3": base.replace(sparsity=0.3, recalibrate_bn_depth=2, **VOICE_GUARD),
+        "guard+prototypes+sparsity0.3": base.replace(sparsity=0.3, prototype_head=20, **VOICE_GUARD),
     }
     return {k: v.validate() for k, v in cands.items()}
 
