@@ -159,7 +159,8 @@ def test_a_full_session_writes_nothing_and_calls_nobody(sandbox):
     assert summary["canaries"] == ["write", "os.remove", "connect"], summary["canaries"]
     # ... and the session really did everything
     assert summary["voice_clips"] >= 3 + 4 + 10 and summary["face_clips"] == 2 + len(fx.FER), summary
-    assert all(summary[k] == "done" for k in ("voice_run", "face_run", "criteria", "baselines", "demo")), summary
+    jobs = {k: summary[k] for k in ("voice_run", "face_run", "criteria", "baselines", "demo")}
+    assert all(status == "done" for status in jobs.values()), (jobs, proc.stderr[-2000:])
     assert all(summary["exports"]) and summary["report"] and summary["plots"] and not summary["exceptions"], summary
 
     torch_cache = sandbox["tmp"] / f"torchinductor_{getpass.getuser()}"
