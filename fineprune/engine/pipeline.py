@@ -1,14 +1,16 @@
 """``fine_prune``: personalize a general model to one person's unlabeled data, without backprop.
 
 Pipeline (each step optional through ``PruneSettings``):
-1. recalibrate BatchNorm statistics on the person's data (label-free),
-2. record activation energies over the person's data (one forward pass),
+1.+2. recalibrate BatchNorm statistics on the person's data (label-free) and record activation
+   energies, BatchNorm inputs and predicted classes -- all in one forward pass
+   (``record_energy(recalibrate=True)``),
 3. score every connection of the prunable layers with the chosen criterion,
 4. mask the lowest-scoring fraction (per layer, per output row, or globally),
 5. fold the expected contribution of pruned connections into the bias (bias correction),
 6. recalibrate BatchNorm again, since pruning shifted every downstream statistic -- or, with
    ``bn_shift``, correct the stored statistics by only the shift pruning caused on the person's
-   data (``calibration.shift_batchnorm``), which keeps the class signal of a few-class person.
+   data (``calibration.shift_batchnorm``), which keeps the class signal of a few-class person;
+   this step (and the optional prototype head) sees at most ``post_prune_clips`` clips.
 7. optionally prune the output units of classes the person hardly uses (``drop_unused_classes``;
    the class shares come from step 2's own predictions).
 Before step 1, the optional same-capture gate (``same_capture_shift``) measures how far the
