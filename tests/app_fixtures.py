@@ -201,3 +201,19 @@ def spoken_take(words, pause_seconds: float = 0.5, voice: str = "en") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.concatenate(parts), rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def write_fake_ckplus(root: Path, layout: dict[str, list[str]], seed: int = 0) -> Path:
+    """A CK+-shaped folder: per subject one sequence per listed class, three 48x48 noise frames
+    each, and the index.csv the benchmark reads."""
+    rng = np.random.default_rng(seed)
+    rows = ["path,class,subject,sequence,frame"]
+    for subject, classes in layout.items():
+        for seq, cls in enumerate(classes, start=1):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for frame in (10, 11, 12):
+                name = f"{cls}/{subject}_{seq:03d}_{frame:08d}.png"
+                cv2.imwrite(str(root / name), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+                rows.append(f"{name},{cls},{subject},{seq:03d},{frame}")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -90,9 +90,14 @@ def spaced_indices(n: int, limit: int) -> torch.Tensor:
     return torch.linspace(0, n - 1, limit).round().long()
 
 
+def stacked(data) -> torch.Tensor:
+    """``data`` (a tensor, a list of batches or of (x, y, ...) tuples) as one tensor of inputs."""
+    return data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data)))
+
+
 def evenly_spaced(data, limit: int) -> torch.Tensor:
     """At most ``limit`` examples of ``data`` (a tensor, or batches of one), evenly spaced, in order."""
-    x = data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data)))
+    x = stacked(data)
     return x if limit <= 0 or len(x) <= limit else x[spaced_indices(len(x), limit)]
 
 
@@ -290,7 +295,7 @@ def record_energy(
         # by class (an upload named 0_*.wav ... 9_*.wav) would otherwise normalise the first
         # batch with one class's statistics. A fixed shuffle makes every batch a fair sample; the
         # sums recorded do not depend on the order, and the outputs are put back in it.
-        data = data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data, batch_size)))
+        data = stacked(data)
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         data = data[order]
     if isinstance(data, torch.Tensor):

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from fineprune.engine.criteria import get_criterion
-from fineprune.engine.energy import EnergyRecord, iter_batches, record_energy, spaced_indices
+from fineprune.engine.energy import EnergyRecord, iter_batches, record_energy, spaced_indices, stacked
 from fineprune.engine.models import prunable_layers
 
 
@@ -124,7 +124,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     ``settings.guard_clips`` evenly spaced clips; only when recalibration is refused does the
     general model get an energy pass of its own."""
     batch_size = batch_size or settings.batch_size
-    x = data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data, batch_size)))
+    x = stacked(data)
     layers = prunable_layers(model)
     probe = spaced_indices(len(x), settings.guard_clips)
     general = _logits(model, x[probe], batch_size)

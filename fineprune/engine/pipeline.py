@@ -36,7 +36,7 @@ from torch.nn.utils import prune
 
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, evenly_spaced, iter_batches, reiterable, record_energy
+from fineprune.engine.energy import EnergyRecord, evenly_spaced, iter_batches, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.models import prunable_layers
@@ -344,8 +344,9 @@ class PruningSweep:
         shapes = {n: modules[n].weight.shape for n in self.layers}
         scope = "layer" if criterion.structured and s.scope == "row" else s.scope
         self.ranked = RankedScores(scores, shapes, scope)
-        self.after_data = evenly_spaced(self.data, s.post_prune_clips)  # what the steps after pruning see
-        self.n_clips = len(self.data) if isinstance(self.data, torch.Tensor) else sum(len(b) for b in iter_batches(self.data))
+        everything = stacked(self.data)
+        self.n_clips = len(everything)
+        self.after_data = evenly_spaced(everything, s.post_prune_clips)  # what the steps after pruning see
         if s.bn_shift > 0 and (energy_data is not None or len(self.after_data) < self.energies.n_examples):
             # the shift compares the same clips before and after pruning
             self.reference_bn = record_energy(self.base, self.after_data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from app_fixtures import write_fake_ckplus
 from fineprune.bench import ckplus
 from fineprune.domains.face_training import FER_CLASSES
 
@@ -20,20 +20,9 @@ CK_CLASSES = ("anger", "contempt", "disgust", "happy", "sadness", "surprise")
 def fake_ck(tmp_path, monkeypatch):
     """4 subjects: S001 with 3 sequences (one contempt), S002 and S003 with 2, S004 with 1."""
     monkeypatch.setattr(ckplus, "CACHE", tmp_path / "cache")
-    root = tmp_path / "ck"
-    rng = np.random.default_rng(0)
-    rows = ["path,class,subject,sequence,frame"]
     layout = {"S001": ["anger", "contempt", "happy", "surprise"], "S002": ["sadness", "disgust"], "S003": ["happy", "fear"],
               "S004": ["surprise"]}
-    for subject, classes in layout.items():
-        for seq, cls in enumerate(classes, start=1):
-            (root / cls).mkdir(parents=True, exist_ok=True)
-            for frame in (10, 11, 12):
-                name = f"{cls}/{subject}_{seq:03d}_{frame:08d}.png"
-                cv2.imwrite(str(root / name), rng.integers(0, 256, (48, 48), dtype=np.uint8))
-                rows.append(f"{name},{cls},{subject},{seq:03d},{frame}")
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return write_fake_ckplus(tmp_path / "ck", layout)
 
 
 def test_load_leaves_contempt_out_and_maps_classes(fake_ck):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -108,22 +107,15 @@ def _tables(folder, prefix):
 
 @pytest.mark.slow
 def test_bench_ckplus_tables_equal_with_one_and_two_jobs(tmp_path, monkeypatch):
+    from app_fixtures import write_fake_ckplus
     from fineprune.bench import ckplus
     from fineprune.domains.face_training import FACE_MODEL_CONFIG, FER_CLASSES
     from fineprune.engine.bundle import save_bundle
     from fineprune.engine.models import build_model
 
     monkeypatch.setattr(ckplus, "CACHE", tmp_path / "cache")  # the parent decodes CK+; workers get arrays
-    root, rows, rng = tmp_path / "ck", ["path,class,subject,sequence,frame"], np.random.default_rng(0)
-    for subject, classes in {"S001": ["anger", "happy", "surprise"], "S002": ["sadness", "disgust"], "S003": ["happy", "fear"],
-                             "S004": ["surprise", "anger", "disgust"]}.items():
-        for seq, cls in enumerate(classes, start=1):
-            (root / cls).mkdir(parents=True, exist_ok=True)
-            for frame in (10, 11, 12):
-                name = f"{cls}/{subject}_{seq:03d}_{frame:08d}.png"
-                cv2.imwrite(str(root / name), rng.integers(0, 256, (48, 48), dtype=np.uint8))
-                rows.append(f"{name},{cls},{subject},{seq:03d},{frame}")
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    root = write_fake_ckplus(tmp_path / "ck", {"S001": ["anger", "happy", "surprise"], "S002": ["sadness", "disgust"],
+                                                "S003": ["happy", "fear"], "S004": ["surprise", "anger", "disgust"]})
     torch.manual_seed(0)
     config = {**FACE_MODEL_CONFIG, "conv": [4, "M", 8, "M", 8, "M"], "fc": [16]}
     save_bundle(tmp_path / "m.pt", build_model(config).eval(), config,
