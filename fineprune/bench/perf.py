@@ -49,6 +49,8 @@ JSON_KEYS = (
     "personalize_over_inference", "backprop_over_fineprune_flops", "backprop_over_fineprune_seconds",
     "slider_step_ms_median", "structured_speedup_at_50", "sparse_file_ratio_at_70",
     "structured_file_ratio_at_50", "peak_memory_ratio",
+    # what the structured speed costs: the 50% export's accuracy on the person's check clips, and the general model's
+    "structured_accuracy_at_50", "structured_general_accuracy",
 )
 
 

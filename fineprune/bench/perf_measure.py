@@ -79,7 +79,7 @@ def flops_of(fn: Callable[[], object]) -> float:
 def measure_personalization(subject: Subject, settings, plan: Plan) -> dict:
     model, x = subject.bundle.model, subject.clips
     # the floor of the method: energy recording alone (no guard, recalibration, shift, prototypes)
-    floor = {"recalibrate_bn": "none", "drop_unused_classes": 0.0, "guard": False, "bn_shift": 0.0, "prototype_head": 0}
+    floor = {"recalibrate_bn": "none", "drop_unused_classes": 0.0, "guard": False, "bn_shift": 0.0, "prototype_head": 0, "reconstruct": False}
     one_pass = settings.replace(**{k: v for k, v in floor.items() if k in settings.to_dict()})
     t = alternate(
         {
@@ -249,11 +249,14 @@ def measure_structured(subject: Subject, settings, plan: Plan) -> dict:
     # the export of the unpruned model: what the export's own rewriting (BatchNorm folded into the
     # convs, for EfficientNet-Lite) buys without removing anything -- timed beside the 50% export
     fused = export_structured(model, subject.bundle.config).model
+    out["structured_general_accuracy"] = accuracy(model, subject.person.test_x, subject.person.test_y)
     for s in STRUCTURED_SPARSITIES:
         pruned = fine_prune(model, x, channel_settings(settings, s)).model
         export = export_structured(pruned, subject.bundle.config)
         key = int(round(100 * s))
         out[f"structured_max_abs_diff_at_{key}"] = _max_difference(pruned, export.model, batch)
+        # what the speed costs: the exported model on the person's check clips (labels used here only)
+        out[f"structured_accuracy_at_{key}"] = accuracy(export.model, subject.person.test_x, subject.person.test_y)
         out[f"structured_flops_ratio_at_{key}"] = flops_of(lambda: model(batch[:1])) / flops_of(lambda: export.model(batch[:1]))
         if (share := hidden_removed(export.widths)) is not None:
             out[f"structured_hidden_removed_at_{key}"] = share

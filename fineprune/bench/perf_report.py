@@ -105,6 +105,8 @@ def rows_for(name: str, r: dict) -> list[tuple[str, str, str, str, str]]:
                      f"in CPU time {r[f'structured_speedup_cpu_at_{s}']:.2f}x; "
                      f"batch of 1 {r[f'structured_speedup_batch1_at_{s}']:.2f}x; {'; '.join(other + [''])}"
                      f"FLOPs {r[f'structured_flops_ratio_at_{s}']:.2f}x fewer; largest output difference {r[f'structured_max_abs_diff_at_{s}']:.1e}"
+                     + (f"; the person's check accuracy {r[f'structured_accuracy_at_{s}']:.0%} (general {r['structured_general_accuracy']:.0%})"
+                        if f"structured_accuracy_at_{s}" in r else "")
                      + (f"; {r[f'structured_hidden_removed_at_{s}']:.0%} of the hidden channels removed" if f"structured_hidden_removed_at_{s}" in r else "")
                      + (f"; BatchNorm folding alone {r[f'structured_fused_speedup_{layout}']:.2f}x, pruning on top of it "
                         f"{r[f'structured_pruning_speedup_at_50_{layout}']:.2f}x" if s == 50 and f"structured_fused_speedup_{layout}" in r else "")))
@@ -171,10 +173,13 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   removed unit's constant output (its bias, or BatchNorm's beta, through ReLU) into the next layer:
   into its bias, or -- before a zero-padded convolution, where the constant is not constant at the
   borders -- into a per-output map `conv(ones, folded kernel)` computed once per input size. Outputs
-  match the pruned model to float rounding (the "largest output difference" above). The speed-up
-  stays below the FLOP ratio because the first layer is spared by default (the full-resolution
-  layers keep most of their cost), and a convolution with few output channels (8 instead of 16)
-  uses the CPU's vector width poorly. The figure is for a batch of clips (how the Studio and the CLI
+  match the pruned model to float rounding (the "largest output difference" above). "50%
+  channels" is half of every layer's output channels, the first layer's included (`bench perf`
+  turns `spare_first` off for these rows: sparing it keeps the full-resolution layers at full
+  width -- the voice model's speed-up was 1.6x that way); the classifier's outputs stay. The row
+  gives what the speed costs: the exported model's accuracy on the person's check clips. The speed-up
+  stays below the FLOP ratio because a convolution with few output channels (8 instead of 16) uses
+  the CPU's vector width poorly. The figure is for a batch of clips (how the Studio and the CLI
   score); for a single clip PyTorch picks different convolution kernels for different layer shapes
   (for some, its slow reference path), so single-clip ratios swing widely in both directions and
   say more about kernel choice than about pruning.
@@ -182,12 +187,15 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   (`fineprune.engine.export_blocks`): BatchNorm is folded into the convolutions, and a hidden
   (expanded) channel goes when its expand row, its depthwise filter or its project column is
   empty -- its constant folded into the project bias, or carried exactly by a per-block border map
-  where zero padding makes it non-constant. The residual streams, the stem, the head convolution
-  and the 1000-class classifier stay dense. The `channel` criterion scores the three parts of a
-  hidden channel separately, so "50%" removes more than half of the hidden channels (the share is
-  in the row's detail); BatchNorm folding alone is part of the speed-up (the 50% row says how
-  much). The structured file keeps the dense 1.28 M-weight classifier, which
-  is why its ratio stays near 3.
+  where zero padding makes it non-constant. The `channel` criterion ranks a hidden channel once
+  (`fineprune.engine.channel_groups`: the expand row -- block 0: the stem row -- and the depthwise
+  filter share one score and one mask), so "50%" removes exactly half of every block's hidden
+  channels (the share is in the row's detail), half of the head's channels and of the block
+  outputs that only one 1x1 conv reads; the residual streams stay dense. BatchNorm folding alone
+  is part of the speed-up (the 50% row says how much). Classifier rows of the classes a person
+  does not use (`drop_unused_classes`, the objects card's default) emit a constant and leave the
+  file: a two-class person's model computes a handful of the 1000 rows and writes the constant
+  logits of the others.
 - **Sparse files** (`--format sparse`) store a 1-bit mask per weight (`numpy.packbits`) plus the
   surviving values, and reload with `torch.load(weights_only=True)` into the same masked model.
   The spared first and last layers are stored dense, which is why the ratio is below 1/0.3.

@@ -66,8 +66,11 @@ class Subject:
 
 def channel_settings(settings, sparsity: float):
     """The ``channel`` criterion at ``sparsity`` of every pruned layer's units (an ERK or global
-    scope, the objects card's default, would spread it unevenly; "50% channels" means half of each)."""
-    return settings.replace(criterion="channel", sparsity=sparsity, scope="layer")
+    scope, the objects card's default, would spread it unevenly; "50% channels" means half of each).
+    The first layer's output channels count too (``spare_first`` off): sparing it keeps the layers
+    that run at full resolution at full width, so "50%" would not be 50%. Its input -- the raw
+    data -- is never cut; the classifier's outputs stay (``spare_last``)."""
+    return settings.replace(criterion="channel", sparsity=sparsity, scope="layer", spare_first=False)
 
 
 def hidden_removed(widths: dict) -> float | None:
