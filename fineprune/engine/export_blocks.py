@@ -20,8 +20,11 @@ Residual streams stay dense (a block's outputs are added to its input), except w
 but one unpadded 1x1 conv reads a block's output (a non-residual block followed by a
 non-residual block, or the last block before the head): there an output channel whose project
 row is empty is a constant, folded into that conv's bias. Head channels with an empty head-conv
-row are constants after ReLU6 and average pooling, folded into the classifier bias. The stem's
-input and the classifier's outputs are never touched.
+row are constants after ReLU6 and average pooling, folded into the classifier bias. Classifier
+rows that are all zero -- the classes a person does not use, silenced by ``drop_unused_classes``
+-- emit their bias: only the live rows are computed and the export writes the constant logits of
+the others (``classes_kept``), so a two-class person's model carries 2 of the 1000 rows. The
+stem's input is never touched.
 """
 from __future__ import annotations
 
@@ -114,6 +117,8 @@ def read_network(model: nn.Module) -> tuple[Unit, list[dict], Unit, nn.Linear]:
             bns = (None, None, None)
             if block.border:
                 raise ExportError("re-exporting a structured export that carries border folds is not supported")
+            if hasattr(model, "_class_index"):
+                raise ExportError("this structured export keeps only some classes; export the full personalized model instead")
         else:
             args = block._block_args
             if block.has_se:
@@ -234,7 +239,15 @@ def export_mbconv(model: nn.Module, config: dict | None = None) -> StructuredExp
     head_keep = torch.nonzero(~gone).flatten()
     head.weight, head.bias, fc_weight = head.weight[head_keep], head.bias[head_keep], fc_weight[:, head_keep]
     widths[head.name] = (n_head, len(head_keep))
-    widths["_fc"] = (fc.out_features, fc.out_features)
+    # classifier rows that read nothing emit their bias (folds included): written in as constants
+    silent = fc_weight.eq(0).all(1)
+    classes_kept = None
+    class_constant = fc_bias.clone()
+    if bool(silent.any()) and not bool(silent.all()):
+        kept = torch.nonzero(~silent).flatten()
+        classes_kept = [int(c) for c in kept]
+        fc_weight, fc_bias = fc_weight[kept], fc_bias[kept]
+    widths["_fc"] = (fc.out_features, fc_weight.shape[0])
 
     state: dict[str, torch.Tensor] = {}
     for unit in [stem, *[u for b in blocks for u in (b["expand"], b["dw"], b["project"]) if u is not None], head]:
@@ -244,12 +257,16 @@ def export_mbconv(model: nn.Module, config: dict | None = None) -> StructuredExp
         for key, tensor in (b["fold"] or {}).items():
             state[f"_blocks.{i}.{key}"] = tensor.contiguous()
     state["_fc.weight"], state["_fc.bias"] = fc_weight.contiguous(), fc_bias.contiguous()
+    if classes_kept is not None:
+        state["_class_index"] = torch.tensor(classes_kept, dtype=torch.long)
+        state["_class_constant"] = class_constant.contiguous()
     config_out = {
         "arch": MBCONV_ARCH,
         "stem": {"in": int(stem.weight.shape[1]), "out": stem_out, "k": int(stem.weight.shape[-1]), "s": stem.stride, "pad": list(stem.pad)},
         "blocks": specs,
         "head": {"in": int(head.weight.shape[1]), "out": len(head_keep)},
         "n_classes": int(fc.out_features),
+        **({"classes_kept": classes_kept} if classes_kept is not None else {}),
     }
     if config:  # descriptive fields other code reads
         config_out.update({k: config[k] for k in ("image_size",) if k in config})

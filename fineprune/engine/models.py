@@ -199,26 +199,37 @@ class MBConvBlock(nn.Module):
 class MBConvNet(nn.Module):
     """Stem conv + ReLU6 -> ``MBConvBlock`` s -> 1x1 head conv + ReLU6 -> average pool -> linear."""
 
-    def __init__(self, stem: dict, blocks: list[dict], head: dict, n_classes: int):
+    def __init__(self, stem: dict, blocks: list[dict], head: dict, n_classes: int, classes_kept: list[int] | None = None):
         super().__init__()
+        # a personalized export computes only the classes the person kept; the others are the
+        # constant logits their silenced rows emitted, written in by ``forward``
+        self.n_classes = n_classes
+        if classes_kept is not None:
+            self.register_buffer("_class_index", torch.tensor(classes_kept, dtype=torch.long))
+            self.register_buffer("_class_constant", torch.zeros(n_classes))
         self._conv_stem = PaddedConv2d(stem["in"], stem["out"], stem["k"], stem["s"], stem["pad"])
         self._blocks = nn.ModuleList(
             MBConvBlock(b["in"], b["hidden"], b["out"], b["k"], b["s"], b["pad"], b["expand"], b["residual"], b.get("border", 0))
             for b in blocks
         )
         self._conv_head = PaddedConv2d(head["in"], head["out"], 1)
-        self._fc = nn.Linear(head["out"], n_classes)
+        self._fc = nn.Linear(head["out"], n_classes if classes_kept is None else len(classes_kept))
 
     def forward(self, x):
         x = _relu6_(self._conv_stem(x))
         for block in self._blocks:
             x = block(x)
         x = _relu6_(self._conv_head(x))
-        return self._fc(x.mean((2, 3)))
+        logits = self._fc(x.mean((2, 3)))
+        if not hasattr(self, "_class_index"):
+            return logits
+        return self._class_constant.expand(len(logits), -1).index_copy(1, self._class_index, logits)
 
 
 @register_architecture(MBCONV_ARCH)
-def mbconv(stem: dict, blocks: list[dict], head: dict, n_classes: int = 1000, **_descriptive) -> nn.Module:
+def mbconv(stem: dict, blocks: list[dict], head: dict, n_classes: int = 1000, classes_kept: list[int] | None = None,
+           **_descriptive) -> nn.Module:
     """The structured export of an EfficientNet-Lite (``fineprune.engine.export_blocks``): block
-    widths as pruning left them, BatchNorm folded into the convs; plain tensors and JSON only."""
-    return MBConvNet(stem, blocks, head, n_classes)
+    widths as pruning left them, BatchNorm folded into the convs, only the ``classes_kept`` rows
+    of the classifier (all when None); plain tensors and JSON only."""
+    return MBConvNet(stem, blocks, head, n_classes, classes_kept)

@@ -35,11 +35,13 @@ from torch import nn
 from torch.nn.utils import prune
 
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
+from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
 from fineprune.engine.energy import EnergyRecord, evenly_spaced, iter_batches, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.models import prunable_layers
+from fineprune.engine.reconstruct import input_covariances, reconstruct_
 
 Progress = Callable[[float, str], None]
 RECALIBRATION_MODES = ("none", "before", "after", "both")
@@ -98,6 +100,11 @@ class PruneSettings:
     # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).
     # Label-free, backprop-free, one more forward pass.
     prototype_head: int = 0
+    # After pruning, re-solve each pruned layer's kept weights so its outputs on the person's clips
+    # stay as close as possible to the unpruned layer's (least squares per output unit, OBS/SparseGPT
+    # style; fineprune/engine/reconstruct.py). Label-free, backprop-free; one forward pass over at
+    # most ``post_prune_clips`` clips records the layers' input statistics, once per run.
+    reconstruct: bool = False
     # The steps after pruning (BatchNorm re-estimate or shift, prototype head) run on at most this
     # many of the person's clips (evenly spaced, deterministic; 0: all): the statistics they need
     # settle within a few dozen clips, and personalization stays close to one pass over the data.
@@ -341,6 +348,9 @@ class PruningSweep:
         generator = torch.Generator().manual_seed(s.seed)
         modules = dict(self.base.named_modules())
         scores = {n: criterion.fn(modules[n], self.energies.get(n), generator) for n in self.layers}
+        if criterion.structured:  # channels shared by several layers get one score (inverted-residual blocks)
+            scores = couple_channel_scores(self.base, scores)
+            self.layers = [n for n in self.layers if n in scores]
         shapes = {n: modules[n].weight.shape for n in self.layers}
         scope = "layer" if criterion.structured and s.scope == "row" else s.scope
         self.ranked = RankedScores(scores, shapes, scope)
@@ -352,6 +362,7 @@ class PruningSweep:
             self.reference_bn = record_energy(self.base, self.after_data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm
             self.passes += len(self.after_data) / self.n_clips
         self.output_layer = list(prunable_layers(self.base))[-1]
+        self.covariances: dict[str, torch.Tensor] | None = None  # the layers' input statistics (``reconstruct``)
         self.class_share = self.dropped_classes = None
         if self.guard is not None:
             self.dropped_classes = list(self.guard.dropped_classes)
@@ -381,8 +392,16 @@ class PruningSweep:
         masks = self.masks_at(sparsity)
         after_passes = 0  # passes over ``after_data`` after pruning
         apply_masks(model, masks)
-        if s.bias_correction:
-            correct_biases(model, masks, self.energies)
+        reconstructed: list[str] = []
+        if s.reconstruct and sparsity > 0:
+            if progress:
+                progress(0.7, "re-solving the kept weights from your clips")
+            if self.covariances is None:  # once per run: every slider position reuses them
+                self.covariances = input_covariances(self.base, self.layers, self.after_data, s.batch_size, self.cancel)
+                self.passes += len(self.after_data) / self.n_clips
+            reconstructed = reconstruct_(model, masks, self.covariances)
+        if s.bias_correction:  # a reconstructed layer's bias was re-solved with its weights
+            correct_biases(model, {n: m for n, m in masks.items() if n not in reconstructed}, self.energies)
         features = None  # (penultimate features, logits) of ``after_data``, when a pass recorded them
         if s.recalibrate_bn in ("after", "both"):
             if progress:

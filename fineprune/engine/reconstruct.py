@@ -1,0 +1,118 @@
+"""Re-solve the weights that pruning kept, from the person's own clips (label-free, no backprop).
+
+Pruning a weight removes its share of every output; the surviving weights of the same output unit
+can take over most of it. For each pruned layer and output unit ``i`` with kept inputs ``S``, the
+kept weights are set to the least-squares solution
+
+    w_S = argmin_v  E || w_i . x  -  v . x_S ||^2  =  (H_SS + d I)^-1  H_S: w_i,     H = E[x x^T]
+
+over the layer's inputs ``x`` (the patches a convolution reads) on the person's clips through the
+unpruned model: the layer-wise reconstruction of optimal brain surgeon / SparseGPT (Frantar &
+Alistarh 2023), with the person's data as the calibration set. Nothing is learned from labels and
+nothing is back-propagated; one forward pass records ``H``, then each unit is one small linear solve.
+A layer with a bias gets a constant input appended, so its bias is re-solved with the weights (and
+the pipeline's bias correction is not applied on top). ``d`` is a small damping (1% of the mean
+diagonal) that keeps the solve stable where inputs are nearly collinear.
+
+Covers ``Linear`` and ungrouped ``Conv1d``/``Conv2d`` layers; others (depthwise convolutions) are
+left as pruned.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fineprune.engine.energy import iter_batches
+from fineprune.errors import JobCancelled
+
+DAMPING = 0.01
+
+
+def _supported(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1
+                                             and not isinstance(module.padding, str))
+
+
+def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's inputs as rows (n, in_features [+ 1 for a bias])."""
+    if isinstance(module, nn.Linear):
+        rows = x.reshape(-1, x.shape[-1])
+    else:
+        if isinstance(module, nn.Conv1d):
+            x = x.unsqueeze(2)
+            kernel, dilation, padding, stride = (1, *module.kernel_size), (1, *module.dilation), (0, *module.padding), (1, *module.stride)
+        else:
+            kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
+        cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, C*k*k, L)
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    if getattr(module, "bias", None) is not None:
+        rows = torch.cat([rows, torch.ones(len(rows), 1, dtype=rows.dtype)], 1)
+    return rows
+
+
+@torch.no_grad()
+def input_covariances(model: nn.Module, layers: list[str], data, batch_size: int = 64, cancel=None) -> dict[str, torch.Tensor]:
+    """``E[x x^T]`` of each supported layer's inputs over ``data`` (float64), in one forward pass."""
+    modules = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            rows = _patches(module, inputs[0].detach().float())
+            product = (rows.T @ rows).double()  # float32 within a batch, float64 across batches
+            sums[name] = sums[name] + product if name in sums else product
+            counts[name] = counts.get(name, 0) + len(rows)
+        return record
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in layers if _supported(modules[n])]
+    was_training = model.training
+    model.eval()
+    try:
+        for xb in iter_batches(data, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("cancelled while recording the layers' inputs")
+            model(xb)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: sums[n] / counts[n] for n in sums}
+
+
+@torch.no_grad()
+def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: dict[str, torch.Tensor]) -> list[str]:
+    """Re-solve the kept weights of every masked layer with a covariance; returns the layers changed."""
+    modules = dict(model.named_modules())
+    changed = []
+    for name, mask in masks.items():
+        if name not in covariances:
+            continue
+        module = modules[name]
+        pruned = hasattr(module, "weight_orig")
+        weight = module.weight_orig if pruned else module.weight
+        has_bias = getattr(module, "bias", None) is not None
+        w = weight.detach().reshape(weight.shape[0], -1).double()
+        keep = mask.reshape(mask.shape[0], -1).bool()
+        if has_bias:
+            w = torch.cat([w, module.bias.detach().double().unsqueeze(1)], 1)
+            keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=torch.bool)], 1)
+        h = covariances[name]
+        damped = h + DAMPING * h.diagonal().mean().clamp_min(1e-12) * torch.eye(len(h), dtype=h.dtype)
+        target = w @ h  # row i: H w_i (H is symmetric)
+        new = w.clone()
+        for i in torch.nonzero(~keep.all(1)).flatten().tolist():
+            kept = torch.nonzero(keep[i]).flatten()
+            if len(kept) == 0:
+                continue
+            new[i] = 0
+            new[i, kept] = torch.linalg.solve(damped[kept][:, kept], target[i, kept])
+        if has_bias:
+            module.bias.copy_(new[:, -1].to(module.bias.dtype))
+            new = new[:, :-1]
+        weight.copy_(new.reshape(weight.shape).to(weight.dtype))
+        if pruned:
+            module.weight = module.weight_orig * module.weight_mask  # what torch.prune's pre-hook computes
+        changed.append(name)
+    return changed

@@ -1,0 +1,88 @@
+"""Weight reconstruction after pruning (``fineprune.engine.reconstruct``): the kept weights are
+re-solved so each pruned layer's outputs on the person's clips stay close to the unpruned layer's."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from fineprune.engine.masks import apply_masks
+from fineprune.engine.pipeline import PruneSettings, fine_prune
+from fineprune.engine.reconstruct import input_covariances, reconstruct_
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4),
+    ).eval()
+
+
+def correlated_clips(n=48):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(n, 1, 6, 6, generator=g)
+    return base + 0.5 * torch.roll(base, 1, dims=3)  # neighbouring inputs correlate: others can take over
+
+
+def layer_io(model, name, x):
+    """(inputs, outputs) of one layer on ``x``."""
+    seen = {}
+
+    def record(module, inputs, output):  # returns None: a hook's return value would replace the output
+        seen.update(x=inputs[0].detach(), y=output.detach())
+
+    handle = dict(model.named_modules())[name].register_forward_hook(record)
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen["x"], seen["y"]
+
+
+def half_masks(model, names, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    return {n: (torch.rand(modules[n].weight.shape, generator=g) > 0.5).float() for n in names}
+
+
+def test_reconstruction_brings_each_layer_closer_to_the_unpruned_one():
+    dense, x = small_net(), correlated_clips()
+    names = ["3", "8"]  # the second conv (no bias) and the first linear layer (with a bias)
+    covariances = input_covariances(dense, names, x, batch_size=16)
+    assert covariances["3"].shape == (72, 72) and covariances["8"].shape == (33, 33)  # 8*3*3 patches; 32 + a bias input
+    masks = half_masks(dense, names)
+    plain, solved = copy.deepcopy(dense), copy.deepcopy(dense)
+    apply_masks(plain, masks)
+    apply_masks(solved, masks)
+    assert reconstruct_(solved, masks, covariances) == names
+    for name in names:
+        # judged on the same inputs (the unpruned model's), as the solve sees them
+        inputs, target = layer_io(dense, name, x)
+        with torch.no_grad():
+            err_plain = (dict(plain.named_modules())[name](inputs) - target).pow(2).mean()
+            err_solved = (dict(solved.named_modules())[name](inputs) - target).pow(2).mean()
+        assert err_solved < 0.5 * err_plain, (name, float(err_solved), float(err_plain))
+    # the masks still hold: pruned weights stay zero
+    for name, mask in masks.items():
+        weight = dict(solved.named_modules())[name].weight
+        assert bool(weight[mask == 0].eq(0).all())
+
+
+def test_unpruned_rows_are_left_alone_and_the_pipeline_counts_the_pass():
+    dense, x = small_net(), correlated_clips()
+    masks = {"3": torch.ones_like(dense[3].weight)}
+    model = copy.deepcopy(dense)
+    apply_masks(model, masks)
+    reconstruct_(model, masks, input_covariances(dense, ["3"], x))
+    assert torch.allclose(model[3].weight, dense[3].weight)
+    settings = PruneSettings(sparsity=0.5, criterion="energy_rms", recalibrate_bn="none", post_prune_clips=0)
+    plain = fine_prune(dense, x, settings)
+    solved = fine_prune(dense, x, settings.replace(reconstruct=True))
+    assert solved.report["forward_passes"] == plain.report["forward_passes"] + 1
+    assert solved.report["sparsity"] == plain.report["sparsity"]
+    with torch.no_grad():
+        gap_plain = (plain.model(x) - dense(x)).pow(2).mean()
+        gap_solved = (solved.model(x) - dense(x)).pow(2).mean()
+    assert gap_solved < gap_plain
