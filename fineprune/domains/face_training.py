@@ -118,6 +118,12 @@ def train_main(argv: list[str]) -> int:
                         help="time budget for training: the cosine schedule is re-planned from the measured step time so "
                         "it ends within it (the card records the epochs actually run); 0: no limit")
     parser.add_argument("--limit", type=int, default=0, help="smoke tests: use only N training and N test images")
+    parser.add_argument("--init", default="", help="warm restart: start from this face bundle's weights (e.g. "
+                        "assets/face.pt) and run a fresh warm-up + cosine cycle; the card keeps the earlier run's record")
+    parser.add_argument("--lr", type=float, default=LR, help=f"peak learning rate (default {LR:g})")
+    parser.add_argument("--average-last", type=int, default=0, metavar="K",
+                        help="also average the weights of the last K epochs (BatchNorm statistics re-measured on the "
+                        "train split); kept only if it beats the best single epoch on the validation split")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -140,15 +146,21 @@ def train_main(argv: list[str]) -> int:
 
     seed_everything(args.seed)
     model = build_model(FACE_MODEL_CONFIG)
+    earlier = warm_start(model, args.init) if args.init else None
     checkpoint = out.with_suffix(".checkpoint.pt")
+    started_at = time.time()
     curve: list[float] = []
     best: dict = {"val": -1.0, "epoch": 0, "state": None}
+    snapshots: list[dict[str, torch.Tensor]] = []
 
     def on_epoch(epochs_done: float, loss: float, elapsed: float, lr: float) -> None:
         # score the validation split, keep the best weights (in memory and on disk) so that a
         # run cut short or killed still leaves a usable model
         val = accuracy(model, x_val, y_val)
         curve.append(round(val, 4))
+        if args.average_last:
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            del snapshots[: -args.average_last]
         if val > best["val"]:
             best.update(val=val, epoch=len(curve), state={k: v.detach().clone() for k, v in model.state_dict().items()})
             torch.save({"state_dict": best["state"], "epoch": best["epoch"], "val_accuracy": val,
@@ -157,13 +169,28 @@ def train_main(argv: list[str]) -> int:
               f"(best {best['val']:.4f} @ {best['epoch']})", flush=True)
 
     fit = fit_with_deadline(model, x_train, y_train, epochs=args.epochs, seed=args.seed, max_seconds=args.max_seconds,
-                            on_epoch=on_epoch)
+                            on_epoch=on_epoch, lr=args.lr)
     seconds = fit["seconds"]
     stopped_early = fit["epochs_run"] < args.epochs
     model.load_state_dict(best["state"])
+    selection = "weights of the epoch with the best validation accuracy (validation split carved from train)"
+    averaged = None
+    if len(snapshots) > 1:
+        averaged = averaged_model(snapshots, x_train)
+        averaged_val = accuracy(averaged, x_val, y_val)
+        print(f"average of the last {len(snapshots)} epochs: val_acc={averaged_val:.4f} (best epoch {best['val']:.4f})",
+              flush=True)
+        if averaged_val > best["val"]:
+            model.load_state_dict(averaged.state_dict())
+            selection = (f"average of the weights of the last {len(snapshots)} epochs (val {averaged_val:.4f}), "
+                         f"better than the best single epoch (val {best['val']:.4f}); BatchNorm re-measured on train")
+            best.update(val=averaged_val, epoch=len(curve))
+        averaged = round(averaged_val, 4)
+        seconds = time.time() - started_at
     model.eval()
     command = "OMP_WAIT_POLICY=PASSIVE python -m fineprune train face " + " ".join(shlex.quote(a) for a in argv)
     training = {
+        **({"warm_start": earlier} if earlier else {}),
         "data": f"FER2013 train split (sharp copy of 2026-12-01; {len(data['y_train']):,} crops) minus a stratified "
         f"{VAL_FRACTION:.0%} validation split",
         "command": command,
@@ -175,8 +202,9 @@ def train_main(argv: list[str]) -> int:
         "schedule": "linear warm-up over 15% of the steps, then cosine to 0; with --max-seconds the plan "
         "is re-estimated every 50 steps from the measured step time so the cosine ends at the time limit",
         "best_epoch": best["epoch"],
-        "selection": "weights of the epoch with the best validation accuracy (validation split carved from train)",
-        "optimizer": f"AdamW lr {LR:g} wd {WEIGHT_DECAY:g}, batch {BATCH}, label smoothing {LABEL_SMOOTHING:g}",
+        "selection": selection,
+        **({"averaged_last_val_accuracy": averaged} if averaged is not None else {}),
+        "optimizer": f"AdamW lr {args.lr:g} wd {WEIGHT_DECAY:g}, batch {BATCH}, label smoothing {LABEL_SMOOTHING:g}",
         "augmentation": "flip, rotation +-10 deg, scale 0.9-1.1, shift +-4 px, brightness/contrast +-15%",
         "seconds": round(seconds, 1),
         "threads": args.threads,
@@ -194,13 +222,52 @@ def train_main(argv: list[str]) -> int:
 LR, WEIGHT_DECAY, BATCH, LABEL_SMOOTHING, WARMUP = 2e-3, 5e-4, 64, 0.05, 0.15
 
 
-def fit_with_deadline(model, x, y, *, epochs: int, seed: int, max_seconds: float = 0.0, on_epoch=None) -> dict:
+def warm_start(model, path: str) -> dict:
+    """Load an earlier face bundle's weights into ``model``; returns what the card keeps of that run."""
+    from fineprune.engine.bundle import load_bundle
+
+    earlier = load_bundle(path)
+    if earlier.card.get("domain") != "face" or earlier.config.get("conv") != FACE_MODEL_CONFIG["conv"]:
+        from fineprune.errors import ConfigError
+
+        raise ConfigError(f"{path} is not a bundle of the shipped face architecture; cannot warm-start from it")
+    model.load_state_dict(earlier.model.state_dict())
+    record = earlier.card.get("training", {})
+    return {"from": str(path), "test_accuracy": earlier.card.get("test_accuracy"),
+            **{k: record.get(k) for k in ("command", "epochs_run", "seconds", "threads", "best_epoch")},
+            **({"warm_start": record["warm_start"]} if "warm_start" in record else {})}
+
+
+def averaged_model(snapshots: list[dict[str, torch.Tensor]], x: torch.Tensor):
+    """The mean of several weight snapshots (stochastic weight averaging), with BatchNorm statistics
+    re-measured by one pass over ``x`` -- averaged weights make the running statistics stale."""
+    from fineprune.engine.models import build_model
+
+    model = build_model(FACE_MODEL_CONFIG)
+    mean = {k: (torch.stack([s[k].float() for s in snapshots]).mean(0).to(snapshots[0][k].dtype)
+                if snapshots[0][k].is_floating_point() else snapshots[-1][k]) for k in snapshots[0]}
+    model.load_state_dict(mean)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the whole pass
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            model(x[i : i + 256])
+    model.eval()
+    return model
+
+
+def fit_with_deadline(model, x, y, *, epochs: int, seed: int, max_seconds: float = 0.0, on_epoch=None,
+                      lr: float = 0.0) -> dict:
     """AdamW with warm-up + cosine over ``epochs``; with ``max_seconds`` the number of steps is
     re-planned every 50 steps from the measured step time, so the cosine reaches 0 when the time
     is up (on a shared machine the throughput is not known in advance). Seeded data order and
     augmentation; where a deadline cuts the plan is recorded by the caller."""
+    peak = lr or LR
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=WEIGHT_DECAY)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     per_epoch = math.ceil(len(x) / BATCH)
     planned = total = epochs * per_epoch
@@ -213,7 +280,7 @@ def fit_with_deadline(model, x, y, *, epochs: int, seed: int, max_seconds: float
             if step >= total:
                 break
             warm = WARMUP * total
-            lr = LR * (step + 1) / warm if step < warm else LR * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            lr = peak * (step + 1) / warm if step < warm else peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = order[i * BATCH : (i + 1) * BATCH]
@@ -259,7 +326,9 @@ def save_face_model(out: Path, model, settings: dict, training: dict, test_set) 
         "test_per_class": {c: (round(a, 4) if a is not None else None) for c, a in zip(FER_CLASSES, test.per_class)},
         "test_confusion": test.confusion,
         "summary": f"{test.accuracy:.1%} on the {len(y_test):,} FER2013 test crops after {training['epochs_run']:g} epochs "
-        f"({training['seconds'] / 60:.0f} min on {training['threads']} CPU thread(s))",
+        f"({training['seconds'] / 60:.0f} min on {training['threads']} CPU thread(s))"
+        + (f", warm-restarted from a model trained for {training['warm_start'].get('epochs_run')} epochs"
+           if training.get("warm_start") else ""),
         "license": "trained on FER2013 (Goodfellow et al. 2013, ICML representation-learning challenge); research use",
     }
     save_bundle(out, model, FACE_MODEL_CONFIG, card)
