@@ -412,3 +412,28 @@ def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     ok = plot_lines(tmp_path / "p.png", {"a": [(0.5, 0.6), (0.8, 0.55)], "general": [(0.5, 0.5), (0.8, float("nan"))]}, "t", "x", "y")
     assert ok and (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not HAS_FER, reason="needs ../shared/data/fer2013")
+def test_warm_restart_keeps_the_earlier_record_and_averaging_is_judged_on_validation(tmp_path):
+    from fineprune.domains.face_training import train_main
+
+    argv = ["--data", str(DATA), "--limit", "192", "--seed", "3", "--threads", "1"]
+    assert train_main(argv + ["--epochs", "1", "--out", str(tmp_path / "first.pt")]) == 0
+    assert train_main(argv + ["--epochs", "2", "--init", str(tmp_path / "first.pt"), "--lr", "0.0005", "--average-last", "2",
+                              "--out", str(tmp_path / "again.pt")]) == 0
+    card = json.loads((tmp_path / "again.json").read_text())
+    record = card["training"]
+    assert record["warm_start"]["from"] == str(tmp_path / "first.pt") and record["warm_start"]["epochs_run"] == 1
+    assert "lr 0.0005" in record["optimizer"] and "warm-restarted" in card["summary"]
+    assert "averaged_last_val_accuracy" in record
+    # the averaged weights are kept only when they beat the best single epoch on the validation split
+    best_single = max(record["val_accuracy_per_epoch"])
+    assert record["selection"].startswith("average") == (record["averaged_last_val_accuracy"] > best_single)
+    with pytest.raises(Exception, match="not a bundle of the shipped face architecture"):
+        from fineprune.engine.bundle import save_bundle
+        from fineprune.engine.models import build_model
+
+        other = {"arch": "vgg", "conv": [8, "M"], "in_channels": 1, "n_classes": 7, "dims": 2, "fc": [], "batch_norm": True}
+        save_bundle(tmp_path / "other.pt", build_model(other), other, {"domain": "face"})
+        train_main(argv + ["--epochs", "1", "--init", str(tmp_path / "other.pt"), "--out", str(tmp_path / "x.pt")])
