@@ -195,6 +195,10 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         "guard+sparsity0.3": base.replace(sparsity=0.3, **VOICE_GUARD),
         "guard+bn_depth2+sparsity0.3": base.replace(sparsity=0.3, recalibrate_bn_depth=2, **VOICE_GUARD),
         "guard+prototypes+sparsity0.3": base.replace(sparsity=0.3, prototype_head=20, **VOICE_GUARD),
+        # the kept weights re-solved from the person's photos (engine/reconstruct.py), as in the voice card
+        "bn_depth2+sparsity0.3+reconstruct": base.replace(recalibrate_bn_depth=2, sparsity=0.3, reconstruct=True),
+        "bn_depth2+sparsity0.5+reconstruct": base.replace(recalibrate_bn_depth=2, sparsity=0.5, reconstruct=True),
+        "sparsity0.5+reconstruct": base.replace(sparsity=0.5, reconstruct=True),
     }
     return {k: v.validate() for k, v in cands.items()}
 

@@ -437,6 +437,17 @@ class PruningSweep:
         if self.class_share is not None:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)
+        after_steps = []  # plain sentences: what ran after pruning (the CLI prints them, the Studio shows them)
+        if reconstructed:
+            report["reconstructed_layers"] = reconstructed
+            after_steps.append(f"The weights pruning kept were re-solved from {len(self.after_data)} of your clips in "
+                               f"{len(reconstructed)} layers, so each layer's outputs stay close to the unpruned model's "
+                               "(least squares; no labels, no backprop).")
+        if s.prototype_head > 0:
+            after_steps.append(f"The output layer was rebuilt from your own clips: each class's weights are the mean features of "
+                               f"the up to {s.prototype_head} clips the model assigned to it most confidently (T3A prototypes).")
+        if after_steps:
+            report["steps_after_pruning"] = after_steps
         if self.guard is not None:
             report["guard"] = self.guard.to_dict()
             report["guard_sentences"] = self.guard.sentences()

@@ -82,6 +82,11 @@ def test_unpruned_rows_are_left_alone_and_the_pipeline_counts_the_pass():
     solved = fine_prune(dense, x, settings.replace(reconstruct=True))
     assert solved.report["forward_passes"] == plain.report["forward_passes"] + 1
     assert solved.report["sparsity"] == plain.report["sparsity"]
+    # the report says what ran (the CLI prints it, the Studio's notes show it)
+    assert solved.report["reconstructed_layers"] == ["3", "8"] and "reconstructed_layers" not in plain.report
+    from fineprune.person.run import adaptation_notes
+
+    assert any("re-solved" in note for note in adaptation_notes(solved.report, ["a", "b", "c", "d"]))
     with torch.no_grad():
         gap_plain = (plain.model(x) - dense(x)).pow(2).mean()
         gap_solved = (solved.model(x) - dense(x)).pow(2).mean()
