@@ -43,8 +43,13 @@ OUTPUTS_VERSION = 1
 # prototypes, ``PruneSettings.prototype_head``; T3A's own filter size, not tuned). It is not part
 # of the replayed grid: the real pipeline rows (``card_pipeline``) measure it.
 PROTOTYPE_HEAD = 20
+# ... and re-solves the weights pruning kept from the person's clips (``PruneSettings.reconstruct``,
+# fineprune/engine/reconstruct.py). Also adopted after the grid, on the dev individuals: the real
+# pipeline with it (``card_pipeline``) against without it (``card_pipeline_plain``).
+RECONSTRUCT = True
 METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "prune_bn", "prune_bn_row", "gradual_bn",
                "guard_only", "card", "card_magnitude", "card_general_energy")
+PIPELINE_ROWS = ("card_pipeline", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude")
 
 
 def rule_settings(rule: dict, base=None):
@@ -55,7 +60,8 @@ def rule_settings(rule: dict, base=None):
     return base.replace(guard=True, guard_min_entropy_drop=rule["min_entropy_drop"], guard_min_agreement=rule["min_agreement"],
                         guard_min_information_gain=float(rule.get("min_information_gain", 0.0)),
                         guard_bn_shift=1.0, guard_drop_min_expected=float(rule["drop_min_expected"]), guard_drop_max_hits=int(rule["drop_max_hits"]),
-                        guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD)
+                        guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
+                        reconstruct=RECONSTRUCT)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -64,7 +70,7 @@ def card_defaults(rule: dict) -> dict:
             "guard_min_information_gain": rule.get("min_information_gain", 0.0), "guard_bn_shift": 1.0,
             "guard_drop_min_expected": float(rule["drop_min_expected"]), "guard_drop_max_hits": int(rule["drop_max_hits"]),
             "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
-            "prototype_head": PROTOTYPE_HEAD}
+            "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT}
 
 
 def write_card(rule: dict, model_path: Path | None = None) -> dict:
@@ -82,8 +88,9 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         "recalibration raises the mean prediction entropy on the person's clips by more than "
         f"{-rule['min_entropy_drop']:g} nats, and yes whenever it raises SHOT's information score by >= "
         f"{rule.get('min_information_gain', 0.0):g}; otherwise the general statistics are kept and only the shift pruning caused is "
-        f"corrected. energy_rms, 50%; then the output layer is rebuilt from the person's own features (T3A prototypes, "
-        f"{PROTOTYPE_HEAD} per class). Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
+        f"corrected. energy_rms, 50%; the kept weights re-solved so each pruned layer's outputs on the person's clips stay "
+        f"close to the unpruned layer's (least squares, no labels, no backprop); then the output layer is rebuilt from the "
+        f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class). Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
         "the shipped demo individuals included; never on test clips). See docs/RESULTS.md, 'The guard'.")
     save_bundle(model_path, bundle.model, bundle.config, card)
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
@@ -130,7 +137,7 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
              "the shipped demo individuals included in the dev set; the 450-clip LOSO rows never choose).", ""]
     header = ["method"] + [f"{k} (n={sum(1 for p in people if next(iter(by[p].values()))['kind'] == k)})" for k in kinds] + ["all dev", "lose>1 (dev / LOSO / demo)"]
     body = []
-    for m in METHOD_ROWS + ("card_pipeline", "card_pipeline_dense"):
+    for m in METHOD_ROWS + PIPELINE_ROWS:
         cells = [m]
         for k in kinds:
             accs = [by[p][m]["accuracy"] for p in people if m in by[p] and by[p][m]["kind"] == k]
@@ -143,10 +150,11 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
         body.append(cells)
     lines += markdown_table(header, body)
     lines += ["", "Per individual, the guarded card against each alternative (wins / ties / losses in test clips; "
-              "`card_pipeline_dense`: the shipped settings at 0% sparsity):", ""]
+              "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
+              "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
-    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_dense", "t3a")]
+    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -251,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         p = r["person"]
         replay, _ = replay_guard(r["out"], chosen["<all>"])
-        for method, s in (("replay_check", settings.replace(prototype_head=0)), ("card_pipeline", settings),
-                          ("card_pipeline_dense", settings.replace(sparsity=0.0))):
+        for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False)), ("card_pipeline", settings),
+                          ("card_pipeline_dense", settings.replace(sparsity=0.0)),
+                          ("card_pipeline_plain", settings.replace(reconstruct=False)),
+                          ("card_pipeline_magnitude", settings.replace(criterion="magnitude"))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":
