@@ -443,7 +443,7 @@ class PruningSweep:
             after_steps.append(f"The weights pruning kept were re-solved from {len(self.after_data)} of your clips in "
                                f"{len(reconstructed)} layers, so each layer's outputs stay close to the unpruned model's "
                                "(least squares; no labels, no backprop).")
-        if s.prototype_head > 0:
+        if s.prototype_head > 0 and self.guard is None:  # the guard's own sentences already say it
             after_steps.append(f"The output layer was rebuilt from your own clips: each class's weights are the mean features of "
                                f"the up to {s.prototype_head} clips the model assigned to it most confidently (T3A prototypes).")
         if after_steps:
