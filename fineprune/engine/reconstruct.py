@@ -27,6 +27,11 @@ from fineprune.engine.energy import iter_batches
 from fineprune.errors import JobCancelled
 
 DAMPING = 0.01
+# E[x x^T] of a d-input layer is estimated from about this many rows per input per batch: a
+# full-resolution convolution reads ~2,500 patches per clip, far more than a d x d statistic needs,
+# and every row costs d^2 multiply-adds. A convolution reads evenly spaced clips of the batch
+# (every patch of each), enough of them for the count.
+ROWS_PER_INPUT = 32
 
 
 def _supported(module: nn.Module) -> bool:
@@ -60,7 +65,13 @@ def input_covariances(model: nn.Module, layers: list[str], data, batch_size: int
 
     def hook(name):
         def record(module, inputs, output):
-            rows = _patches(module, inputs[0].detach().float())
+            x = inputs[0].detach().float()
+            if not isinstance(module, nn.Linear):
+                positions = output[0, 0].numel()  # patches per clip
+                inputs_per_unit = module.weight[0].numel()
+                needed = -(-ROWS_PER_INPUT * inputs_per_unit // positions)  # clips for the row count
+                x = x[:: max(1, len(x) // needed)]
+            rows = _patches(module, x)
             product = (rows.T @ rows).double()  # float32 within a batch, float64 across batches
             sums[name] = sums[name] + product if name in sums else product
             counts[name] = counts.get(name, 0) + len(rows)
@@ -81,6 +92,29 @@ def input_covariances(model: nn.Module, layers: list[str], data, batch_size: int
     return {n: sums[n] / counts[n] for n in sums}
 
 
+def _solve_rows(damped: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per row i, the kept entries solve ``damped[S_i, S_i] v = target[i, S_i]``; pruned entries 0.
+
+    All rows in one batched solve: each row's kept indices are padded to the longest row, the
+    padding rows and columns of its system set to the identity (and its right-hand side to 0),
+    so the padded unknowns come out 0 and do not touch the real ones."""
+    n_rows, n_in = keep.shape
+    width = int(keep.sum(1).max())
+    # kept indices first (stable), padding after; positions past a row's count are padding
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width).expand(n_rows, width) < keep.sum(1, keepdim=True)
+    index = torch.where(valid, order, torch.zeros_like(order))
+    systems = damped[index.unsqueeze(2), index.unsqueeze(1)]  # (rows, width, width)
+    both = valid.unsqueeze(2) & valid.unsqueeze(1)
+    eye = torch.eye(width, dtype=damped.dtype).expand(n_rows, width, width)
+    systems = torch.where(both, systems, eye)
+    rhs = torch.where(valid, target.gather(1, index), torch.zeros((), dtype=target.dtype))
+    solved = torch.linalg.solve(systems, rhs.unsqueeze(2)).squeeze(2)
+    out = torch.zeros(n_rows, n_in + 1, dtype=damped.dtype)  # padding lands in a spare last column
+    out.scatter_(1, torch.where(valid, order, torch.full_like(order, n_in)), solved)
+    return out[:, :n_in]
+
+
 @torch.no_grad()
 def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: dict[str, torch.Tensor]) -> list[str]:
     """Re-solve the kept weights of every masked layer with a covariance; returns the layers changed."""
@@ -93,21 +127,18 @@ def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: 
         pruned = hasattr(module, "weight_orig")
         weight = module.weight_orig if pruned else module.weight
         has_bias = getattr(module, "bias", None) is not None
-        w = weight.detach().reshape(weight.shape[0], -1).double()
+        w = weight.detach().reshape(weight.shape[0], -1).float()
         keep = mask.reshape(mask.shape[0], -1).bool()
         if has_bias:
-            w = torch.cat([w, module.bias.detach().double().unsqueeze(1)], 1)
+            w = torch.cat([w, module.bias.detach().float().unsqueeze(1)], 1)
             keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=torch.bool)], 1)
-        h = covariances[name]
+        h = covariances[name].float()  # accumulated in float64; solved in float32 (the damping keeps it well posed)
         damped = h + DAMPING * h.diagonal().mean().clamp_min(1e-12) * torch.eye(len(h), dtype=h.dtype)
         target = w @ h  # row i: H w_i (H is symmetric)
         new = w.clone()
-        for i in torch.nonzero(~keep.all(1)).flatten().tolist():
-            kept = torch.nonzero(keep[i]).flatten()
-            if len(kept) == 0:
-                continue
-            new[i] = 0
-            new[i, kept] = torch.linalg.solve(damped[kept][:, kept], target[i, kept])
+        rows = torch.nonzero(~keep.all(1) & keep.any(1)).flatten()  # pruned, but not emptied
+        if len(rows):
+            new[rows] = _solve_rows(damped, target[rows], keep[rows])
         if has_bias:
             module.bias.copy_(new[:, -1].to(module.bias.dtype))
             new = new[:, :-1]

@@ -91,3 +91,20 @@ def test_unpruned_rows_are_left_alone_and_the_pipeline_counts_the_pass():
         gap_plain = (plain.model(x) - dense(x)).pow(2).mean()
         gap_solved = (solved.model(x) - dense(x)).pow(2).mean()
     assert gap_solved < gap_plain
+
+
+def test_the_batched_solve_equals_one_solve_per_row():
+    from fineprune.engine.reconstruct import _solve_rows
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    damped = a @ a.T + 0.1 * torch.eye(12, dtype=torch.float64)
+    target = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    keep = torch.rand(5, 12, generator=g) > 0.4
+    keep[0, 0] = True  # a kept first input (the padding must not overwrite it)
+    batched = _solve_rows(damped, target, keep)
+    for i in range(5):
+        kept = torch.nonzero(keep[i]).flatten()
+        expected = torch.zeros(12, dtype=torch.float64)
+        expected[kept] = torch.linalg.solve(damped[kept][:, kept], target[i, kept])
+        assert torch.allclose(batched[i], expected, atol=1e-8), i
