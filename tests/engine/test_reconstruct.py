@@ -108,3 +108,11 @@ def test_the_batched_solve_equals_one_solve_per_row():
         expected = torch.zeros(12, dtype=torch.float64)
         expected[kept] = torch.linalg.solve(damped[kept][:, kept], target[i, kept])
         assert torch.allclose(batched[i], expected, atol=1e-8), i
+
+
+def test_layers_too_wide_for_an_exact_solve_are_left_as_pruned():
+    from fineprune.engine import reconstruct
+
+    wide = nn.Sequential(nn.Linear(reconstruct.MAX_INPUTS, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(20, reconstruct.MAX_INPUTS)
+    assert list(input_covariances(wide, ["0", "2"], x)) == ["2"]  # 640 inputs + a bias > the limit
