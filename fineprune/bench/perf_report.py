@@ -214,7 +214,11 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   accumulated in float64 -- never per-clip activations, so memory does not grow with the clips).
   Below 1.3 needs either no steps after pruning or N well above 64: for a person with 60 clips the
   subsamples are all the clips and the voice card spends about 4 passes (the row's last figure).
-  Before this design the voice card spent six passes and the face card three.
+  Before this design the voice card spent six passes and the face card three. The voice card also
+  re-solves the weights pruning kept (`reconstruct`): one more pass over the 64-clip subsample
+  that records each layer's input statistics from about 32 patches per input, then one batched
+  linear solve per layer -- the FLOPs figure counts both; it is what took the voice card from 12 to
+  7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio.
 - **Absolute times** (the slider's milliseconds, start-up seconds) depend on what else the machine
   runs: the CPU pressure in the machine line is the share of time a runnable task waited for a core.
   The slider row also gives the CPU time per background point, close to what an idle core would take.
