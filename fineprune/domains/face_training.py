@@ -203,6 +203,7 @@ def train_main(argv: list[str]) -> int:
         "is re-estimated every 50 steps from the measured step time so the cosine ends at the time limit",
         "best_epoch": best["epoch"],
         "selection": selection,
+        "selected_val_accuracy": round(best["val"], 4),
         **({"averaged_last_val_accuracy": averaged} if averaged is not None else {}),
         "optimizer": f"AdamW lr {args.lr:g} wd {WEIGHT_DECAY:g}, batch {BATCH}, label smoothing {LABEL_SMOOTHING:g}",
         "augmentation": "flip, rotation +-10 deg, scale 0.9-1.1, shift +-4 px, brightness/contrast +-15%",
@@ -319,7 +320,7 @@ def save_face_model(out: Path, model, settings: dict, training: dict, test_set) 
         "input": settings,
         "architecture": ARCHITECTURE,
         "training": training,
-        "val_accuracy": training["val_accuracy_per_epoch"][training["best_epoch"] - 1] if epochs else None,
+        "val_accuracy": training.get("selected_val_accuracy") if epochs else None,  # the kept weights' (an epoch's, or the average's)
         "test_accuracy": round(test.accuracy, 4),
         "test_split": f"FER2013 test (PublicTest+PrivateTest, {len(y_test):,} crops), sharp like the train split; "
         "evaluated once after training, never used for selection",
