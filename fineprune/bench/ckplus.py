@@ -199,6 +199,12 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         "bn_depth2+sparsity0.3+reconstruct": base.replace(recalibrate_bn_depth=2, sparsity=0.3, reconstruct=True),
         "bn_depth2+sparsity0.5+reconstruct": base.replace(recalibrate_bn_depth=2, sparsity=0.5, reconstruct=True),
         "sparsity0.5+reconstruct": base.replace(sparsity=0.5, reconstruct=True),
+        # lighter pruning, and the data-free magnitude control as the criterion: with 3-15 photos a
+        # person's energies are noisy (general-data energies and magnitude were kinder on CK+ before)
+        "bn_depth4+sparsity0.2": base.replace(recalibrate_bn_depth=4, sparsity=0.2),
+        "bn_depth4+sparsity0.1": base.replace(recalibrate_bn_depth=4, sparsity=0.1),
+        "magnitude+bn_depth4+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=4, sparsity=0.3),
+        "magnitude+bn_depth2+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=2, sparsity=0.3),
     }
     return {k: v.validate() for k, v in cands.items()}
 
