@@ -242,22 +242,16 @@ def warm_start(model, path: str) -> dict:
 def averaged_model(snapshots: list[dict[str, torch.Tensor]], x: torch.Tensor):
     """The mean of several weight snapshots (stochastic weight averaging), with BatchNorm statistics
     re-measured by one pass over ``x`` -- averaged weights make the running statistics stale."""
+    from fineprune.engine.calibration import recalibrate_batchnorm
     from fineprune.engine.models import build_model
 
     model = build_model(FACE_MODEL_CONFIG)
     mean = {k: (torch.stack([s[k].float() for s in snapshots]).mean(0).to(snapshots[0][k].dtype)
                 if snapshots[0][k].is_floating_point() else snapshots[-1][k]) for k in snapshots[0]}
     model.load_state_dict(mean)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the whole pass
-    model.train()
     with torch.no_grad():
-        for i in range(0, len(x), 256):
-            model(x[i : i + 256])
-    model.eval()
-    return model
+        recalibrate_batchnorm(model, x, batch_size=256)
+    return model.eval()
 
 
 def fit_with_deadline(model, x, y, *, epochs: int, seed: int, max_seconds: float = 0.0, on_epoch=None,

@@ -20,45 +20,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _is_mbconv(model: nn.Module) -> bool:
-    return all(hasattr(model, a) for a in ("_conv_stem", "_blocks", "_conv_head", "_fc"))
-
-
-def _has_expand(block: nn.Module) -> bool:
-    if hasattr(block, "expand"):  # models.MBConvNet (a structured export)
-        return bool(block.expand)
-    return block._block_args.expand_ratio != 1
-
-
-def _is_residual(block: nn.Module) -> bool:
-    if hasattr(block, "residual"):
-        return bool(block.residual)
-    args = block._block_args
-    return bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
+from fineprune.engine.export_blocks import block_shape, is_mbconv
 
 
 def channel_groups(model: nn.Module) -> tuple[list[list[str]], set[str]]:
     """(groups of layer names sharing output channels, layers whose outputs cannot be removed).
 
     Empty for networks whose layers own their channels (VGG-style stacks)."""
-    if not _is_mbconv(model):
+    if not is_mbconv(model):
         return [], set()
     groups, fixed = [], set()
-    blocks = list(model._blocks)
-    for i, block in enumerate(blocks):
+    shapes = [block_shape(b) for b in model._blocks]  # (expands, residual) per block
+    for i, (expands, residual) in enumerate(shapes):
         prefix = f"_blocks.{i}."
-        if _has_expand(block):
+        if expands:
             producer = prefix + "_expand_conv"
-        elif i == 0 and not _is_residual(block):
+        elif i == 0 and not residual:
             producer = "_conv_stem"  # the stem's outputs are block 0's hidden channels
         else:
             producer = None
         groups.append([n for n in (producer, prefix + "_depthwise_conv") if n])
         # a block output that only one 1x1 conv reads (the next block's expand conv, or the head)
         # is that block's own: the export removes it with the reader's input column
-        following = blocks[i + 1] if i + 1 < len(blocks) else None
-        own_output = not _is_residual(block) and (following is None or (_has_expand(following) and not _is_residual(following)))
+        following = shapes[i + 1] if i + 1 < len(shapes) else None
+        own_output = not residual and (following is None or (following[0] and not following[1]))
         if not own_output:
             fixed.add(prefix + "_project_conv")
     return groups, fixed

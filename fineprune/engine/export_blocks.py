@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fineprune.engine.models import MBCONV_ARCH, MBConvNet, build_model
+from fineprune.engine.models import MBCONV_ARCH, MBConvBlock, MBConvNet, build_model
 from fineprune.errors import ExportError
 
 
@@ -55,6 +55,14 @@ class StructuredExport:
 def is_mbconv(model: nn.Module) -> bool:
     """An EfficientNet-Lite style network (stem, ``_blocks``, head, ``_fc``) or its export."""
     return isinstance(model, MBConvNet) or all(hasattr(model, a) for a in ("_conv_stem", "_blocks", "_conv_head", "_fc"))
+
+
+def block_shape(block: nn.Module) -> tuple[bool, bool]:
+    """(has an expand conv, adds its input back) for a package block or an exported ``MBConvBlock``."""
+    if isinstance(block, MBConvBlock):
+        return bool(block.expand), bool(block.residual)
+    args = block._block_args
+    return args.expand_ratio != 1, bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
 
 
 # ----------------------------------------------------------------------------- reading the network
@@ -112,19 +120,16 @@ def read_network(model: nn.Module) -> tuple[Unit, list[dict], Unit, nn.Linear]:
     blocks = []
     for i, block in enumerate(model._blocks):
         prefix = f"_blocks.{i}."
+        expand, residual = block_shape(block)
         if exported:
-            expand, residual = block.expand, block.residual
             bns = (None, None, None)
             if block.border:
                 raise ExportError("re-exporting a structured export that carries border folds is not supported")
             if hasattr(model, "_class_index"):
                 raise ExportError("this structured export keeps only some classes; export the full personalized model instead")
         else:
-            args = block._block_args
             if block.has_se:
                 raise ExportError(f"{prefix[:-1]}: squeeze-excite blocks cannot be exported")
-            expand = args.expand_ratio != 1
-            residual = bool(args.id_skip and args.stride == 1 and args.input_filters == args.output_filters)
             bns = (getattr(block, "_bn0", None), block._bn1, block._bn2)
         units = {
             "expand": _unit(prefix + "_expand_conv", block._expand_conv, bns[0]) if expand else None,

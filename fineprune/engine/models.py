@@ -203,7 +203,6 @@ class MBConvNet(nn.Module):
         super().__init__()
         # a personalized export computes only the classes the person kept; the others are the
         # constant logits their silenced rows emitted, written in by ``forward``
-        self.n_classes = n_classes
         if classes_kept is not None:
             self.register_buffer("_class_index", torch.tensor(classes_kept, dtype=torch.long))
             self.register_buffer("_class_constant", torch.zeros(n_classes))

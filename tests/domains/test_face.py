@@ -433,7 +433,9 @@ def test_warm_restart_keeps_the_earlier_record_and_averaging_is_judged_on_valida
     # the averaged weights are kept only when they beat the best single epoch on the validation split
     best_single = max(record["val_accuracy_per_epoch"])
     assert record["selection"].startswith("average") == (record["averaged_last_val_accuracy"] > best_single)
-    with pytest.raises(Exception, match="not a bundle of the shipped face architecture"):
+    from fineprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a bundle of the shipped face architecture"):
         from fineprune.engine.bundle import save_bundle
         from fineprune.engine.models import build_model
 
