@@ -86,7 +86,8 @@ def layer_positions(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     handles = []
     for name, module in prunable_layers(model).items():
         def hook(mod, args, out, name=name):
-            positions[name] = int(out[0, 0].numel()) if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else int(out.shape[:-1].numel() // out.shape[0])
+            # per input clip: a mirror-averaging net runs its convolutions on two rows per clip
+            positions[name] = int(out[0, 0].numel()) * len(out) if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else int(out.shape[:-1].numel())
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.inference_mode():

@@ -36,7 +36,7 @@ from torch import nn
 from fineprune.engine.bundle import BUNDLE_FORMAT, refresh_masked_weights
 from fineprune.engine.export_blocks import StructuredExport, export_mbconv, is_mbconv, read_network
 from fineprune.engine.masks import make_permanent
-from fineprune.engine.models import build_model
+from fineprune.engine.models import MirrorMean, build_model
 from fineprune.engine.sequential import (
     CONV_LAYERS, FOLDED_NAME, NORM_LAYERS, PRUNABLE_LAYERS, SEQUENTIAL_ARCH, BorderFold, layer_spec, sequential_leaves,
 )
@@ -46,7 +46,8 @@ from fineprune.errors import ConfigError, ExportError
 FORMATS = ("masked", "sparse", "structured")
 
 # layers that map a per-channel constant to a per-channel constant (in eval mode)
-_CONSTANT_PRESERVING = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten)
+_CONSTANT_PRESERVING = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten,
+                        MirrorMean)
 
 
 def _copy(model: nn.Module) -> nn.Module:

@@ -46,11 +46,15 @@ def vgg(
     batch_norm: bool = True,
     dropout: float = 0.3,
     pool_to: list[int] | tuple[int, ...] | int = 1,
+    mirror_average: bool = False,
 ) -> nn.Sequential:
     """A VGG: 3x3 convs (+BN+ReLU), ``"M"`` for 2x2 max-pool, adaptive pool, FC head.
 
     ``conv`` is the classic VGG list, e.g. ``[32, 32, "M", 64, 64, "M"]``. ``dims`` is 1 for
     Conv1d over time, 2 for Conv2d. The adaptive pool makes the head independent of the input size.
+    ``mirror_average``: the convolutions see each input and its mirror image, and the head reads
+    the mean of their pooled features (``MirrorPair`` ... ``MirrorMean``; no weights, so the
+    parameter names are those of the plain network).
     """
     Conv = nn.Conv1d if dims == 1 else nn.Conv2d
     BN = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
@@ -79,13 +83,31 @@ def vgg(
         flat = int(width)
     head["drop_out"] = nn.Dropout(dropout)
     head["fc_out"] = nn.Linear(flat, n_classes)
-    return nn.Sequential(
-        OrderedDict(
-            features=nn.Sequential(OrderedDict(features)),
-            pool=AdaptivePool(pool_to_t if dims == 2 else pool_to_t[0]),
-            classifier=nn.Sequential(OrderedDict(head)),
-        )
-    )
+    parts: dict[str, nn.Module] = {"mirror": MirrorPair()} if mirror_average else {}
+    parts["features"] = nn.Sequential(OrderedDict(features))
+    parts["pool"] = AdaptivePool(pool_to_t if dims == 2 else pool_to_t[0])
+    if mirror_average:
+        parts["mirror_mean"] = MirrorMean()
+    parts["classifier"] = nn.Sequential(OrderedDict(head))
+    return nn.Sequential(OrderedDict(parts))
+
+
+class MirrorPair(nn.Module):
+    """``[x; x flipped along the last axis]``: the batch doubles, each input followed later by its
+    mirror half. For faces a mirror image is the same expression, so averaging both views
+    (``MirrorMean``) removes left/right noise from the features -- test-time flip averaging built
+    into the network, so energies, BatchNorm statistics and pruning all see what inference sees."""
+
+    def forward(self, x):
+        return torch.cat([x, x.flip(-1)])
+
+
+class MirrorMean(nn.Module):
+    """The mean of the two halves of a ``MirrorPair`` batch: back to one row per input."""
+
+    def forward(self, x):
+        half = len(x) // 2
+        return (x[:half] + x[half:]) * 0.5
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fineprune.engine.models import register_architecture
+from fineprune.engine.models import MirrorMean, MirrorPair, register_architecture
 from fineprune.errors import ExportError, ModelFileError
 
 SEQUENTIAL_ARCH = "sequential"
@@ -59,12 +59,12 @@ def layer_spec(name: str, module: nn.Module) -> dict[str, Any]:
         kwargs = {}
     elif isinstance(module, nn.Dropout):
         kwargs = dict(p=module.p)
-    elif isinstance(module, nn.Identity):
+    elif isinstance(module, (nn.Identity, MirrorPair, MirrorMean)):
         kwargs = {}
     else:
         raise ExportError(
             f"{name} is a {kind}: structured export handles VGG-style networks only "
-            "(Conv1d/Conv2d/Linear, BatchNorm, ReLU, max/adaptive-average pooling, Flatten, Dropout)"
+            "(Conv1d/Conv2d/Linear, BatchNorm, ReLU, max/adaptive-average pooling, Flatten, Dropout, mirror averaging)"
         )
     return {"name": name, "type": kind, "kwargs": {k: _plain(v) for k, v in kwargs.items()}}
 
@@ -148,6 +148,7 @@ _LAYER_TYPES = {
     for cls in (
         nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool1d, nn.MaxPool2d,
         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity, FoldedConv1d, FoldedConv2d,
+        MirrorPair, MirrorMean,
     )
 }
 
