@@ -203,6 +203,9 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         # person's energies are noisy (general-data energies and magnitude were kinder on CK+ before)
         "bn_depth4+sparsity0.2": base.replace(recalibrate_bn_depth=4, sparsity=0.2),
         "bn_depth4+sparsity0.1": base.replace(recalibrate_bn_depth=4, sparsity=0.1),
+        # ... with BatchNorm recalibrated before pruning only: one pass over the photos (issue 16's cost)
+        "bn_before_depth4+sparsity0.1": base.replace(recalibrate_bn="before", recalibrate_bn_depth=4, sparsity=0.1),
+        "bn_before_depth4+sparsity0.2": base.replace(recalibrate_bn="before", recalibrate_bn_depth=4, sparsity=0.2),
         "magnitude+bn_depth4+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=4, sparsity=0.3),
         "magnitude+bn_depth2+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=2, sparsity=0.3),
     }
