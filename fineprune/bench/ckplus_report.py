@@ -79,7 +79,7 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
          "losses > 1 photo", "sparsity", "seconds"],
         ([r["method"], "yes" if r["uses_labels"] is True else "no", _pct(r["accuracy_mean"]), _pct(r["accuracy_pooled"]),
           f"{100 * r['gain_mean']:+.1f}", f"{100 * r['gain_sd']:.1f}", f"{100 * r['gain_se']:.1f}",
-          f"{int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}", f"{r['not_worse']:.0%}", int(r["losses_over_one_photo"]),
+          f"{int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}", f"{r['not_worse']:.1%}", int(r["losses_over_one_photo"]),
           f"{r['sparsity_mean']:.0%}", "" if isinstance(r["seconds_mean"], str) or math.isnan(r["seconds_mean"]) else f"{r['seconds_mean']:.2f}"]
          for r in summary))
     subjects = list(dict.fromkeys(r["subject"] for r in methods))
@@ -93,7 +93,7 @@ def write_summary_markdown(out_dir: Path, prefix: str) -> Path:
     if sel.exists() and run.get("selected"):  # this run chose the card's defaults
         lines += ["", f"## prune_defaults candidates on the dev half (chosen: {run['selected']} -> {run.get('prune_defaults')})", ""]
         lines += markdown_table(["candidate", "subjects", "gain (points)", "not worse", "worst loss (photos)"],
-                                ([r["candidate"], r["subjects"], f"{100 * r['gain_mean']:+.1f}", f"{r['not_worse']:.0%}",
+                                ([r["candidate"], r["subjects"], f"{100 * r['gain_mean']:+.1f}", f"{r['not_worse']:.1%}",
                                   r["worst_loss_photos"]] for r in read_csv(sel)))
     out = out_dir / f"{prefix}summary.md"
     out.write_text("\n".join(lines) + "\n")
