@@ -4,7 +4,9 @@ Architecture (``FACE_MODEL_CONFIG``): a VGG-style stack for 48x48 grayscale face
 ``24 | M | 48 48 | M | 96 96 | M | 192 192 | M`` (3x3 conv + BatchNorm + ReLU, 2x2 max-pool),
 adaptive average pool to 3x3 (keeps the coarse layout: eyes above mouth), then FC 1728->256->7.
 About 0.11 GFLOP per face and 1.1 M parameters: energy recording and pruning stay interactive on
-a laptop CPU. The first block has a single conv because at 48x48 it dominates the cost.
+a laptop CPU. The first block has a single conv because at 48x48 it dominates the cost. The shipped
+network also averages each face with its mirror image (``mirror_average``, chosen on the validation
+split after training: ``choose_mirror_average``), which doubles the convolutions: 0.22 GFLOP.
 
 Why this size: measured throughput on one thread of the shared 2-core machine (batch 64, with
 augmentation, idle machine): ~160 s per epoch for this net, ~290 s for 32-64-128-256 and ~80 s
