@@ -9,3 +9,12 @@ ASSETS = REPO / "assets"  # shipped general models (``*.pt`` + ``*.json`` cards)
 DEMO_ROOT = ASSETS / "demo"
 CACHE = REPO / "runs" / "cache"  # decoded data sets, rebuilt at will; ignored by git
 SHARED_DATA = REPO.parent / "shared" / "data"  # training and benchmark data; never committed
+
+
+def shown_path(path) -> str:
+    """A path as reports show it: relative to the repository where it lies inside it (no machine's
+    own folders in committed tables)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)

@@ -53,7 +53,7 @@ from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.engine.evaluation import accuracy
 from fineprune.engine.pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 from fineprune.errors import InputDataError
-from fineprune.paths import ASSETS, CACHE, REPO, SHARED_DATA
+from fineprune.paths import ASSETS, CACHE, REPO, SHARED_DATA, shown_path
 
 DEFAULT_DATA = SHARED_DATA / "ckplus48"
 CK_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy", "sadness": "sad", "surprise": "surprise"}
@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
         dev, test = dev[:limit], test[:limit]
     say(f"model {args.model} (FER2013 test accuracy {card.get('test_accuracy')}); CK+ without contempt: "
         f"{len(data['y'])} photos, {len(dev)} dev + {len(test)} test subjects")
-    run = {"command": "python -m fineprune bench ckplus " + " ".join(argv), "model": _shown(args.model),
+    run = {"command": "python -m fineprune bench ckplus " + " ".join(argv), "model": shown_path(args.model),
            "model_test_accuracy": card.get("test_accuracy"), "dev_subjects": dev, "test_subjects": test}
 
     if args.select_defaults:
@@ -370,14 +370,6 @@ def main(argv: list[str]) -> int:
 
 
 # ----------------------------------------------------------------------------- fan-out tasks
-
-
-def _shown(path: str) -> str:
-    """A path as the tables show it: relative to the repository where it lies inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 def _model(path: str):

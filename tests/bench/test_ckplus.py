@@ -89,3 +89,11 @@ def test_bench_ckplus_end_to_end(fake_ck, tmp_path):
     assert "ckplus" in written["prune_defaults_note"] and written == json.loads((tmp_path / "m.json").read_text())
     md = (out / "ckplus_quick_summary.md").read_text()
     assert "| general |" in md and "Fig. 3a" in md and run["selected"] in md
+
+
+def test_tables_show_model_paths_relative_to_the_repository(tmp_path):
+    from fineprune.paths import REPO, shown_path
+
+    assert shown_path(REPO / "assets" / "face.pt") == "assets/face.pt"
+    assert shown_path(str(REPO / "assets" / ".." / "assets" / "face.pt")) == "assets/face.pt"
+    assert shown_path(tmp_path / "m.pt") == str(tmp_path / "m.pt")  # outside: as given
