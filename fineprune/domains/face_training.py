@@ -201,13 +201,10 @@ def train_main(argv: list[str]) -> int:
         averaged = round(averaged_val, 4)
         seconds = time.time() - started_at
     model.eval()
-    mirror = choose_mirror_average(model, x_val, y_val)
+    model, mirror = choose_mirror_average(model, best["val"], x_val, y_val)
     print(f"mirror averaging: val {mirror['val_single_view']:.4f} single view, {mirror['val_mirror_average']:.4f} "
           f"averaged with the mirror image -> {'kept' if mirror['kept'] else 'not kept'}", flush=True)
     config = {**FACE_MODEL_CONFIG, "mirror_average": mirror["kept"]}
-    final = build_model(config)
-    final.load_state_dict(model.state_dict())
-    model = final.eval()
     command = "OMP_WAIT_POLICY=PASSIVE python -m fineprune train face " + " ".join(shlex.quote(a) for a in argv)
     training = {
         **({"warm_start": earlier} if earlier else {}),
@@ -320,30 +317,36 @@ def fit_with_deadline(model, x, y, *, epochs: int, seed: int, max_seconds: float
     return {"epochs_run": step / per_epoch, "steps": step, "planned_steps": planned, "seconds": time.time() - started}
 
 
-def choose_mirror_average(model, x_val: torch.Tensor, y_val: torch.Tensor) -> dict:
-    """Whether the network should average each face with its mirror image (``vgg(mirror_average)``):
-    kept only if it scores higher on the validation split than the single view. It doubles the
-    convolutions' cost per face."""
+def choose_mirror_average(model, single_view_val: float, x_val: torch.Tensor, y_val: torch.Tensor):
+    """(the network to ship, the record): the same weights averaging each face with its mirror image
+    (``vgg(mirror_average)``) if that scores higher on the validation split than the single view
+    (``single_view_val``, already measured), else ``model``. It doubles the convolutions' cost."""
     from fineprune.engine.evaluation import accuracy
     from fineprune.engine.models import build_model
 
-    mirrored = build_model({**TRAINING_CONFIG, "mirror_average": True})
+    mirrored = build_model(FACE_MODEL_CONFIG)
     mirrored.load_state_dict(model.state_dict())
-    single, both = accuracy(model.eval(), x_val, y_val), accuracy(mirrored.eval(), x_val, y_val)
-    return {"val_single_view": round(single, 4), "val_mirror_average": round(both, 4), "kept": both > single,
-            "how": "the pooled features of the face and of its mirror image are averaged before the classifier; "
-                   "chosen on the validation split, never on test; doubles the convolutions' cost"}
+    both = accuracy(mirrored.eval(), x_val, y_val)
+    kept = both > single_view_val
+    return (mirrored if kept else model.eval()), {
+        "val_single_view": round(single_view_val, 4), "val_mirror_average": round(both, 4), "kept": kept,
+        "how": "the pooled features of the face and of its mirror image are averaged before the classifier; "
+               "chosen on the validation split, never on test; doubles the convolutions' cost"}
+
+
+def _trained(record: dict) -> str:
+    """ "N epochs (M min on T CPU thread(s))[, warm-restarted from a model trained for K epochs]" """
+    earlier = record.get("warm_start")
+    return (f"{record['epochs_run']:g} epochs ({record['seconds'] / 60:.0f} min on {record['threads']} CPU thread(s))"
+            + (f", warm-restarted from a model trained for {earlier.get('epochs_run')} epochs" if earlier else ""))
 
 
 def _history(training: dict) -> str:
-    """ "after N epochs (M min on T thread(s)), warm-restarted from ..." down the warm-start chain."""
+    """How the weights came about, for the card's summary (``--epochs 0``: the --init run's record)."""
     if training.get("epochs_run"):
-        text = f" after {training['epochs_run']:g} epochs ({training['seconds'] / 60:.0f} min on {training['threads']} CPU thread(s))"
-        earlier = training.get("warm_start")
-        return text + (f", warm-restarted from a model trained for {earlier.get('epochs_run')} epochs" if earlier else "")
-    earlier = training.get("warm_start") or {}
-    return (f" with the weights of {earlier.get('from')}, not trained further" + _history(earlier).replace(" after", "; those:", 1)
-            if earlier else "")
+        return " after " + _trained(training)
+    earlier = training.get("warm_start")
+    return f" with the weights of {earlier.get('from')}, not trained further; those: {_trained(earlier)}" if earlier else ""
 
 
 def save_face_model(out: Path, model, config: dict, settings: dict, training: dict, test_set) -> float:
@@ -361,8 +364,7 @@ def save_face_model(out: Path, model, config: dict, settings: dict, training: di
         "architecture": ARCHITECTURE,
         "training": training,
         # the kept weights' (an epoch's, or the average's), as the shipped network computes it
-        "val_accuracy": training["mirror_average"]["val_mirror_average" if config.get("mirror_average") else "val_single_view"]
-        if "mirror_average" in training else training.get("selected_val_accuracy"),
+        "val_accuracy": training["mirror_average"]["val_mirror_average" if config.get("mirror_average") else "val_single_view"],
         "test_accuracy": round(test.accuracy, 4),
         "test_split": f"FER2013 test (PublicTest+PrivateTest, {len(y_test):,} crops), sharp like the train split; "
         "evaluated once after training, never used for selection",
