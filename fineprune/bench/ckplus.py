@@ -206,6 +206,10 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         # ... with BatchNorm recalibrated before pruning only: one pass over the photos (issue 16's cost)
         "bn_before_depth4+sparsity0.1": base.replace(recalibrate_bn="before", recalibrate_bn_depth=4, sparsity=0.1),
         "bn_before_depth4+sparsity0.2": base.replace(recalibrate_bn="before", recalibrate_bn_depth=4, sparsity=0.2),
+        # ... with the statistics after pruning propagated from the energy pass instead of measured
+        # in a second one (engine/propagate.py): one pass in all (issue 16)
+        "bn_depth4+sparsity0.1+propagate": base.replace(recalibrate_bn_depth=4, sparsity=0.1, post_prune_statistics="propagate"),
+        "bn_depth4+sparsity0.2+propagate": base.replace(recalibrate_bn_depth=4, sparsity=0.2, post_prune_statistics="propagate"),
         "magnitude+bn_depth4+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=4, sparsity=0.3),
         "magnitude+bn_depth2+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=2, sparsity=0.3),
     }

@@ -277,7 +277,7 @@ CLASS_USAGE_RATIOS = (0.0, 0.25, 0.5)
 
 def class_usage_rows(model, speaker: Speaker, digits: tuple[int, ...], settings: PruneSettings) -> list[dict]:
     """One class-usage individual (``speaker`` using ``digits``) at every ratio of ``CLASS_USAGE_RATIOS``."""
-    from fineprune.engine.pipeline import predicted_class_share, silence_output_units, unused_classes
+    from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
 
     person = individual(speaker, digits=digits)
     pruned = PruningSweep(model, person.adapt_x, settings).result_at(settings.sparsity).model

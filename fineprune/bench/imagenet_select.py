@@ -18,7 +18,8 @@ from fineprune.bench.tables import markdown_table, write_csv
 from fineprune.engine.criteria import get_criterion
 from fineprune.engine.evaluation import accuracy
 from fineprune.engine.masks import RankedScores
-from fineprune.engine.pipeline import PruneSettings, PruningSweep, unused_classes
+from fineprune.engine.class_drop import unused_classes
+from fineprune.engine.pipeline import PruneSettings, PruningSweep
 
 DEV_PAIRS = {"imagewoof": ([2, 1], [0, 9], [5, 6]), "imagenette": ([4, 8], [0, 1], [2, 3])}
 QUICK_PAIRS = {"imagewoof": ([2, 1],), "imagenette": ([4, 8],)}
@@ -36,19 +37,21 @@ CANDIDATES = {
     "erk_prototypes": (dict(scope="erk", bn_shift=1.0, prototype_head=20), 50.0),
     # the BatchNorm shift after pruning measured on 16 photos instead of 64: a shorter second pass
     "erk_shift16": (dict(scope="erk", bn_shift=1.0, post_prune_clips=16), 50.0),
+    # ... or not measured at all: propagated from the energy pass through the pruned weights (one pass)
+    "erk_drop100_propagate": (dict(scope="erk", bn_shift=1.0, post_prune_statistics="propagate"), 100.0),
 }
 
 
 def evaluate_candidates(model, person, candidates=CANDIDATES) -> dict[str, float]:
     """Accuracy of every candidate for one DEV individual (one energy pass per subsample size after
-    pruning, masks re-ranked per candidate)."""
-    sweeps: dict[int, PruningSweep] = {}  # one per post_prune_clips (what the steps after pruning see)
+    pruning and way of obtaining the statistics there, masks re-ranked per candidate)."""
+    sweeps: dict[tuple, PruningSweep] = {}  # one per way of obtaining the statistics after pruning
 
-    def sweep_for(clips: int) -> PruningSweep:
-        if clips not in sweeps:
-            sweeps[clips] = PruningSweep(model, person.adapt_x, PruneSettings(**SHARED, bn_shift=1.0, drop_unused_classes=50.0,
-                                                                              post_prune_clips=clips))
-        return sweeps[clips]
+    def sweep_for(clips: int, statistics: str = "pass") -> PruningSweep:
+        if (clips, statistics) not in sweeps:
+            sweeps[clips, statistics] = PruningSweep(model, person.adapt_x, PruneSettings(
+                **SHARED, bn_shift=1.0, drop_unused_classes=50.0, post_prune_clips=clips, post_prune_statistics=statistics))
+        return sweeps[clips, statistics]
 
     sweep = sweep_for(PruneSettings().post_prune_clips)
     modules = dict(sweep.base.named_modules())
@@ -57,7 +60,7 @@ def evaluate_candidates(model, person, candidates=CANDIDATES) -> dict[str, float
     out = {"general": accuracy(model, person.test_x, person.test_y)}
     for name, (overrides, drop) in candidates.items():
         chosen = PruneSettings(**{**SHARED, **overrides})
-        sweep = sweep_for(chosen.post_prune_clips)
+        sweep = sweep_for(chosen.post_prune_clips, chosen.post_prune_statistics)
         sweep.effective = sweep.effective.replace(bn_shift=chosen.bn_shift, prototype_head=chosen.prototype_head)
         sweep.ranked = RankedScores(scores, shapes, chosen.scope)
         sweep.dropped_classes = unused_classes(sweep.class_share, drop) if drop > 0 else []

@@ -107,7 +107,7 @@ def replay_guard(out: dict, rule: dict, prefix: str = "prune") -> tuple[torch.Te
 
 def old_card(out: dict, ratio: float = 0.5) -> torch.Tensor:
     """The card before the guard: recalibrate, prune, drop classes under half their uniform share."""
-    from fineprune.engine.pipeline import unused_classes
+    from fineprune.engine.class_drop import unused_classes
 
     recal = out["bn_adapt"][0]
     share = torch.bincount(recal.argmax(1), minlength=recal.shape[1]).float() / len(recal)

@@ -64,6 +64,7 @@ class EnergyRecord(dict):
         self.predicted_counts = predicted_counts
         self.logits: torch.Tensor | None = None  # per-example outputs, when recorded with keep_logits
         self.order: torch.Tensor | None = None  # the order the examples ran in (recalibrating: shuffled), None: as given
+        self.fed_by: dict[str, str] = {}  # BatchNorm name -> the recorded layer whose output it reads directly
 
 
 def iter_batches(data, batch_size: int = 64) -> Iterator[torch.Tensor]:
@@ -169,24 +170,18 @@ def _channel_dim(module: nn.Module) -> int:
     return -1 if isinstance(module, nn.Linear) else 1
 
 
-def _norms_fed_directly(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
-    """BatchNorm name -> the conv right before it in an ``nn.Sequential`` (its input *is* that output)."""
-    fed = {}
-    for prefix, container in model.named_modules():
-        if not isinstance(container, nn.Sequential):
-            continue
-        children = list(container.named_children())
-        for (before, _), (name, child) in zip(children, children[1:]):
-            full_before = f"{prefix}.{before}" if prefix else before
-            if isinstance(child, nn.modules.batchnorm._BatchNorm) and full_before in layers:
-                fed[f"{prefix}.{name}" if prefix else name] = full_before
-    return fed
+def _version(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter (None for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
-def _input_sums(module: nn.Module, lean: bool) -> tuple[bool, bool]:
+def _input_sums(module: nn.Module, lean: bool, means: bool = False) -> tuple[bool, bool]:
     """(record E|a|, record E[a]) for a layer's inputs: both unless ``lean``; then only E[a],
-    and only where a bias will be corrected."""
-    return not lean, not lean or getattr(module, "bias", None) is not None
+    and only where a bias will be corrected (or ``means`` asks for it)."""
+    return not lean, not lean or means or getattr(module, "bias", None) is not None
 
 
 class _Recalibration:
@@ -225,7 +220,7 @@ class _Recalibration:
                 m.num_batches_tracked.copy_(count)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the in-place check below reads tensors' version counters
 def record_energy(
     model: nn.Module,
     data,
@@ -238,6 +233,7 @@ def record_energy(
     recalibrate_depth: int | None = None,
     keep_logits: bool = False,
     lean: bool = False,
+    input_means: bool = False,
 ) -> EnergyRecord:
     """Run ``model`` (in eval mode) over unlabeled ``data`` and return per-layer activation energies.
 
@@ -252,6 +248,8 @@ def record_energy(
     the controls) and bias correction read -- E[a^2] of every input, E[a] only where the layer has
     a bias; E|a| and the other E[a] are None in the record. Each skipped sum is one read of the
     activations less.
+    ``input_means``: record E[a] of every input even when ``lean`` (what propagating BatchNorm
+    statistics through the masks reads, ``fineprune.engine.propagate``).
     """
     targets = prunable_layers(model)
     if layers is not None:
@@ -261,27 +259,32 @@ def record_energy(
     acc = _Accumulator()
     recalibration = _Recalibration(model, recalibrate_depth) if recalibrate else None
     handles = []
-    fed = _norms_fed_directly(model, targets)  # their input statistics equal the conv's output statistics
-    feeds = set(fed.values())
-    last_output: dict[str, tuple] = {}  # conv name -> (output tensor, its channel sums), until its BN reads them
+    # A BatchNorm that reads a recorded layer's output directly (the tensor itself: conv -> BN)
+    # shares that layer's output sums instead of reading the activations again; which layer fed
+    # which BatchNorm is kept in the record (``EnergyRecord.fed_by``).
+    last_output: list = [None]  # (layer name, its output tensor, that tensor's channel sums, its version)
+    fed_by: dict[str, str] = {}
     for name, module in targets.items():
         dim = _channel_dim(module)
 
-        def pre_hook(mod, args, name=name, dim=dim, sums=_input_sums(module, lean)):
+        def pre_hook(mod, args, name=name, dim=dim, sums=_input_sums(module, lean, input_means)):
             acc.add(name + ":in", args[0], dim, absolute=sums[0], with_total=sums[1])
 
         def post_hook(mod, args, out, name=name, dim=dim):
             reduced = acc.add(name + ":out", out, dim, absolute=False)
-            if name in feeds:
-                last_output[name] = (out, reduced)
+            # the version counter tells an in-place change (conv -> ReLU(inplace) -> BN) apart
+            last_output[0] = (name, out, reduced, _version(out)) if dim == 1 or out.dim() == 2 else None
 
         handles.append(module.register_forward_pre_hook(pre_hook))
         handles.append(module.register_forward_hook(post_hook))
     for name, module in norms.items():
 
         def norm_hook(mod, args, name=name):
-            tensor, reduced = last_output.pop(fed.get(name), (None, None))
-            acc.add(name + ":bn", args[0], 1, reduced if tensor is args[0] else None, absolute=False)
+            fed = last_output[0] is not None and last_output[0][1] is args[0] and _version(args[0]) == last_output[0][3]
+            acc.add(name + ":bn", args[0], 1, last_output[0][2] if fed else None, absolute=False)
+            if fed:
+                fed_by[name] = last_output[0][0]
+            last_output[0] = None
             if recalibration is not None:
                 recalibration.update(mod, acc.sums[name + ":bn"], acc.positions[name + ":bn"])
 
@@ -335,7 +338,7 @@ def record_energy(
     for name in targets:
         i_abs, i_sq, i_mean = acc.means(name + ":in")
         _, o_sq, _ = acc.means(name + ":out")
-        want_abs, want_total = _input_sums(targets[name], lean)
+        want_abs, want_total = _input_sums(targets[name], lean, input_means)
         result[name] = LayerEnergy(name, i_abs if want_abs else None, i_sq, i_mean if want_total else None, o_sq, n_examples)
     bn = {}
     for name in norms:
@@ -343,6 +346,7 @@ def record_energy(
             _, sq, mean = acc.sums[name + ":bn"] / max(1, acc.positions[name + ":bn"])
             bn[name] = BatchNormStats(mean.float(), (sq - mean * mean).clamp_min(0).float(), n_examples)
     record = EnergyRecord(result, bn, n_examples, predicted)
+    record.fed_by = fed_by
     logits = torch.cat(outputs) if outputs else None
     if logits is not None and order is not None:
         logits = torch.empty_like(logits).index_copy_(0, order, logits)

@@ -135,6 +135,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     steps: dict[str, dict] = {}
     extra = len(probe) / max(1, n)
     lean = get_criterion(settings.criterion).lean  # the pipeline prunes with these energies
+    means = settings.post_prune_statistics == "propagate"  # ... and may propagate BatchNorm statistics with them
     energies = None
 
     # 1. BatchNorm recalibration
@@ -148,7 +149,8 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     else:
         recalibrated = copy.deepcopy(model).eval()
         energies = record_energy(recalibrated, x, layers=layers, batch_size=batch_size, cancel=cancel, recalibrate=True,
-                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True, lean=lean)
+                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True, lean=lean,
+                                 input_means=means)
         adapted_all = energies.logits
         adapted = adapted_all[probe]
         h_adapted = mean_entropy(adapted)
@@ -186,7 +188,8 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
         shift = settings.guard_bn_shift if mode in ("none", "before") else 0.0
         recalibrated = None
         extra += 1.0 if energies is not None else 0.0  # the trial pass was not used
-        energies = record_energy(model, x, layers=layers, batch_size=batch_size, cancel=cancel, keep_logits=True, lean=lean)
+        energies = record_energy(model, x, layers=layers, batch_size=batch_size, cancel=cancel, keep_logits=True, lean=lean,
+                                 input_means=means)
         general_for_drop = energies.logits
 
     # 2. class drop, judged on the model that will be pruned

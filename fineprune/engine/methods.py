@@ -35,11 +35,14 @@ def forward_passes(settings: PruneSettings, n_clips: int | None = None) -> float
     classes for ``drop_unused_classes`` ride along), plus, after pruning, the BatchNorm
     re-estimate (``recalibrate_bn`` after/both), the shift correction (``bn_shift``, which also
     measures its reference on the subsample when that is smaller) and the prototype output layer,
-    each over at most ``post_prune_clips`` of the ``n_clips`` clips (None: all of them).
+    each over at most ``post_prune_clips`` of the ``n_clips`` clips (None: all of them); with
+    ``post_prune_statistics="propagate"`` the shift and the re-estimate of "both" cost no pass.
     ``fine_prune`` reports what it really spent (``report["forward_passes"]``)."""
     fraction = 1.0 if not n_clips or not settings.post_prune_clips else min(1.0, settings.post_prune_clips / n_clips)
-    shift = settings.bn_shift > 0 and settings.sparsity > 0
-    after = (settings.recalibrate_bn in ("after", "both")) + shift + (settings.prototype_head > 0)
+    propagated = settings.post_prune_statistics == "propagate"  # no pass for the statistics after pruning
+    shift = settings.bn_shift > 0 and settings.sparsity > 0 and not propagated
+    recalibrated = settings.recalibrate_bn == "after" or (settings.recalibrate_bn == "both" and not propagated)
+    after = recalibrated + shift + (settings.prototype_head > 0)
     return 1.0 + fraction * after + (fraction if shift and fraction < 1.0 else 0.0)
 
 

@@ -32,19 +32,21 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, evenly_spaced, iter_batches, reiterable, record_energy, stacked
+from fineprune.engine.energy import EnergyRecord, evenly_spaced, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
+from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
 from fineprune.engine.models import prunable_layers
+from fineprune.engine.propagate import propagate_recalibration_, propagate_shift_, pruning_shifts
 from fineprune.engine.reconstruct import input_covariances, reconstruct_
 
 Progress = Callable[[float, str], None]
 RECALIBRATION_MODES = ("none", "before", "after", "both")
+POST_PRUNE_STATISTICS = ("pass", "propagate")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,14 @@ class PruneSettings:
     # many of the person's clips (evenly spaced, deterministic; 0: all): the statistics they need
     # settle within a few dozen clips, and personalization stays close to one pass over the data.
     post_prune_clips: int = 64
+    # How the BatchNorm statistics after pruning (re-estimate or ``bn_shift``) are obtained: "pass"
+    # measures them in a forward pass over ``post_prune_clips`` clips of the pruned model;
+    # "propagate" computes them from what the energy pass recorded, through the masked weights
+    # (fineprune/engine/propagate.py): no pass after pruning. It needs the person's statistics
+    # recorded through the recalibrated model, so it serves ``recalibrate_bn="both"`` and
+    # ``bn_shift``; with "after" alone, or energies from other data (the general-data control),
+    # the pass is used.
+    post_prune_statistics: str = "pass"
     # The guard compares the general and the recalibrated model on at most this many clips (0: all).
     guard_clips: int = 64
     batch_size: int = 64
@@ -139,6 +149,8 @@ class PruneSettings:
                self.post_prune_clips, self.guard_clips) < 0:
             raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain, prototype_head, "
                               "post_prune_clips and guard_clips must be >= 0")
+        if self.post_prune_statistics not in POST_PRUNE_STATISTICS:
+            raise ConfigError(f"post_prune_statistics must be one of {POST_PRUNE_STATISTICS}, got {self.post_prune_statistics!r}")
         depth = self.recalibrate_bn_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
@@ -200,39 +212,6 @@ def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: E
             weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
             removed = weight * (1 - mask) * input_energy_per_weight(module, energies[name].in_mean)
             bias.add_(removed.reshape(removed.shape[0], -1).sum(1))
-
-
-@torch.no_grad()
-def predicted_class_share(model: nn.Module, data, batch_size: int = 64) -> torch.Tensor:
-    """Fraction of the person's clips the model assigns to each class (no labels)."""
-    was_training = model.training
-    model.eval()
-    counts = None
-    for xb in iter_batches(data, batch_size):
-        logits = model(xb)
-        batch_counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()
-        counts = batch_counts if counts is None else counts + batch_counts
-    model.train(was_training)
-    return counts / counts.sum()
-
-
-def unused_classes(share: torch.Tensor, ratio: float) -> list[int]:
-    """Classes predicted on fewer than ``ratio / n_classes`` of the clips; the top class always stays."""
-    dropped = share < ratio / len(share)
-    dropped[share.argmax()] = False
-    return [int(i) for i in torch.nonzero(dropped).flatten()]
-
-
-@torch.no_grad()  # the masked weight must stay a leaf tensor, or the model cannot be deep-copied
-def silence_output_units(layer: nn.Module, classes: list[int]) -> None:
-    """Prune the output units of ``classes``: weights masked (torch prune) and the bias set so
-    low that the class is never predicted. The network keeps its shape, so saving, export and the
-    report work as for any pruned model."""
-    rows = torch.ones_like(layer.weight)
-    rows[classes] = 0
-    prune.custom_from_mask(layer, "weight", rows)  # combines with an existing mask, if any
-    if getattr(layer, "bias", None) is not None:
-        layer.bias[classes] = -1e4
 
 
 def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
@@ -342,6 +321,7 @@ class PruningSweep:
                 recalibrate=recalibrate_now,
                 recalibrate_depth=s.recalibrate_bn_depth,
                 lean=criterion.lean,  # only the sums the criterion and bias correction read
+                input_means=s.post_prune_statistics == "propagate",
             )
         if progress:
             progress(0.6, f"scoring connections ({s.criterion})")
@@ -357,7 +337,9 @@ class PruningSweep:
         everything = stacked(self.data)
         self.n_clips = len(everything)
         self.after_data = evenly_spaced(everything, s.post_prune_clips)  # what the steps after pruning see
-        if s.bn_shift > 0 and (energy_data is not None or len(self.after_data) < self.energies.n_examples):
+        # post-pruning BatchNorm statistics from the recorded ones (no pass), when they describe the person
+        self.propagate = s.post_prune_statistics == "propagate" and energy_data is None
+        if s.bn_shift > 0 and not self.propagate and (energy_data is not None or len(self.after_data) < self.energies.n_examples):
             # the shift compares the same clips before and after pruning
             self.reference_bn = record_energy(self.base, self.after_data, layers=[], batch_size=s.batch_size, cancel=cancel).batchnorm
             self.passes += len(self.after_data) / self.n_clips
@@ -403,7 +385,15 @@ class PruningSweep:
         if s.bias_correction:  # a reconstructed layer's bias was re-solved with its weights
             correct_biases(model, {n: m for n, m in masks.items() if n not in reconstructed}, self.energies)
         features = None  # (penultimate features, logits) of ``after_data``, when a pass recorded them
-        if s.recalibrate_bn in ("after", "both"):
+        # propagated (no pass): the re-estimate of "both" and the shift; unpruned, they change nothing
+        propagate_recalibration = self.propagate and s.recalibrate_bn == "both"
+        propagate_shift = self.propagate and s.bn_shift > 0
+        propagating = sparsity > 0 and (propagate_recalibration or propagate_shift)
+        shifts = pruning_shifts(self.base, model, self.energies, self.layers) if propagating else {}
+        if propagate_recalibration:
+            if propagating:
+                propagate_recalibration_(model, self.energies.batchnorm, shifts, s.recalibrate_bn_depth)
+        elif s.recalibrate_bn in ("after", "both"):
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             if s.prototype_head > 0:  # one pass re-estimates the statistics and records the prototypes' features
@@ -411,7 +401,10 @@ class PruningSweep:
             else:
                 recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
             after_passes += 1
-        if s.bn_shift > 0 and sparsity > 0:
+        if propagate_shift:
+            if propagating:
+                propagate_shift_(model, shifts, s.bn_shift)
+        elif s.bn_shift > 0 and sparsity > 0:
             if progress:
                 progress(0.75, "correcting BatchNorm for the pruning")
             reference = self.reference_bn if self.reference_bn is not None else self.energies.batchnorm
@@ -443,6 +436,10 @@ class PruningSweep:
             after_steps.append(f"The weights pruning kept were re-solved from {len(self.after_data)} of your clips in "
                                f"{len(reconstructed)} layers, so each layer's outputs stay close to the unpruned model's "
                                "(least squares; no labels, no backprop).")
+        if shifts:
+            after_steps.append(f"The BatchNorm statistics after pruning were computed from the first pass over your "
+                               f"{self.n_clips} clips, carried through the pruned weights of {len(shifts)} layers, "
+                               "instead of measured in a second pass.")
         if s.prototype_head > 0 and self.guard is None:  # the guard's own sentences already say it
             after_steps.append(f"The output layer was rebuilt from your own clips: each class's weights are the mean features of "
                                f"the up to {s.prototype_head} clips the model assigned to it most confidently (T3A prototypes).")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fineprune import PruneSettings, fine_prune, recalibrate_batchnorm
-from fineprune.engine.pipeline import unused_classes
+from fineprune.engine.class_drop import unused_classes
 
 
 def test_classes_the_person_never_uses_are_pruned_from_the_output():

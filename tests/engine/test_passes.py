@@ -8,7 +8,7 @@ from torch import nn
 
 from fineprune import PruneSettings, fine_prune, recalibrate_batchnorm
 from fineprune.engine.methods import forward_passes, passes_spent
-from fineprune.engine.pipeline import predicted_class_share
+from fineprune.engine.class_drop import predicted_class_share
 
 
 class CountedForwards:
