@@ -219,6 +219,18 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   that records each layer's input statistics from about 32 patches per input, then one batched
   linear solve per layer -- the FLOPs figure counts both; it is what took the voice card from 12 to
   7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio.
+- **No pass after pruning** (`post_prune_statistics="propagate"`, the face card's setting). The
+  BatchNorm statistics after pruning are not measured but carried from the energy pass through
+  the pruned weights (`fineprune/engine/propagate.py`): for the BatchNorm reading a pruned layer,
+  the mean moves by the pruned weights times the recorded input means (exact but for zero-padded
+  borders) and the variance by the kept share of the weights' input variance (as if the layer's
+  inputs were uncorrelated), each layer taken with the inputs it had, which is what the correction
+  before it restores. So the face card costs one pass plus the hooks. On the CK+ dev half it chose
+  itself over the same card measured with a pass (docs/RESULTS.md). The objects card keeps the
+  measured shift: at 70% through 16 inverted-residual blocks the drift compounds with depth, and
+  propagated it lost 8.6 points on the six ImageNet dev individuals (83.3% vs 91.9% mean,
+  `docs/results/imagenet_select.md`, `erk_drop100_propagate`), one of them falling below the
+  general model.
 - **Absolute times** (the slider's milliseconds, start-up seconds) depend on what else the machine
   runs: the CPU pressure in the machine line is the share of time a runnable task waited for a core.
   The slider row also gives the CPU time per background point, close to what an idle core would take.
@@ -266,6 +278,8 @@ def settings_summary(settings) -> str:
     text = f"{settings.criterion}, sparsity {settings.sparsity:.0%}, recalibrate_bn={settings.recalibrate_bn}"
     if settings.recalibrate_bn_depth is not None:
         text += f" (first {settings.recalibrate_bn_depth} BatchNorm layers)"
+    if settings.post_prune_statistics != "pass":
+        text += f", post_prune_statistics={settings.post_prune_statistics}"
     if settings.drop_unused_classes:  # counted from the energy pass's predictions: no extra pass
         text += f", drop_unused_classes={settings.drop_unused_classes}"
     if settings.same_capture_shift:
