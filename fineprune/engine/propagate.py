@@ -1,5 +1,5 @@
 """BatchNorm statistics after pruning without another pass: the recorded ones, propagated
-through the masked layers (issue 16's "one pass").
+through the masked layers, so personalization needs one pass over the data.
 
 The energy pass already recorded, for every prunable layer, the person's mean and mean square of
 each input unit, and for every BatchNorm layer the person's input mean and variance through the
