@@ -385,15 +385,17 @@ class PruningSweep:
         if s.bias_correction:  # a reconstructed layer's bias was re-solved with its weights
             correct_biases(model, {n: m for n, m in masks.items() if n not in reconstructed}, self.energies)
         features = None  # (penultimate features, logits) of ``after_data``, when a pass recorded them
-        # propagated (no pass): the re-estimate of "both" and the shift; unpruned, they change nothing
-        propagate_recalibration = self.propagate and s.recalibrate_bn == "both"
-        propagate_shift = self.propagate and s.bn_shift > 0
-        propagating = sparsity > 0 and (propagate_recalibration or propagate_shift)
-        shifts = pruning_shifts(self.base, model, self.energies, self.layers) if propagating else {}
-        if propagate_recalibration:
-            if propagating:
+        # "propagate": the re-estimate of "both" and the shift come from the energy pass, no pass here
+        propagated_recalibration = self.propagate and s.recalibrate_bn == "both"
+        propagated_shift = self.propagate and s.bn_shift > 0
+        shifts = {}
+        if sparsity > 0 and (propagated_recalibration or propagated_shift):  # unpruned, nothing moved
+            shifts = pruning_shifts(self.base, model, self.energies, self.layers)
+            if propagated_recalibration:
                 propagate_recalibration_(model, self.energies.batchnorm, shifts, s.recalibrate_bn_depth)
-        elif s.recalibrate_bn in ("after", "both"):
+            else:
+                propagate_shift_(model, shifts, s.bn_shift)
+        if s.recalibrate_bn in ("after", "both") and not propagated_recalibration:
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             if s.prototype_head > 0:  # one pass re-estimates the statistics and records the prototypes' features
@@ -401,10 +403,7 @@ class PruningSweep:
             else:
                 recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
             after_passes += 1
-        if propagate_shift:
-            if propagating:
-                propagate_shift_(model, shifts, s.bn_shift)
-        elif s.bn_shift > 0 and sparsity > 0:
+        if s.bn_shift > 0 and sparsity > 0 and not propagated_shift:
             if progress:
                 progress(0.75, "correcting BatchNorm for the pruning")
             reference = self.reference_bn if self.reference_bn is not None else self.energies.batchnorm

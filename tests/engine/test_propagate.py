@@ -102,8 +102,8 @@ def test_unpruned_layers_shift_nothing():
 
 def test_propagation_needs_the_input_means():
     model, x = mlp(), inputs(100)
-    record = record_energy(model, x, lean=True)  # a lean record leaves E[a] out where no bias reads it ...
-    record["0"].in_mean = None
+    record = record_energy(model, x, lean=True)
+    record["0"].in_mean = None  # as a lean record leaves it for a layer without a bias
     with pytest.raises(ValueError, match="input_means"):
         pruning_shifts(model, pruned_copy(model)[0], record, ["0"])
 
