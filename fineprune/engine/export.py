@@ -10,8 +10,10 @@ offers the two ways out:
   with the same outputs. A removed unit still emitted a constant (its bias, or BatchNorm's beta,
   through ReLU); that constant is folded into the next layer's bias -- or, where the next layer
   is a zero-padded conv (the constant is *not* constant at the borders there), carried by one
-  shared constant-one channel whose weights are the folded kernels, which is exact. The result
-  is rebuilt by the ``"sequential"`` architecture (``fineprune.engine.sequential``).
+  shared constant-one channel whose weights are the folded kernels, which is exact. Each
+  BatchNorm is then folded into the conv or linear layer before it (eval statistics), so the
+  exported model runs no normalisation at all. The result is rebuilt by the ``"sequential"``
+  architecture (``fineprune.engine.sequential``).
   EfficientNet-Lite (inverted residual blocks) goes to ``fineprune.engine.export_blocks``:
   pruned hidden channels of every block removed, BatchNorm folded, the ``"mbconv"`` architecture.
 * **sparse files** (``fineprune.engine.sparse``): unstructured pruned weights stored as a
@@ -191,6 +193,7 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
                     state[f"{name}.{key}"] = tensor.detach().index_select(0, index).contiguous()
             state[f"{name}.num_batches_tracked"] = module.num_batches_tracked.clone()
             spec["kwargs"]["num_features"] = len(index)
+    specs = _fold_batchnorm(specs, state)
     config_out = {"arch": SEQUENTIAL_ARCH, "layers": specs}
     if config:  # keep the descriptive fields other code reads (n_classes, input layout)
         config_out.update({k: config[k] for k in ("n_classes", "in_channels", "dims") if k in config})
@@ -199,6 +202,42 @@ def export_structured(model: nn.Module, config: dict | None = None) -> Structure
     exported.load_state_dict(state)
     exported.eval()
     return StructuredExport(exported, config_out, widths, [leaves[q][0] for q in folded_kernel])
+
+
+_PRUNABLE_NAMES = {cls.__name__ for cls in PRUNABLE_LAYERS} | set(FOLDED_NAME.values())
+_NORM_NAMES = {cls.__name__ for cls in NORM_LAYERS}
+
+
+def _fold_batchnorm(specs: list[dict], state: dict[str, torch.Tensor]) -> list[dict]:
+    """Fold every BatchNorm that directly follows a conv/linear layer into that layer (in place on
+    ``state``); returns the specs without those BatchNorms.
+
+    In eval mode BatchNorm is the affine map ``s * (y - mean) + beta`` per channel, with
+    ``s = gamma / sqrt(var + eps)``: the layer's weight (and its border fold) scaled by ``s``, its
+    bias ``s * (b - mean) + beta``. A separate normalisation pass over every activation costs as
+    much as a small conv on CPU, so folding speeds up both the dense and the pruned export.
+    """
+    kept: list[dict] = []
+    for spec in specs:
+        before = kept[-1] if kept else None
+        if spec["type"] not in _NORM_NAMES or before is None or before["type"] not in _PRUNABLE_NAMES:
+            kept.append(spec)
+            continue
+        norm, layer = spec["name"], before["name"]
+        state.pop(f"{norm}.num_batches_tracked", None)
+        scale = (state.pop(f"{norm}.running_var") + spec["kwargs"]["eps"]).rsqrt()
+        if f"{norm}.weight" in state:  # affine
+            scale = scale * state.pop(f"{norm}.weight")
+        shift = state.pop(f"{norm}.bias", 0.0) - scale * state.pop(f"{norm}.running_mean")
+        weight = state[f"{layer}.weight"]
+        per_unit = scale.reshape(-1, *[1] * (weight.dim() - 1))
+        state[f"{layer}.weight"] = (weight * per_unit).contiguous()
+        if f"{layer}.folded_kernel" in state:
+            state[f"{layer}.folded_kernel"] = (state[f"{layer}.folded_kernel"] * per_unit).contiguous()
+        bias = state.get(f"{layer}.bias")
+        state[f"{layer}.bias"] = (shift + scale * bias if bias is not None else shift).contiguous()
+        before["kwargs"]["bias"] = True
+    return kept
 
 
 # ----------------------------------------------------------------------------- saving

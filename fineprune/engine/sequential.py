@@ -113,19 +113,23 @@ class BorderFold:
         self._fold_cache = {}
         super()._load_from_state_dict(*args, **kwargs)
 
-    def _fold_map(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape[2:]), x.dtype, x.device, self.folded_kernel.data_ptr(), self._kernel_stamp())
+    def _fold_map(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        channels_last = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+        key = (tuple(x.shape[2:]), x.dtype, x.device, channels_last, self.folded_kernel.data_ptr(), self._kernel_stamp())
         cached = self._fold_cache.get(key)
         if cached is None:
             with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable in any mode
                 ones = torch.ones(1, 1, *x.shape[2:], dtype=x.dtype, device=x.device)
                 kernel = self.folded_kernel.to(x.dtype)
                 cached = self._conv_forward(ones, kernel, None)
+                if channels_last:  # the same layout as the conv's output: a plain streaming add
+                    cached = cached.contiguous(memory_format=torch.channels_last)
             self._fold_cache = {key: cached}
         return cached
 
     def forward(self, x):
-        return super().forward(x) + self._fold_map(x)
+        out = super().forward(x)
+        return out.add_(self._fold_map(x, out))  # in place: the conv's output is a fresh tensor
 
 
 class FoldedConv1d(BorderFold, nn.Conv1d):
@@ -140,7 +144,8 @@ class FoldedConv2d(BorderFold, nn.Conv2d):
         self._init_fold()
 
 
-FOLDED_NAME = {nn.Conv1d: "FoldedConv1d", nn.Conv2d: "FoldedConv2d"}  # a conv's type once it absorbs a fold
+# a conv's type once it absorbs a fold (a folded conv of a re-exported model stays folded)
+FOLDED_NAME = {nn.Conv1d: "FoldedConv1d", nn.Conv2d: "FoldedConv2d", FoldedConv1d: "FoldedConv1d", FoldedConv2d: "FoldedConv2d"}
 
 # the layer types a "sequential" file may name (the type strings are part of the file format)
 _LAYER_TYPES = {

@@ -35,6 +35,39 @@ def test_structured_export_removes_channels_with_identical_outputs(config, spars
     assert not any(hasattr(m, "weight_mask") for m in export.model.modules())
 
 
+@pytest.mark.parametrize("config", [VGG2D, VGG1D], ids=["conv2d_bn", "conv1d_bn"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_is_folded_into_the_layer_before_it(config, affine):
+    """The export runs no normalisation: each BatchNorm's eval statistics (here far from 0 and 1)
+    and affine map live in the conv/linear before it, outputs unchanged."""
+    model, x = make_vgg(config), inputs(config)
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 3 + 0.1)
+            if not affine:
+                m.affine, m.weight, m.bias = False, None, None
+    pruned = fine_prune(model, x, PruneSettings(sparsity=0.5, criterion="channel")).model
+    for source in (model, pruned):
+        export = export_structured(source, config)
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in export.model.modules())
+        assert (outputs(source, x) - outputs(export.model, x)).abs().max() < TOLERANCE
+        assert all(layer["type"] not in ("BatchNorm1d", "BatchNorm2d") for layer in export.config["layers"])
+
+
+def test_folded_exports_give_the_same_outputs_in_the_channels_last_layout():
+    """The border fold's cached map follows the conv output's layout; the answer does not change."""
+    model, x = make_vgg(VGG2D), inputs(VGG2D)
+    pruned = fine_prune(model, x, PruneSettings(sparsity=0.5, criterion="channel")).model
+    export = export_structured(pruned, VGG2D).model
+    assert any(isinstance(m, FoldedConv2d) for m in export.modules())
+    reference = outputs(export, x)
+    cl = torch.channels_last
+    assert (reference - outputs(copy.deepcopy(export).to(memory_format=cl), x.contiguous(memory_format=cl))).abs().max() < TOLERANCE
+    assert torch.equal(outputs(export, x), reference)  # the default layout again, after the other was cached
+
+
 def test_dead_channel_constants_are_folded_exactly_at_the_borders():
     """Removed BN channels emit relu(beta) != 0; the next (zero-padded) conv sees it everywhere
     except at the borders. Dropping it, or folding it into a plain bias, changes the outputs."""
