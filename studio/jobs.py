@@ -63,6 +63,9 @@ class JobSlot:
 
     def __init__(self):
         self.active: ActiveJob | None = None
+        # the most recent job started, kept after ``collect`` has taken its result: a job can end
+        # before the rerun that follows its start, which then collects it at once
+        self.last_started: ActiveJob | None = None
 
     def start(self, kind: str, label: str, fn: Callable, *args, meta: dict | None = None, pooled: bool = True,
               **kwargs) -> ActiveJob:
@@ -72,7 +75,7 @@ class JobSlot:
         # also takes a waiting job out of the queue. ``pooled=False``: the work takes workers itself, in
         # short steps (the slider's background points), so it never holds one for long
         job = Job(leased(workers.POOL.wrap(fn) if pooled else fn, lease), *args, name=kind, **kwargs)
-        self.active = ActiveJob(kind, label, job, lease, meta or {})
+        self.active = self.last_started = ActiveJob(kind, label, job, lease, meta or {})
         job.start()
         return self.active
 

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,26 @@ def wait_for_job(at: AppTest, timeout: float = 240) -> str:
     return wait_for_jobs([at], timeout)[0]
 
 
+_REPORTED: weakref.WeakSet = weakref.WeakSet()  # jobs whose status a wait has already returned
+
+
+def _new_job(at: AppTest):
+    """The session's most recent job, unless an earlier wait already reported it ("none": the last
+    action started no job). Not ``jobs.active``: a quick job can end, and be collected, in the
+    rerun right after its start."""
+    started = state(at).jobs.last_started
+    if started is None or started.job in _REPORTED:
+        return None
+    _REPORTED.add(started.job)
+    return started
+
+
 def wait_for_jobs(sessions: list[AppTest], timeout: float = 240) -> list[str]:
     """Wait for the jobs of several sessions; each page then collects its outcome.
 
     Renews the jobs' leases while waiting, as each page's polling fragment does in a browser (a job
     nobody polls cancels itself after ``studio.jobs.LEASE_SECONDS``)."""
-    active = [state(at).jobs.active for at in sessions]
+    active = [_new_job(at) for at in sessions]
     deadline = time.monotonic() + timeout
     for one in active:
         while one is not None and not one.job.wait(0.5):

@@ -115,7 +115,13 @@ def _solve_rows(damped: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) 
     eye = torch.eye(width, dtype=damped.dtype).expand(n_rows, width, width)
     systems = torch.where(both, systems, eye)
     rhs = torch.where(valid, target.gather(1, index), torch.zeros((), dtype=target.dtype))
-    solved = torch.linalg.solve(systems, rhs.unsqueeze(2)).squeeze(2)
+    # Cholesky, not LU: every system is symmetric positive definite (a damped covariance, identity
+    # padding) -- and MKL's batched LU behind torch.linalg.solve stalled here with two torch threads
+    factor, info = torch.linalg.cholesky_ex(systems)
+    if bool(info.ne(0).any()):  # float32 rounding broke definiteness somewhere: the batch in float64
+        factor = torch.linalg.cholesky(systems.double())
+        rhs = rhs.double()
+    solved = torch.cholesky_solve(rhs.unsqueeze(2), factor).squeeze(2).to(damped.dtype)
     out = torch.zeros(n_rows, n_in + 1, dtype=damped.dtype)  # padding lands in a spare last column
     out.scatter_(1, torch.where(valid, order, torch.full_like(order, n_in)), solved)
     return out[:, :n_in]
