@@ -53,12 +53,11 @@ def register_relative_criteria(general_sq: dict[str, torch.Tensor]) -> None:
         register_criterion(f"energy_relative_{beta:g}", lean=True)(score(beta))
 
 
-def _models():
+def _models(shipped):
     from fineprune.domains.voice_training import FSDD_SPEAKERS
     from fineprune.engine.bundle import load_bundle
-    from fineprune.registry import load_model
 
-    models = {"shipped": load_model("voice").model.eval()}
+    models = {"shipped": shipped.model.eval()}
     for s in FSDD_SPEAKERS:
         path = REPO / "runs" / "fsdd" / f"loso_{s}.pt"
         if path.exists():
@@ -79,9 +78,10 @@ def measure(part: int, parts: int) -> list[dict]:
 
     torch.set_num_threads(1)
     data = SHARED_DATA / "fsdd"
-    models = _models()
+    shipped = load_model("voice")
+    models = _models(shipped)
     people = [p for p in build_dev_set(data, log=lambda m: None) + demo_people() if p.model_key in models][part::parts]
-    card = settings_for(load_model("voice").card)
+    card = settings_for(shipped.card)
     fsdd = load_fsdd(data, feature_settings())
     methods = {"card (energy_rms)": card, "magnitude": card.replace(criterion="magnitude")}
     methods |= {f"relative, beta {b:g}": card.replace(criterion=f"energy_relative_{b:g}") for b in BETAS}

@@ -53,9 +53,10 @@ def measure(part: int, parts: int) -> list[dict]:
 
     torch.set_num_threads(1)
     data = SHARED_DATA / "fsdd"
-    card = settings_for(load_model("voice").card)
+    shipped = load_model("voice")
+    card = settings_for(shipped.card)
     fsdd = load_fsdd(data, feature_settings())
-    narrow = {"shipped": load_model("voice").model.eval()}
+    narrow = {"shipped": shipped.model.eval()}
     narrow |= {f"loso:{s}": load_bundle(REPO / "runs" / "fsdd" / f"loso_{s}.pt").model.eval() for s in FSDD_SPEAKERS}
     wide = {"shipped": load_bundle(FOLDER / "shipped.pt").model.eval()}
     wide |= {f"loso:{s}": load_bundle(FOLDER / f"loso_{s}.pt").model.eval() for s in FSDD_SPEAKERS}
