@@ -28,6 +28,14 @@ recalibrated model, and decides:
 4. **Output layer** -- reported when the settings rebuild it from the person's own features
    after pruning (``prototype_head``, T3A's prototypes).
 
+0. **Can this person's clips be trusted to adapt the model?** (``guard_min_share_stability``; 0:
+   off) The whole pipeline is run on two random halves of the clips. If the two adapted models
+   disagree about which classes the person uses -- their predicted class shares over all the clips
+   overlap by less than the threshold -- the adaptation is mostly fitting noise, and the person gets
+   neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
+   general statistics). On the voice dev set this caught the noisiest captures that the card made
+   worse (docs/results/voice_guard_signals.md); it costs about two more passes over the clips.
+
 ``decide`` returns a ``GuardDecision``: the settings this person gets, one entry per step
 (``applied``, the numbers behind it, a plain-language ``why``), and the raw signals.
 """
@@ -51,6 +59,7 @@ class GuardDecision:
     dropped_classes: list[int]
     sparsity: float
     steps: dict[str, dict]  # step -> {"applied": bool, "why": str, ...numbers}
+    prototype_head: int = 0  # the output layer rebuilt from this many clips per class (0: not rebuilt)
     signals: dict = field(default_factory=dict)
     # forward passes over the person's clips (in whole passes) the guard spends beyond what the
     # chosen settings cost anyway: the general model's predictions on its probe clips, and a
@@ -112,8 +121,26 @@ def strong_unused_classes(logits: torch.Tensor, *, min_expected: float, max_hits
     return [c for c in dropped if c != keep_top], info
 
 
+MIN_SPLIT_CLIPS = 8  # fewer clips than this are not split in halves for the stability check
+
+
+def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None) -> tuple[float, float]:
+    """1 - the total-variation distance between the predicted class shares, over all of ``x``, of
+    the two models that ``personalize(model, half, settings)`` makes from two random halves of
+    ``x`` (seeded by ``settings.seed``); and the forward passes over ``x`` that cost."""
+    n = len(x)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
+    shares, passes = [], 0.0
+    for half in (order[0::2], order[1::2]):
+        result = personalize(model, x[half], settings.replace(guard_min_share_stability=0.0), cancel=cancel)
+        logits = _logits(result.model, x, batch_size)
+        shares.append(torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float() / n)
+        passes += result.report.get("forward_passes", 1.0) * len(half) / n + 1.0
+    return float(1 - 0.5 * (shares[0] - shares[1]).abs().sum()), passes
+
+
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
-           cancel=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
+           cancel=None, personalize=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
     """The guard's decision for this person, the recalibrated model when recalibration was chosen
     (None otherwise), and the energy record of the model that will be pruned -- the guard's
     passes are the pipeline's passes, so nothing is recorded twice. ``settings``: a
@@ -122,7 +149,8 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     Passes: the trial recalibration *is* the pipeline's energy pass (``record_energy`` with
     ``recalibrate``, all clips); the general model is compared with it on at most
     ``settings.guard_clips`` evenly spaced clips; only when recalibration is refused does the
-    general model get an energy pass of its own."""
+    general model get an energy pass of its own. ``personalize`` (the pipeline's ``fine_prune``) runs
+    the split-half stability check when ``settings.guard_min_share_stability`` asks for it."""
     batch_size = batch_size or settings.batch_size
     x = stacked(data)
     layers = prunable_layers(model)
@@ -138,12 +166,33 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     means = settings.post_prune_statistics == "propagate"  # ... and may propagate BatchNorm statistics with them
     energies = None
 
+    # 0. can the person's clips be trusted to adapt the model at all?
+    trusted = True
+    adapts = settings.recalibrate_bn in ("before", "both") or settings.prototype_head > 0
+    if settings.guard_min_share_stability > 0 and personalize is not None and adapts:
+        if n < MIN_SPLIT_CLIPS:
+            steps["stability"] = {"applied": False, "why": f"{n} clips are too few to split in halves and compare"}
+        else:
+            stability, passes = share_stability(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
+            extra += passes
+            trusted = stability >= settings.guard_min_share_stability
+            signals["share_stability"] = round(stability, 4)
+            why = (f"adapted on two halves of your {n} clips, the two models agree on which classes you use "
+                   f"(class shares overlap {stability:.0%}, {settings.guard_min_share_stability:.0%} needed)")
+            if not trusted:
+                why = (f"adapted on two halves of your {n} clips, the two models disagree about which classes you use "
+                       f"(class shares overlap {stability:.0%}, {settings.guard_min_share_stability:.0%} needed): adapting "
+                       "to these clips would mostly fit noise, so the general statistics and output layer are kept")
+            steps["stability"] = {"applied": trusted, "why": why, "share_stability": round(stability, 4)}
+
     # 1. BatchNorm recalibration
     wanted = settings.recalibrate_bn in ("before", "both")
     recalibrated = None
     apply_bn = False
     if not wanted:
         steps["bn_recalibration"] = {"applied": False, "why": "switched off in the settings"}
+    elif not trusted:
+        steps["bn_recalibration"] = {"applied": False, "why": "your two halves of clips disagreed (see stability)"}
     elif n < 2:
         steps["bn_recalibration"] = {"applied": False, "why": "too few clips to estimate statistics"}
     else:
@@ -220,8 +269,11 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     steps["pruning"] = {"applied": sparsity > 0, "sparsity": sparsity,
                         "why": f"{sparsity:.0%} of the prunable connections, ranked by {settings.criterion}"
                                + ("" if apply_bn else "; BatchNorm then corrected only for the shift pruning caused")}
-    if settings.prototype_head > 0:
+    prototype_head = settings.prototype_head if trusted else 0
+    if settings.prototype_head > 0 and not trusted:
+        steps["output_layer"] = {"applied": False, "why": "the general output layer is kept: your two halves of clips disagreed"}
+    elif settings.prototype_head > 0:
         steps["output_layer"] = {"applied": True, "why": ("after pruning, each class's output weights are rebuilt from the features "
                                                           "of your own clips the model assigns to it (T3A prototypes, no labels)")}
-    decision = GuardDecision(mode, shift, dropped, sparsity, steps, signals, round(extra, 4))
+    decision = GuardDecision(mode, shift, dropped, sparsity, steps, prototype_head, signals, round(extra, 4))
     return decision, recalibrated, energies

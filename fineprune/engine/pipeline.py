@@ -97,6 +97,11 @@ class PruneSettings:
     guard_drop_min_expected: float = 0.0
     guard_drop_max_hits: int = 0
     guard_drop_min_confidence: float = 0.0  # and the model's mean top probability on the clips >= this
+    # ... and, first, whether the person's data can be trusted to adapt the model at all: the
+    # whole pipeline is run on two random halves of the clips, and when the two models' predicted
+    # class shares over all the clips overlap by less than this (1 - total variation; 0: off), the
+    # person gets no BatchNorm recalibration and no prototype output layer (engine/guard.py)
+    guard_min_share_stability: float = 0.0
     # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
     # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
     # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).
@@ -143,8 +148,10 @@ class PruneSettings:
             raise ConfigError("bn_shift and recalibrate_bn 'after'/'both' both set the statistics after pruning: choose one")
         if self.same_capture_shift < 0 or self.same_capture_drop < 0 or self.drop_unused_classes < 0:
             raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
-        if not all(0.0 <= v <= 1.0 for v in (self.guard_bn_shift, self.guard_min_agreement, self.guard_drop_min_confidence)):
-            raise ConfigError("guard_bn_shift, guard_min_agreement and guard_drop_min_confidence must be in [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.guard_bn_shift, self.guard_min_agreement, self.guard_drop_min_confidence,
+                                             self.guard_min_share_stability)):
+            raise ConfigError("guard_bn_shift, guard_min_agreement, guard_drop_min_confidence and guard_min_share_stability "
+                              "must be in [0, 1]")
         if min(self.guard_drop_min_expected, self.guard_drop_max_hits, self.guard_min_information_gain, self.prototype_head,
                self.post_prune_clips, self.guard_clips) < 0:
             raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain, prototype_head, "
@@ -287,8 +294,9 @@ class PruningSweep:
 
             if progress:
                 progress(0.0, "checking which steps suit your data")
-            self.guard, recalibrated, energies = decide(model, self.data, self.effective, cancel=cancel)
-            self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift)
+            self.guard, recalibrated, energies = decide(model, self.data, self.effective, cancel=cancel, personalize=fine_prune)
+            self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift,
+                                                    prototype_head=self.guard.prototype_head)
             if energy_data is None:
                 self.energies = energies  # recorded in the guard's own passes
         s = self.effective

@@ -126,3 +126,70 @@ def test_an_unsure_model_drops_nothing():
     assert dropped == [] and info["confidence"] < 0.8
     confident, _ = strong_unused_classes(logits * 20, min_expected=4, max_hits=0, min_confidence=0.8)
     assert confident == [2, 3]
+
+
+class _Answers(nn.Module):
+    """A 'personalized model' that answers one fixed class for every clip."""
+
+    def __init__(self, label: int, k: int = 2):
+        super().__init__()
+        self.label, self.k = label, k
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.full((len(x),), self.label), self.k).float() * 5
+
+
+def _personalize_by_half(labels):
+    """A stand-in for ``fine_prune`` whose model for the i-th half answers ``labels[i]``."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def personalize(model, x, settings, cancel=None):
+        calls.append(settings)
+        return SimpleNamespace(model=_Answers(labels[len(calls) - 1]), report={"forward_passes": 2.0})
+
+    return personalize, calls
+
+
+def test_share_stability_compares_the_halves_predicted_class_shares():
+    from fineprune.engine.guard import share_stability
+
+    x = torch.randn(20, 2)
+    settings = PruneSettings(guard=True, guard_min_share_stability=0.5)
+    agree, calls = _personalize_by_half([1, 1])
+    assert share_stability(_bn_model(), x, settings, agree, batch_size=8) == (1.0, 2 * (2.0 * 10 / 20 + 1.0))
+    assert all(s.guard_min_share_stability == 0.0 for s in calls)  # the halves do not check again
+    disagree, _ = _personalize_by_half([0, 1])
+    assert share_stability(_bn_model(), x, settings, disagree, batch_size=8)[0] == 0.0
+
+
+def test_halves_that_disagree_keep_the_general_statistics_and_output_layer():
+    model, x = _bn_model(), _person()
+    settings = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=-5.0, prototype_head=5,
+                             guard_min_share_stability=0.5)
+    disagree, _ = _personalize_by_half([0, 1])
+    decision, recalibrated, energies = decide(model, x, settings, personalize=disagree)
+    assert decision.recalibrate_bn == "none" and decision.prototype_head == 0 and recalibrated is None
+    assert not decision.steps["stability"]["applied"] and "disagree" in decision.steps["stability"]["why"]
+    assert not decision.steps["output_layer"]["applied"] and not decision.steps["bn_recalibration"]["applied"]
+    assert decision.signals["share_stability"] == 0.0 and decision.extra_forward_passes > 2
+    agree, _ = _personalize_by_half([1, 1])
+    decision, recalibrated, _ = decide(model, x, settings, personalize=agree)
+    assert decision.recalibrate_bn == "both" and decision.prototype_head == 5 and recalibrated is not None
+    assert decision.steps["stability"]["applied"] and decision.steps["output_layer"]["applied"]
+    few, _, _ = decide(model, x[:6], settings, personalize=disagree)  # too few clips to split: no check
+    assert "too few" in few.steps["stability"]["why"] and few.prototype_head == 5
+
+
+def test_the_pipeline_runs_the_stability_check_and_says_so():
+    model, x = _bn_model(), _person()
+    settings = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=-5.0)
+    plain = fine_prune(model, x, settings)
+    checked = fine_prune(model, x, settings.replace(guard_min_share_stability=0.01))  # passes easily here
+    assert checked.report["guard"]["steps"]["stability"]["applied"]
+    assert checked.report["guard_sentences"][0].startswith("stability: yes")
+    assert checked.report["forward_passes"] > plain.report["forward_passes"] + 2
+    torch.testing.assert_close(checked.model[0].running_mean, plain.model[0].running_mean)
+    with pytest.raises(ConfigError):
+        PruneSettings(guard=True, guard_min_share_stability=1.5).validate()
