@@ -7,6 +7,13 @@ general model mishears, and pruning costs accuracy when it is not compensated. T
 only at the person's unlabeled clips (never a label) through the general model and the
 recalibrated model, and decides:
 
+0. **Can this person's clips be trusted to adapt the model?** (``guard_min_share_stability``; 0:
+   off) The whole pipeline is run on two random halves of the clips. If the two adapted models
+   disagree about which classes the person uses -- their predicted class shares over all the clips
+   overlap by less than the threshold -- the adaptation is mostly fitting noise, and the person gets
+   neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
+   general statistics). On the voice dev set this caught the noisiest captures that the card made
+   worse (docs/results/voice_guard_signals.md); it costs about two more passes over the clips.
 1. **BatchNorm recalibration** -- recalibrate when the recalibrated model is *more certain* of
    the person's clips than the general model (mean prediction entropy falls by at least
    ``guard_min_entropy_drop`` nats) and still agrees with the general model on at least
@@ -27,14 +34,6 @@ recalibrated model, and decides:
    are kept right after pruning (recalibrated again, or shifted by what pruning changed).
 4. **Output layer** -- reported when the settings rebuild it from the person's own features
    after pruning (``prototype_head``, T3A's prototypes).
-
-0. **Can this person's clips be trusted to adapt the model?** (``guard_min_share_stability``; 0:
-   off) The whole pipeline is run on two random halves of the clips. If the two adapted models
-   disagree about which classes the person uses -- their predicted class shares over all the clips
-   overlap by less than the threshold -- the adaptation is mostly fitting noise, and the person gets
-   neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
-   general statistics). On the voice dev set this caught the noisiest captures that the card made
-   worse (docs/results/voice_guard_signals.md); it costs about two more passes over the clips.
 
 ``decide`` returns a ``GuardDecision``: the settings this person gets, one entry per step
 (``applied``, the numbers behind it, a plain-language ``why``), and the raw signals.

@@ -97,10 +97,8 @@ class PruneSettings:
     guard_drop_min_expected: float = 0.0
     guard_drop_max_hits: int = 0
     guard_drop_min_confidence: float = 0.0  # and the model's mean top probability on the clips >= this
-    # ... and, first, whether the person's data can be trusted to adapt the model at all: the
-    # whole pipeline is run on two random halves of the clips, and when the two models' predicted
-    # class shares over all the clips overlap by less than this (1 - total variation; 0: off), the
-    # person gets no BatchNorm recalibration and no prototype output layer (engine/guard.py)
+    # ... and first, the pipeline run on two halves of the clips: when the two models' predicted class
+    # shares overlap by less than this (0: off), no recalibration and no prototype layer (guard.py)
     guard_min_share_stability: float = 0.0
     # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
     # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
