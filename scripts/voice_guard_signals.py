@@ -106,12 +106,15 @@ def _score(rows: list[dict], chosen: list[str]) -> tuple[int, float]:
 
 
 def pick_threshold(rows: list[dict], signal: str) -> float:
-    """The t of "fall back when the signal is below t" with the fewest individuals losing more than a
-    clip, then the highest mean: candidates lie midway between neighbouring observed values, and of
-    the first run of equally good ones the middle is taken (as far from both ends as the data allow)."""
+    """The t of "fall back when the signal is below t": among the thresholds whose mean is not below
+    the card's own (the check must not buy safety with accuracy: falling back for nearly everyone
+    keeps nearly everyone at the general model), the fewest individuals losing more than a clip,
+    then the highest mean. Candidates lie midway between neighbouring observed values; of the first
+    run of equally good ones the middle is taken (as far from both ends as the data allow)."""
     values = sorted({r[signal] for r in rows})
     thresholds = [values[0] - 1.0] + [(a + b) / 2 for a, b in zip(values, values[1:])]
-    keys = [(lambda s: (s[0], -s[1]))(_score(rows, _outcome(rows, signal, t))) for t in thresholds]
+    card_mean = _score(rows, ["card"] * len(rows))[1]
+    keys = [(lambda s: (s[1] < card_mean - 1e-9, s[0], -s[1]))(_score(rows, _outcome(rows, signal, t))) for t in thresholds]
     first = keys.index(min(keys))
     last = first
     while last + 1 < len(keys) and keys[last + 1] == keys[first]:
@@ -138,7 +141,8 @@ def table(rows: list[dict]) -> str:
         f"{sum(r['fallback'] < r['general'] for r in demo)}).",
         "",
         "AUC: the chance that a loser's signal is below a non-loser's (0.5 = no information). Nested rule: fall back when the "
-        "signal is below t, t chosen on the other groups (demo individuals are groups too); 'in-sample' picks t on everyone "
+        "signal is below t, t chosen on the other groups (demo individuals are groups too) among the thresholds that keep the "
+        "card's mean: fewest individuals losing more than a clip, then the highest mean; 'in-sample' picks t on everyone "
         "(an upper bound, not a result).",
         "",
         "| signal | AUC | losers' values | nested: dev mean | nested: lose>1 | nested: demo worse | nested: fell back | t on all | in-sample: lose>1, mean |",

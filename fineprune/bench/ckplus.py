@@ -210,6 +210,13 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
         # in a second one (engine/propagate.py): one pass in all (issue 16)
         "bn_depth4+sparsity0.1+propagate": base.replace(recalibrate_bn_depth=4, sparsity=0.1, post_prune_statistics="propagate"),
         "bn_depth4+sparsity0.2+propagate": base.replace(recalibrate_bn_depth=4, sparsity=0.2, post_prune_statistics="propagate"),
+        # the re-solve again, once its damping pulled kept weights toward their old values instead of toward
+        # zero (a face's classifier, seen on a dozen photos, had been shrunk): heavier pruning at no loss?
+        "bn_depth4+sparsity0.3+reconstruct": base.replace(recalibrate_bn_depth=4, sparsity=0.3, reconstruct=True),
+        "bn_depth4+sparsity0.3+propagate+reconstruct": base.replace(recalibrate_bn_depth=4, sparsity=0.3, post_prune_statistics="propagate",
+                                                                    reconstruct=True),
+        "bn_depth4+sparsity0.5+propagate+reconstruct": base.replace(recalibrate_bn_depth=4, sparsity=0.5, post_prune_statistics="propagate",
+                                                                    reconstruct=True),
         "magnitude+bn_depth4+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=4, sparsity=0.3),
         "magnitude+bn_depth2+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=2, sparsity=0.3),
     }

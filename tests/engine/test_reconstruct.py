@@ -116,3 +116,22 @@ def test_layers_too_wide_for_an_exact_solve_are_left_as_pruned():
     wide = nn.Sequential(nn.Linear(reconstruct.MAX_INPUTS, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     x = torch.randn(20, reconstruct.MAX_INPUTS)
     assert list(input_covariances(wide, ["0", "2"], x)) == ["2"]  # 640 inputs + a bias > the limit
+
+
+def test_with_fewer_clips_than_inputs_the_kept_weights_stay_near_their_old_values():
+    # a wide layer seen on a few photos: H has rank 6 of 200. The damping must pull the kept weights
+    # toward their old values, not toward zero -- toward zero it shrank the face model's output layer away.
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(200, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(6, 200)
+    g = torch.Generator().manual_seed(1)
+    masks = {"0": (torch.rand(dense[0].weight.shape, generator=g) > 0.2).float()}
+    plain, solved = copy.deepcopy(dense), copy.deepcopy(dense)
+    apply_masks(plain, masks)
+    apply_masks(solved, masks)
+    reconstruct_(solved, masks, input_covariances(dense, ["0"], x))
+    kept = masks["0"].bool()
+    before, after = dense[0].weight[kept], solved[0].weight[kept]
+    assert (after - before).norm() < 0.3 * before.norm()
+    with torch.no_grad():
+        assert (solved[0](x) - dense[0](x)).pow(2).mean() < 0.1 * (plain[0](x) - dense[0](x)).pow(2).mean()
