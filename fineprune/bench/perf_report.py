@@ -221,7 +221,10 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   re-solves the weights pruning kept (`reconstruct`): one more pass over the 64-clip subsample
   that records each layer's input statistics from about 32 patches per input, then one batched
   linear solve per layer -- the FLOPs figure counts both; it is what took the voice card from 12 to
-  7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio.
+  7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio. And the
+  voice guard's split-half check runs the whole card on each half of the clips first, then each
+  half's model over all the clips: six more passes (10 instead of 4 for a demo voice of 50 clips),
+  which took the card from 7 to 4 such individuals.
 - **No pass after pruning** (`post_prune_statistics="propagate"`, the face card's setting). The
   BatchNorm statistics after pruning are not measured but carried from the energy pass through
   the pruned weights (`fineprune/engine/propagate.py`): for the BatchNorm reading a pruned layer,

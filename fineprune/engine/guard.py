@@ -13,7 +13,8 @@ recalibrated model, and decides:
    overlap by less than the threshold -- the adaptation is mostly fitting noise, and the person gets
    neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
    general statistics). On the voice dev set this caught the noisiest captures that the card made
-   worse (docs/results/voice_guard_signals.md); it costs about two more passes over the clips.
+   worse (docs/results/voice_guard_signals.md). It costs each half's run plus each half's model
+   over all the clips: for the voice card six more passes (10 instead of 4).
 1. **BatchNorm recalibration** -- recalibrate when the recalibrated model is *more certain* of
    the person's clips than the general model (mean prediction entropy falls by at least
    ``guard_min_entropy_drop`` nats) and still agrees with the general model on at least
