@@ -7,8 +7,9 @@ information score are in ``fineprune/engine/guard.py``. This script measures the
 there, on the voice dev set and the five demo individuals (``bench voice_dev``'s individuals):
 
 * **split-half stability** ("stability under resampling"): the card run twice, each time on a random
-  half of the person's clips; the share of all their clips on which the two models agree, and
-  1 - the total-variation distance between the two models' predicted class shares;
+  half of the person's clips, unpruned (``guard.half_predictions``, the guard's own check); the
+  share of all their clips on which the two models agree, and 1 - the total-variation distance
+  between the two models' predicted class shares;
 * **augmentation consistency**: how often the card's prediction survives a small change of the
   clip (time shift of +-3 frames, one mel bin up or down), minus the same for the general model;
 * for comparison, two signals of the guard's kind: the card's mean confidence, and the agreement
@@ -55,6 +56,7 @@ def measure(part: int, parts: int) -> list[dict]:
     from fineprune.domains.voice_training import FSDD_SPEAKERS
     from fineprune.engine.bundle import load_bundle
     from fineprune.engine.evaluation import predict_logits
+    from fineprune.engine.guard import class_share_overlap, half_predictions
     from fineprune.engine.pipeline import fine_prune, settings_for
     from fineprune.paths import SHARED_DATA
     from fineprune.registry import load_model
@@ -76,16 +78,14 @@ def measure(part: int, parts: int) -> list[dict]:
         correct = lambda m: int((pred(m, p.test_x) == p.test_y).sum())  # noqa: E731
         consistency = lambda m: float(np.mean([(pred(m, v) == pred(m, p.adapt_x)).float().mean() for v in _views(p.adapt_x)]))  # noqa: E731
         adapted = fine_prune(model, p.adapt_x, card).model
-        n = len(p.adapt_x)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-        halves = [pred(fine_prune(model, p.adapt_x[order[i::2]], card).model, p.adapt_x) for i in range(2)]
-        shares = [torch.bincount(h, minlength=10).float() / n for h in halves]
+        # the check exactly as the guard runs it (halves unpruned)
+        halves, _ = half_predictions(model, p.adapt_x, card, fine_prune, batch_size=card.batch_size)
         probs = predict_logits(adapted, p.adapt_x).softmax(1)
         rows.append({
             "name": p.name, "kind": p.kind, "group": p.group, "n": len(p.test_y),
             "general": correct(model), "card": correct(adapted), "fallback": correct(fine_prune(model, p.adapt_x, fallback).model),
             "split_agreement": float((halves[0] == halves[1]).float().mean()),
-            "share_stability": float(1 - 0.5 * (shares[0] - shares[1]).abs().sum()),
+            "share_stability": class_share_overlap(*halves),
             "consistency_gain": consistency(adapted) - consistency(model),
             "card_confidence": float(probs.max(1).values.mean()),
             "agreement": float((probs.argmax(1) == pred(model, p.adapt_x)).float().mean()),

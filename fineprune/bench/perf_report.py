@@ -222,8 +222,9 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   that records each layer's input statistics from about 32 patches per input, then one batched
   linear solve per layer -- the FLOPs figure counts both; it is what took the voice card from 12 to
   7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio. And the
-  voice guard's split-half check runs the whole card on each half of the clips first, then each
-  half's model over all the clips: six more passes (10 instead of 4 for a demo voice of 50 clips),
+  voice guard's split-half check runs the card, unpruned, on each half of the clips first, then
+  each half's model over all the clips: five more passes (9 instead of 4 for a demo voice of 50
+  clips; six more while the halves were pruned too, which changed no decision on the dev set),
   which took the card from 7 to 4 such individuals.
 - **No pass after pruning** (`post_prune_statistics="propagate"`, the face card's setting). The
   BatchNorm statistics after pruning are not measured but carried from the energy pass through

@@ -13,8 +13,8 @@ recalibrated model, and decides:
    overlap by less than the threshold -- the adaptation is mostly fitting noise, and the person gets
    neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
    general statistics). On the voice dev set this caught the noisiest captures that the card made
-   worse (docs/results/voice_guard_signals.md). It costs each half's run plus each half's model
-   over all the clips: for the voice card six more passes (10 instead of 4).
+   worse (docs/results/voice_guard_signals.md). The halves run unpruned. It costs each half's run
+   plus each half's model over all the clips: for the voice card about four more passes.
 1. **BatchNorm recalibration** -- recalibrate when the recalibrated model is *more certain* of
    the person's clips than the general model (mean prediction entropy falls by at least
    ``guard_min_entropy_drop`` nats) and still agrees with the general model on at least
@@ -124,20 +124,37 @@ def strong_unused_classes(logits: torch.Tensor, *, min_expected: float, max_hits
 MIN_SPLIT_CLIPS = 8  # fewer clips than this are not split in halves for the stability check
 
 
-def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None) -> tuple[float, float]:
-    """1 - the total-variation distance between the predicted class shares, over all of ``x``, of
-    the two models that ``personalize(model, half, settings)`` makes from two random halves of
-    ``x`` (seeded by ``settings.seed``); and the forward passes over ``x`` that cost."""
+def half_predictions(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int,
+                     cancel=None) -> tuple[list[torch.Tensor], float]:
+    """The classes that the two models ``personalize(model, half, ...)`` makes from two random halves
+    of ``x`` (seeded by ``settings.seed``) predict for every clip of ``x``; and the forward passes over
+    ``x`` that cost. The halves run the settings unpruned (``sparsity`` 0, so no re-solve and no
+    shift pass): which classes a half's model hears comes from the recalibration and the output
+    layer, and on the voice dev set the unpruned halves made the same decision for every
+    individual as pruned ones (docs/RESULTS.md), two passes cheaper."""
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
-    shares, passes = [], 0.0
+    half_settings = settings.replace(guard_min_share_stability=0.0, sparsity=0.0)
+    predictions, passes = [], 0.0
     for half in (order[0::2], order[1::2]):
-        result = personalize(model, x[half], settings.replace(guard_min_share_stability=0.0), cancel=cancel)
-        logits = _logits(result.model, x, batch_size)
-        shares.append(torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float() / n)
+        result = personalize(model, x[half], half_settings, cancel=cancel)
+        predictions.append(_logits(result.model, x, batch_size).argmax(1))
         passes += result.report.get("forward_passes", 1.0) * len(half) / n + 1.0
-    return float(1 - 0.5 * (shares[0] - shares[1]).abs().sum()), passes
+    return predictions, passes
 
+
+def class_share_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """1 - the total-variation distance between the class shares of two sets of predicted classes
+    (classes neither set predicts add nothing to the distance)."""
+    classes = int(torch.cat([a, b]).max()) + 1
+    shares = [torch.bincount(p, minlength=classes).float() / max(1, len(p)) for p in (a, b)]
+    return float(1 - 0.5 * (shares[0] - shares[1]).abs().sum())
+
+
+def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None) -> tuple[float, float]:
+    """``class_share_overlap`` of the two ``half_predictions``, and the forward passes it cost."""
+    (a, b), passes = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
+    return class_share_overlap(a, b), passes
 
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
            cancel=None, personalize=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:

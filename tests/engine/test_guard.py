@@ -160,8 +160,18 @@ def test_share_stability_compares_the_halves_predicted_class_shares():
     agree, calls = _personalize_by_half([1, 1])
     assert share_stability(_bn_model(), x, settings, agree, batch_size=8) == (1.0, 2 * (2.0 * 10 / 20 + 1.0))
     assert all(s.guard_min_share_stability == 0.0 for s in calls)  # the halves do not check again
+    assert all(s.sparsity == 0.0 for s in calls)  # ... and run unpruned
     disagree, _ = _personalize_by_half([0, 1])
     assert share_stability(_bn_model(), x, settings, disagree, batch_size=8)[0] == 0.0
+
+
+def test_class_share_overlap_is_one_minus_the_total_variation_distance():
+    from fineprune.engine.guard import class_share_overlap
+
+    assert class_share_overlap(torch.tensor([0, 1, 2, 3]), torch.tensor([3, 2, 1, 0])) == 1.0
+    assert class_share_overlap(torch.tensor([0, 0]), torch.tensor([5, 5])) == 0.0
+    # shares (1/2, 1/2, 0) against (1/4, 1/4, 1/2): distance 1/2
+    assert class_share_overlap(torch.tensor([0, 1]), torch.tensor([0, 1, 2, 2])) == pytest.approx(0.5)
 
 
 def test_halves_that_disagree_keep_the_general_statistics_and_output_layer():
