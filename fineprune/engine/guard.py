@@ -14,7 +14,7 @@ recalibrated model, and decides:
    neither BatchNorm recalibration nor the prototype output layer (pruning still runs, with the
    general statistics). On the voice dev set this caught the noisiest captures that the card made
    worse (docs/results/voice_guard_signals.md). The halves run unpruned. It costs each half's run
-   plus each half's model over all the clips: for the voice card about four more passes.
+   plus each half's model over all the clips: for the voice card five more passes (9 instead of 4).
 1. **BatchNorm recalibration** -- recalibrate when the recalibrated model is *more certain* of
    the person's clips than the general model (mean prediction entropy falls by at least
    ``guard_min_entropy_drop`` nats) and still agrees with the general model on at least
@@ -131,7 +131,7 @@ def half_predictions(model: nn.Module, x: torch.Tensor, settings, personalize, *
     ``x`` that cost. The halves run the settings unpruned (``sparsity`` 0, so no re-solve and no
     shift pass): which classes a half's model hears comes from the recalibration and the output
     layer, and on the voice dev set the unpruned halves made the same decision for every
-    individual as pruned ones (docs/RESULTS.md), two passes cheaper."""
+    individual as pruned ones (docs/RESULTS.md), about one pass cheaper."""
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
     half_settings = settings.replace(guard_min_share_stability=0.0, sparsity=0.0)
@@ -155,6 +155,7 @@ def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *,
     """``class_share_overlap`` of the two ``half_predictions``, and the forward passes it cost."""
     (a, b), passes = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
     return class_share_overlap(a, b), passes
+
 
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
            cancel=None, personalize=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
