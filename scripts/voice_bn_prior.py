@@ -39,21 +39,14 @@ def mixed(general, adapted, a: float):
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import build_dev_set, demo_people
-    from fineprune.domains.voice_training import FSDD_SPEAKERS
-    from fineprune.engine.bundle import load_bundle
+    from fineprune.bench.voice_dev import scored_people, scoring_models
     from fineprune.engine.calibration import recalibrate_batchnorm
     from fineprune.engine.evaluation import predict_logits
-    from fineprune.paths import SHARED_DATA
     from fineprune.registry import load_model
 
     torch.set_num_threads(1)
-    models = {"shipped": load_model("voice").model.eval()}
-    for s in FSDD_SPEAKERS:
-        path = REPO / "runs" / "fsdd" / f"loso_{s}.pt"
-        if path.exists():
-            models[f"loso:{s}"] = load_bundle(path).model.eval()
-    people = [p for p in build_dev_set(SHARED_DATA / "fsdd", log=lambda m: None) + demo_people() if p.model_key in models][part::parts]
+    models = scoring_models(load_model("voice").model)
+    people = scored_people(models)[part::parts]
     rows = []
     for p in people:
         model = models[p.model_key]

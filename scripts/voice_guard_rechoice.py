@@ -34,31 +34,25 @@ def grid() -> list[tuple[float, float]]:
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import build_dev_set, demo_people
-    from fineprune.domains.voice_training import FSDD_SPEAKERS
-    from fineprune.engine.bundle import load_bundle
+    from fineprune.bench.voice_dev import scored_people, scoring_models
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.paths import SHARED_DATA
     from fineprune.registry import load_model
 
     torch.set_num_threads(1)
     shipped = load_model("voice")
-    models = {"shipped": shipped.model.eval()}
-    for s in FSDD_SPEAKERS:
-        path = REPO / "runs" / "fsdd" / f"loso_{s}.pt"
-        if path.exists():
-            models[f"loso:{s}"] = load_bundle(path).model.eval()
-    people = [p for p in build_dev_set(SHARED_DATA / "fsdd", log=lambda m: None) + demo_people() if p.model_key in models][part::parts]
+    models = scoring_models(shipped.model)
+    people = scored_people(models)[part::parts]
     card = settings_for(shipped.card)
     rows = []
     for p in people:
         model = models[p.model_key]
         correct = lambda m: int((predict_logits(m, p.test_x).argmax(1) == p.test_y).sum())  # noqa: E731
-        row = {"name": p.name, "kind": p.kind, "group": p.group, "n": len(p.test_y), "general": correct(model),
-               "card": correct(fine_prune(model, p.adapt_x, card).model)}
+        row = {"name": p.name, "kind": p.kind, "group": p.group, "n": len(p.test_y), "general": correct(model)}
         for e, i in grid():
             row[(e, i)] = correct(fine_prune(model, p.adapt_x, card.replace(guard_min_entropy_drop=e, guard_min_information_gain=i)).model)
+        shipped_rule = (card.guard_min_entropy_drop, card.guard_min_information_gain)
+        row["card"] = row[shipped_rule] if shipped_rule in row else correct(fine_prune(model, p.adapt_x, card).model)
         rows.append(row)
     return rows
 

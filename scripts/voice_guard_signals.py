@@ -52,23 +52,16 @@ def _views(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import build_dev_set, demo_people
-    from fineprune.domains.voice_training import FSDD_SPEAKERS
-    from fineprune.engine.bundle import load_bundle
+    from fineprune.bench.voice_dev import scored_people, scoring_models
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.guard import class_share_overlap, half_predictions
     from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.paths import SHARED_DATA
     from fineprune.registry import load_model
 
     torch.set_num_threads(1)
     shipped = load_model("voice")
-    models = {"shipped": shipped.model.eval()}
-    for s in FSDD_SPEAKERS:
-        path = REPO / "runs" / "fsdd" / f"loso_{s}.pt"
-        if path.exists():
-            models[f"loso:{s}"] = load_bundle(path).model.eval()
-    people = [p for p in build_dev_set(SHARED_DATA / "fsdd", log=lambda m: None) + demo_people() if p.model_key in models][part::parts]
+    models = scoring_models(shipped.model)
+    people = scored_people(models)[part::parts]
     card = settings_for(shipped.card).replace(guard_min_share_stability=0.0)  # the signals are measured without the check
     fallback = card.replace(guard=False, recalibrate_bn="none", prototype_head=0, bn_shift=1.0)
     rows = []

@@ -53,21 +53,9 @@ def register_relative_criteria(general_sq: dict[str, torch.Tensor]) -> None:
         register_criterion(f"energy_relative_{beta:g}", lean=True)(score(beta))
 
 
-def _models(shipped):
-    from fineprune.domains.voice_training import FSDD_SPEAKERS
-    from fineprune.engine.bundle import load_bundle
-
-    models = {"shipped": shipped.model.eval()}
-    for s in FSDD_SPEAKERS:
-        path = REPO / "runs" / "fsdd" / f"loso_{s}.pt"
-        if path.exists():
-            models[f"loso:{s}"] = load_bundle(path).model.eval()
-    return models
-
-
 def measure(part: int, parts: int) -> list[dict]:
     """Test clips correct per individual and method, for every ``parts``-th individual."""
-    from fineprune.bench.voice_dev import build_dev_set, demo_people
+    from fineprune.bench.voice_dev import scored_people, scoring_models
     from fineprune.bench.voice_dev_rules import general_data
     from fineprune.domains.voice_training import feature_settings, load_fsdd
     from fineprune.engine.energy import record_energy
@@ -79,8 +67,8 @@ def measure(part: int, parts: int) -> list[dict]:
     torch.set_num_threads(1)
     data = SHARED_DATA / "fsdd"
     shipped = load_model("voice")
-    models = _models(shipped)
-    people = [p for p in build_dev_set(data, log=lambda m: None) + demo_people() if p.model_key in models][part::parts]
+    models = scoring_models(shipped.model)
+    people = scored_people(models, data)[part::parts]
     card = settings_for(shipped.card)
     fsdd = load_fsdd(data, feature_settings())
     methods = {"card (energy_rms)": card, "magnitude": card.replace(criterion="magnitude")}

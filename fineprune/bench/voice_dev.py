@@ -119,6 +119,26 @@ def demo_people() -> list[DevIndividual]:
     return people
 
 
+def scoring_models(shipped, models_dir: Path = REPO / "runs" / "fsdd") -> dict:
+    """The general models the dev set is scored with, keyed like ``DevIndividual.model_key``: the
+    ``shipped`` one, and each FSDD speaker's leave-one-speaker-out model found in ``models_dir``."""
+    from fineprune.domains.voice_training import FSDD_SPEAKERS
+    from fineprune.engine.bundle import load_bundle
+
+    models = {"shipped": shipped.eval()}
+    for s in FSDD_SPEAKERS:
+        path = Path(models_dir) / f"loso_{s}.pt"
+        if path.exists():
+            models[f"loso:{s}"] = load_bundle(path).model.eval()
+    return models
+
+
+def scored_people(models: dict, data: Path = SHARED_DATA / "fsdd") -> list[DevIndividual]:
+    """The dev set and the demo individuals whose general model is in ``models`` (the scripts that
+    study the voice card measure these)."""
+    return [p for p in build_dev_set(data, log=lambda m: None) + demo_people() if p.model_key in models]
+
+
 def loso_people(fsdd, speakers) -> list[DevIndividual]:
     from fineprune.bench.fsdd import Speaker, individual
 
