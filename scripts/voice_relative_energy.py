@@ -18,7 +18,7 @@ speaker's leave-one-speaker-out model from ``runs/fsdd/`` for FSDD individuals).
 
 It also prints why the ranking hardly moves: per layer, the median over input channels of how far
 the person's RMS lies from the population's, after the guard's kind of recalibration and without.
-Dev individuals only (never FSDD test takes); about 8 minutes on two cores with the dev set cached.
+Dev individuals only (never FSDD test takes); about 4.5 minutes on two cores with the dev set cached.
 """
 from __future__ import annotations
 
