@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,7 +43,6 @@ def measure(part: int, parts: int) -> list[dict]:
     from fineprune.engine.evaluation import predict_logits
     from fineprune.registry import load_model
 
-    torch.set_num_threads(1)
     models = scoring_models(load_model("voice").model)
     people = scored_people(models)[part::parts]
     rows = []
@@ -77,11 +75,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_bn_prior.md")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
+    from fineprune.bench.fanout import run_in_parts
 
-    parts = max(1, args.jobs)
-    chunks = Parallel(n_jobs=parts, backend="loky")(delayed(measure)(i, parts) for i in range(parts))
-    text = report([r for chunk in chunks for r in chunk])
+    rows = run_in_parts(measure, args.jobs)
+    text = report(rows)
     args.out.write_text(text)
     print(text)
     return 0

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,16 +33,11 @@ def grid() -> list[tuple[float, float]]:
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import scored_people, scoring_models
+    from fineprune.bench.voice_dev import card_study
     from fineprune.engine.evaluation import predict_logits
-    from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.registry import load_model
+    from fineprune.engine.pipeline import fine_prune
 
-    torch.set_num_threads(1)
-    shipped = load_model("voice")
-    models = scoring_models(shipped.model)
-    people = scored_people(models)[part::parts]
-    card = settings_for(shipped.card)
+    models, people, card = card_study(part, parts)
     rows = []
     for p in people:
         model = models[p.model_key]
@@ -108,15 +102,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_guard_rechoice.md")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
-
+    from fineprune.bench.fanout import run_in_parts
     from fineprune.engine.pipeline import settings_for
     from fineprune.registry import load_model
 
     card = settings_for(load_model("voice").card)
-    parts = max(1, args.jobs)
-    chunks = Parallel(n_jobs=parts, backend="loky")(delayed(measure)(i, parts) for i in range(parts))
-    text = report([r for chunk in chunks for r in chunk], (card.guard_min_entropy_drop, card.guard_min_information_gain))
+    rows = run_in_parts(measure, args.jobs)
+    text = report(rows, (card.guard_min_entropy_drop, card.guard_min_information_gain))
     args.out.write_text(text)
     print(text)
     return 0

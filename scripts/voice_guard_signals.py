@@ -52,17 +52,13 @@ def _views(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import scored_people, scoring_models
+    from fineprune.bench.voice_dev import card_study
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.guard import class_share_overlap, half_predictions
-    from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.registry import load_model
+    from fineprune.engine.pipeline import fine_prune
 
-    torch.set_num_threads(1)
-    shipped = load_model("voice")
-    models = scoring_models(shipped.model)
-    people = scored_people(models)[part::parts]
-    card = settings_for(shipped.card).replace(guard_min_share_stability=0.0)  # the signals are measured without the check
+    models, people, card = card_study(part, parts)
+    card = card.replace(guard_min_share_stability=0.0)  # the signals are measured without the check
     fallback = card.replace(guard=False, recalibrate_bn="none", prototype_head=0, bn_shift=1.0)
     rows = []
     for p in people:
@@ -173,11 +169,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_guard_signals.md")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
+    from fineprune.bench.fanout import run_in_parts
 
-    parts = max(1, args.jobs)
-    chunks = Parallel(n_jobs=parts, backend="loky")(delayed(measure)(i, parts) for i in range(parts))
-    text = table([r for chunk in chunks for r in chunk])
+    rows = run_in_parts(measure, args.jobs)
+    text = table(rows)
     args.out.write_text(text)
     print(text)
     return 0

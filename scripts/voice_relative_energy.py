@@ -55,22 +55,16 @@ def register_relative_criteria(general_sq: dict[str, torch.Tensor]) -> None:
 
 def measure(part: int, parts: int) -> list[dict]:
     """Test clips correct per individual and method, for every ``parts``-th individual."""
-    from fineprune.bench.voice_dev import scored_people, scoring_models
+    from fineprune.bench.voice_dev import card_study
     from fineprune.bench.voice_dev_rules import general_data
     from fineprune.domains.voice_training import feature_settings, load_fsdd
     from fineprune.engine.energy import record_energy
     from fineprune.engine.evaluation import predict_logits
-    from fineprune.engine.pipeline import fine_prune, settings_for
+    from fineprune.engine.pipeline import fine_prune
     from fineprune.paths import SHARED_DATA
-    from fineprune.registry import load_model
 
-    torch.set_num_threads(1)
-    data = SHARED_DATA / "fsdd"
-    shipped = load_model("voice")
-    models = scoring_models(shipped.model)
-    people = scored_people(models, data)[part::parts]
-    card = settings_for(shipped.card)
-    fsdd = load_fsdd(data, feature_settings())
+    models, people, card = card_study(part, parts)
+    fsdd = load_fsdd(SHARED_DATA / "fsdd", feature_settings())
     methods = {"card (energy_rms)": card, "magnitude": card.replace(criterion="magnitude")}
     methods |= {f"relative, beta {b:g}": card.replace(criterion=f"energy_relative_{b:g}") for b in BETAS}
     general_sq, current, rows = {}, {}, []
@@ -166,11 +160,10 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_relative_energy.md")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
+    from fineprune.bench.fanout import run_in_parts
 
-    parts = max(1, args.jobs)
-    chunks = Parallel(n_jobs=parts, backend="loky")(delayed(measure)(i, parts) for i in range(parts))
-    rows = [r for chunk in chunks for r in chunk]
+    rows = run_in_parts(measure, args.jobs)
+    rows = rows
     text = table(rows)
     args.out.write_text(text)
     print(text)

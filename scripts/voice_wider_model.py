@@ -41,30 +41,23 @@ def train(speaker: str | None) -> str:
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import build_dev_set, demo_people
+    from fineprune.bench.voice_dev import card_study
     from fineprune.bench.voice_dev_rules import general_data
     from fineprune.engine.baselines import bn_adapt
     from fineprune.domains.voice_training import FSDD_SPEAKERS, feature_settings, load_fsdd
     from fineprune.engine.bundle import load_bundle
     from fineprune.engine.evaluation import predict_logits
-    from fineprune.engine.pipeline import fine_prune, settings_for
+    from fineprune.engine.pipeline import fine_prune
     from fineprune.paths import SHARED_DATA
-    from fineprune.registry import load_model
 
-    torch.set_num_threads(1)
-    data = SHARED_DATA / "fsdd"
-    shipped = load_model("voice")
-    card = settings_for(shipped.card)
-    fsdd = load_fsdd(data, feature_settings())
-    narrow = {"shipped": shipped.model.eval()}
-    narrow |= {f"loso:{s}": load_bundle(REPO / "runs" / "fsdd" / f"loso_{s}.pt").model.eval() for s in FSDD_SPEAKERS}
+    narrow, people, card = card_study(part, parts)
+    fsdd = load_fsdd(SHARED_DATA / "fsdd", feature_settings())
     wide = {"shipped": load_bundle(FOLDER / "shipped.pt").model.eval()}
     wide |= {f"loso:{s}": load_bundle(FOLDER / f"loso_{s}.pt").model.eval() for s in FSDD_SPEAKERS}
     methods = {
         "card (person's energies)": (card, False), "magnitude": (card.replace(criterion="magnitude"), False),
         "general-data energies": (card, True), "card unpruned": (card.replace(sparsity=0.0), False),
     }
-    people = (build_dev_set(data, log=lambda m: None) + demo_people())[part::parts]
     general = {}
     rows = []
     for p in people:
@@ -115,15 +108,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_wider_model.md")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
-
+    from fineprune.bench.fanout import run_in_parts, run_parallel
     from fineprune.domains.voice_training import FSDD_SPEAKERS
 
     FOLDER.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, args.jobs)
-    Parallel(n_jobs=jobs, backend="loky")(delayed(train)(s) for s in (None, *FSDD_SPEAKERS))
-    chunks = Parallel(n_jobs=jobs, backend="loky")(delayed(measure)(i, jobs) for i in range(jobs))
-    text = table([r for chunk in chunks for r in chunk])
+    run_parallel(train, (None, *FSDD_SPEAKERS), args.jobs)
+    text = table(run_in_parts(measure, args.jobs))
     args.out.write_text(text)
     print(text)
     return 0

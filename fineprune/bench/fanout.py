@@ -8,6 +8,8 @@ uses, never a home-made process pool.
   processes, each with ``torch.set_num_threads(1)`` so two workers on two cores do not
   oversubscribe them. ``iter_parallel`` yields the same results as they become available (in
   item order), so a bench can log and write its CSVs while later items still run.
+  ``run_in_parts(measure, jobs)`` is the study scripts' form: ``measure(part, parts)`` over
+  ``jobs`` slices of the individuals.
 * A task's engine calls are seeded by the task itself (pruning's ``PruneSettings.seed``,
   backprop's ``seed``), never by what ran before it in the same process, so a result does not
   depend on the worker or the order: ``--jobs 2`` reproduces ``--jobs 1``'s tables.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import traceback
 from collections import OrderedDict
@@ -117,6 +120,14 @@ def iter_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int = 1,
 def run_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int = 1, **kwargs) -> list:
     """``list(iter_parallel(fn, items, jobs))``: the results in item order."""
     return list(iter_parallel(fn, items, jobs, **kwargs))
+
+
+def run_in_parts(measure: Callable[[int, int], list], jobs: int = 1) -> list:
+    """A study script's fan-out: ``measure(part, parts)`` measures every ``parts``-th individual
+    from ``part`` and returns its rows; here ``parts = jobs`` slices run as tasks of
+    ``run_parallel`` and their rows are joined in part order."""
+    parts = max(1, int(jobs))
+    return [row for chunk in run_parallel(functools.partial(measure, parts=parts), range(parts), parts) for row in chunk]
 
 
 def ship(obj: Any) -> Any:

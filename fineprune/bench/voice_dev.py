@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,11 +37,15 @@ from fineprune.paths import CACHE, REPO, SHARED_DATA
 from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, cache_path
 from fineprune.bench.voice_dev_rules import _acc, general_data, guard_grid, nested_rules, old_card, replay_guard, variant_outputs
 
+if TYPE_CHECKING:
+    from fineprune.engine.pipeline import PruneSettings
+
 
 # --------------------------------------------------------------------------- the benchmark
 OUTPUTS_VERSION = 1
 # The card also rebuilds the output layer from the person's features after pruning (T3A's
-# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size, not tuned). It is not part
+# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size: 10, 5 and 3 are no better,
+# scripts/voice_output_layer.py). It is not part
 # of the replayed grid: the real pipeline rows (``card_pipeline``) measure it.
 PROTOTYPE_HEAD = 20
 # ... and re-solves the weights pruning kept from the person's clips (``PruneSettings.reconstruct``,
@@ -137,6 +142,18 @@ def scored_people(models: dict, data: Path = SHARED_DATA / "fsdd") -> list[DevIn
     """The dev set and the demo individuals whose general model is in ``models`` (the scripts that
     study the voice card measure these)."""
     return [p for p in build_dev_set(data, log=lambda m: None) + demo_people() if p.model_key in models]
+
+
+def card_study(part: int = 0, parts: int = 1) -> tuple[dict, list[DevIndividual], PruneSettings]:
+    """What a script that studies the shipped voice card measures, in one worker: the scoring
+    models, every ``parts``-th scored individual from ``part`` and the card's settings (to run
+    with ``fanout.run_in_parts``)."""
+    from fineprune.engine.pipeline import settings_for
+    from fineprune.registry import load_model
+
+    shipped = load_model("voice")
+    models = scoring_models(shipped.model)
+    return models, scored_people(models)[part::parts], settings_for(shipped.card)
 
 
 def loso_people(fsdd, speakers) -> list[DevIndividual]:

@@ -56,6 +56,18 @@ def test_two_workers_give_the_in_process_results_in_order():
     assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
+def slice_of_ten(part, parts):
+    return [(part, i) for i in range(10)[part::parts]]
+
+
+@pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_run_in_parts_joins_every_slice_once_in_part_order(jobs):
+    rows = fanout.run_in_parts(slice_of_ten, jobs)
+    assert sorted(i for _, i in rows) == list(range(10))
+    assert [part for part, _ in rows] == sorted(part for part, _ in rows)
+    assert {part for part, _ in rows} == set(range(jobs))
+
+
 @pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_errors_name_the_task(jobs):
     with pytest.raises(fanout.BenchTaskError, match=r"bench task 'person3' failed: ValueError: boom"):
