@@ -60,7 +60,11 @@ RECONSTRUCT = True
 SHARE_STABILITY = 0.52  # "t on all" of the class-share stability row, rounded
 METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "prune_bn", "prune_bn_row", "gradual_bn",
                "guard_only", "card", "card_magnitude", "card_general_energy")
-PIPELINE_ROWS = ("card_pipeline", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude")
+# ... and keeps the general output layer when it refuses recalibration (``guard_head_needs_recalibration``;
+# adopted after the grid on the real pipeline rows: ``card_pipeline`` against ``card_pipeline_head_always``).
+HEAD_NEEDS_RECALIBRATION = True
+PIPELINE_ROWS = ("card_pipeline", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
+                 "card_pipeline_head_always")
 
 
 def rule_settings(rule: dict, base=None):
@@ -72,7 +76,8 @@ def rule_settings(rule: dict, base=None):
                         guard_min_information_gain=float(rule.get("min_information_gain", 0.0)),
                         guard_bn_shift=1.0, guard_drop_min_expected=float(rule["drop_min_expected"]), guard_drop_max_hits=int(rule["drop_max_hits"]),
                         guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
-                        reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY)
+                        reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY,
+                        guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -81,7 +86,8 @@ def card_defaults(rule: dict) -> dict:
             "guard_min_information_gain": rule.get("min_information_gain", 0.0), "guard_bn_shift": 1.0,
             "guard_drop_min_expected": float(rule["drop_min_expected"]), "guard_drop_max_hits": int(rule["drop_max_hits"]),
             "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
-            "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY}
+            "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY,
+            "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION}
 
 
 def write_card(rule: dict, model_path: Path | None = None) -> dict:
@@ -103,7 +109,9 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         f"{rule.get('min_information_gain', 0.0):g}; otherwise the general statistics are kept and only the shift pruning caused is "
         f"corrected. energy_rms, 50%; the kept weights re-solved so each pruned layer's outputs on the person's clips stay "
         f"close to the unpruned layer's (least squares, no labels, no backprop); then the output layer is rebuilt from the "
-        f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class). Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
+        f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class)"
+        + (", unless recalibration was refused: then the general output layer is kept too. " if HEAD_NEEDS_RECALIBRATION else ". ")
+        + "Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
         "the shipped demo individuals included; never on test clips). See docs/RESULTS.md, 'The guard'.")
     save_bundle(model_path, bundle.model, bundle.config, card)
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
@@ -197,10 +205,12 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
     lines += ["", "Per individual, the guarded card against each alternative (wins / ties / losses in test clips; "
               "`card_pipeline_unchecked`: without the split-half stability check; "
               "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
-              "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies):", ""]
+              "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies; `card_pipeline_head_always`: the "
+              "prototype layer also for people whose recalibration the guard refused):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
-    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude", "t3a")]
+    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
+                                                "card_pipeline_head_always", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -309,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("card_pipeline", settings), ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
                           ("card_pipeline_plain", settings.replace(reconstruct=False)),
-                          ("card_pipeline_magnitude", settings.replace(criterion="magnitude"))):
+                          ("card_pipeline_magnitude", settings.replace(criterion="magnitude")),
+                          ("card_pipeline_head_always", settings.replace(guard_head_needs_recalibration=False))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":

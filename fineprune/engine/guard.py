@@ -287,9 +287,14 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     steps["pruning"] = {"applied": sparsity > 0, "sparsity": sparsity,
                         "why": f"{sparsity:.0%} of the prunable connections, ranked by {settings.criterion}"
                                + ("" if apply_bn else "; BatchNorm then corrected only for the shift pruning caused")}
-    prototype_head = settings.prototype_head if trusted else 0
+    refused = settings.guard_head_needs_recalibration and wanted and not apply_bn  # recalibration judged and refused
+    prototype_head = settings.prototype_head if trusted and not refused else 0
     if settings.prototype_head > 0 and not trusted:
         steps["output_layer"] = {"applied": False, "why": "the general output layer is kept: your two halves of clips disagreed"}
+    elif settings.prototype_head > 0 and refused:
+        steps["output_layer"] = {"applied": False, "why": ("the general output layer is kept: recalibrating on your clips was refused "
+                                                           "(see BatchNorm recalibration), and prototypes built from the same clips "
+                                                           "would rest on the same doubtful evidence")}
     elif settings.prototype_head > 0:
         steps["output_layer"] = {"applied": True, "why": ("after pruning, each class's output weights are rebuilt from the features "
                                                           "of your own clips the model assigns to it (T3A prototypes, no labels)")}

@@ -100,6 +100,10 @@ class PruneSettings:
     # ... and first, the pipeline run on two halves of the clips: when the two models' predicted class
     # shares overlap by less than this (0: off), no recalibration and no prototype layer (guard.py)
     guard_min_share_stability: float = 0.0
+    # ... and when the guard refuses BatchNorm recalibration, keep the general output layer too (no
+    # prototype layer): the prototypes would be built from the same clips the recalibration check
+    # found doubtful (guard.py; docs/RESULTS.md, "The prototype layer follows the recalibration")
+    guard_head_needs_recalibration: bool = False
     # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
     # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
     # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).

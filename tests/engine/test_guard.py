@@ -192,6 +192,24 @@ def test_halves_that_disagree_keep_the_general_statistics_and_output_layer():
     assert "too few" in few.steps["stability"]["why"] and few.prototype_head == 5
 
 
+def test_a_refused_recalibration_keeps_the_general_output_layer_when_the_card_asks():
+    model, x = _bn_model(), _person()
+    refuse = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=5.0, prototype_head=5)
+    decision, _, _ = decide(model, x, refuse)  # the default: the prototype layer regardless of recalibration
+    assert decision.recalibrate_bn == "none" and decision.prototype_head == 5 and decision.steps["output_layer"]["applied"]
+    coupled = refuse.replace(guard_head_needs_recalibration=True)
+    decision, _, _ = decide(model, x, coupled)
+    assert decision.recalibrate_bn == "none" and decision.prototype_head == 0
+    assert not decision.steps["output_layer"]["applied"] and "refused" in decision.steps["output_layer"]["why"]
+    decision, _, _ = decide(model, x, coupled.replace(guard_min_entropy_drop=-5.0))  # recalibration allowed: layer rebuilt
+    assert decision.recalibrate_bn == "both" and decision.prototype_head == 5
+    off = coupled.replace(recalibrate_bn="none", bn_shift=1.0)  # recalibration not wanted at all: nothing was refused
+    decision, _, _ = decide(model, x, off)
+    assert decision.prototype_head == 5
+    general_head = fine_prune(model, x, coupled).model[1].weight
+    torch.testing.assert_close(general_head, model[1].weight)  # the output layer is the general one
+
+
 def test_the_pipeline_runs_the_stability_check_and_says_so():
     model, x = _bn_model(), _person()
     settings = PruneSettings(sparsity=0.0, spare_first=False, guard=True, guard_min_entropy_drop=-5.0)
