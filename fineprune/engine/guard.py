@@ -34,7 +34,10 @@ recalibrated model, and decides:
 3. **Pruning level** -- the card's sparsity (``sparsity``), reported with how the statistics
    are kept right after pruning (recalibrated again, or shifted by what pruning changed).
 4. **Output layer** -- reported when the settings rebuild it from the person's own features
-   after pruning (``prototype_head``, T3A's prototypes).
+   after pruning (``prototype_head``, T3A's prototypes). With ``guard_head_needs_recalibration``
+   it is rebuilt only when step 1 recalibrates: prototypes built from clips the recalibration
+   check found doubtful cost the laptop-microphone captures of the voice dev set their clips
+   (docs/results/voice_output_layer.md).
 
 ``decide`` returns a ``GuardDecision``: the settings this person gets, one entry per step
 (``applied``, the numbers behind it, a plain-language ``why``), and the raw signals.
