@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- the benchmark
 OUTPUTS_VERSION = 1
 # The card also rebuilds the output layer from the person's features after pruning (T3A's
-# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size: 10, 5 and 3 are no better,
-# scripts/voice_output_layer.py). It is not part of the replayed grid: the real pipeline rows
-# (``card_pipeline``) measure it.
+# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size; 10, 5 and 3 measured by
+# scripts/voice_output_layer.py: 5 reads higher but would need the split-half threshold re-chosen).
+# It is not part of the replayed grid: the real pipeline rows (``card_pipeline``) measure it.
 PROTOTYPE_HEAD = 20
 # ... and re-solves the weights pruning kept from the person's clips (``PruneSettings.reconstruct``,
 # fineprune/engine/reconstruct.py). Also adopted after the grid, on the dev individuals: the real

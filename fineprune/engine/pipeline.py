@@ -102,7 +102,7 @@ class PruneSettings:
     guard_min_share_stability: float = 0.0
     # ... and when the guard refuses BatchNorm recalibration, keep the general output layer too (no
     # prototype layer): the prototypes would be built from the same clips the recalibration check
-    # found doubtful (guard.py; docs/RESULTS.md, "The prototype layer follows the recalibration")
+    # found doubtful (guard.py; docs/RESULTS.md, "The prototype output layer")
     guard_head_needs_recalibration: bool = False
     # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
     # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
