@@ -18,6 +18,11 @@ with sox, features cached under ``fineprune.paths.CACHE``):
   condition; 6 takes per digit adapt, 4 test (60/40, as a Studio user would). Scored with the
   shipped model (which was trained on other espeak-ng voices). Two of them also as 4-digit people.
 
+- **Voices of other speech engines** (``ENGINE_VOICES``, kind ``engine``; report-only, like the
+  450-clip LOSO rows): flite and festival voices, each clean and through one capture condition,
+  each take with its own tempo and pitch; 60/40 clips. Nothing here was trained or chosen on
+  their engines, so they say how the card carries to voices unlike anything it was built around.
+
 Individuals are grouped by source (``group``: the FSDD speaker or the espeak-ng voice); choices
 made on this set are nested over groups, so no group picks its own settings.
 """
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 
 from fineprune.paths import CACHE, REPO, SHARED_DATA
-from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, cache_path
+from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, build_engine_set, cache_path
 from fineprune.bench.voice_dev_rules import _acc, general_data, guard_grid, nested_rules, old_card, replay_guard, variant_outputs
 
 if TYPE_CHECKING:
@@ -179,7 +184,7 @@ def loso_people(fsdd, speakers) -> list[DevIndividual]:
 def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
     from fineprune.bench.tables import markdown_table
 
-    kinds = [k for k in ("capture", "subset", "synthetic", "demo", "loso450") if any(r["kind"] == k for r in rows)]
+    kinds = [k for k in ("capture", "subset", "synthetic", "demo", "loso450", "engine") if any(r["kind"] == k for r in rows)]
     by = {}
     for r in rows:
         by.setdefault((r["individual"]), {})[r["method"]] = r
@@ -188,8 +193,8 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
              "Mean test accuracy (%) per kind of individual; `lose>1` = individuals losing more than one test clip "
              "to the general model. `card` = the guarded pipeline with the rule chosen nested (per group, on the "
              "other groups; `card_pipeline`: the shipped pipeline run for real with the rule chosen on all of them; "
-             "the shipped demo individuals included in the dev set; the 450-clip LOSO rows never choose).", ""]
-    header = ["method"] + [f"{k} (n={sum(1 for p in people if next(iter(by[p].values()))['kind'] == k)})" for k in kinds] + ["all dev", "lose>1 (dev / LOSO / demo)"]
+             "the shipped demo individuals included in the dev set; the 450-clip LOSO rows and the other engines' voices never choose).", ""]
+    header = ["method"] + [f"{k} (n={sum(1 for p in people if next(iter(by[p].values()))['kind'] == k)})" for k in kinds] + ["all dev", "lose>1 (dev / LOSO / demo / engines)"]
     body = []
     for m in METHOD_ROWS + PIPELINE_ROWS:
         cells = [m]
@@ -200,7 +205,8 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
         cells.append(f"{100 * np.mean([r['accuracy'] for r in dev]):.1f}")
         lose = lambda rs: sum(r["lost_clips"] > 1 for r in rs)  # noqa: E731
         cells.append(f"{lose(dev)} / {lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'loso450'])} / "
-                     f"{lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'demo'])}")
+                     f"{lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'demo'])} / "
+                     f"{lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'engine'])}")
         body.append(cells)
     lines += markdown_table(header, body)
     lines += ["", "Per individual, the guarded card against each alternative (wins / ties / losses in test clips; "
@@ -245,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-only", action="store_true",
                         help="only measure (and cache) individuals whose general model exists; train nothing, write nothing")
     parser.add_argument("--write-card", action="store_true", help="store the chosen rule in the shipped voice card (assets/voice.pt + .json)")
+    parser.add_argument("--no-engines", action="store_true", help="leave out the report-only voices of other speech engines (flite, festival)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "recordings").is_dir():
         print(f"error: FSDD not found at {data} (pass --data)", file=sys.stderr)
         return 2
-    people = build_dev_set(data, log=log)
+    people = build_dev_set(data, log=log) + ([] if args.no_engines else build_engine_set(log=log))
     if args.build_only:
         log(f"{len(people)} dev individuals cached at {cache_path(data)}")
         return 0
@@ -334,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "voice_dev_methods.csv", rows)
-    meta = {"command": "python -m fineprune bench voice_dev", "minutes": (time.perf_counter() - start) / 60, "rule": chosen["<all>"],
+    meta = {"command": "python -m fineprune bench voice_dev" + (" --no-engines" if args.no_engines else ""), "minutes": (time.perf_counter() - start) / 60, "rule": chosen["<all>"],
             "nested_rules": chosen, "pipeline_replay_mismatches": mismatches}
     (out_dir / "voice_dev_run.json").write_text(json.dumps(meta, indent=1) + "\n")
     if args.write_card:

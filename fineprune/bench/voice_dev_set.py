@@ -50,13 +50,26 @@ DEV_VOICES: dict[str, str] = {
 ESPEAK_CONDITION = ["clean", "room", "noise20", "phone", "laptop_far", "noise10", "clean"]  # cycled over voices
 FSDD_SUBSETS = ((3, "room"), (5, "noise20"))  # digits used, capture condition
 ESPEAK_SUBSETS = (("us_m5", 4), ("scot_f4", 4))
+# Report-only voices from speech engines the project uses nowhere else (never choose anything;
+# Debian: flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts): key -> (engine, voice)
+ENGINE_VOICES: dict[str, tuple[str, str]] = {
+    "flite_kal": ("flite", "kal"),
+    "flite_awb": ("flite", "awb"),
+    "flite_rms": ("flite", "rms"),
+    "flite_slt": ("flite", "slt"),
+    "festival_kal": ("festival", "kal_diphone"),
+    "festival_ked": ("festival", "ked_diphone"),
+    "festival_slt": ("festival", "cmu_us_slt_arctic_hts"),
+}
+ENGINE_CONDITIONS = ("room", "noise20", "phone", "laptop_far", "noise10", "pitch_down", "pitch_up")  # one per voice, besides clean
+ENGINE_TOOLS = ("sox", "flite", "text2wave")
 
 
 @dataclass
 class DevIndividual(Individual):
     group: str = ""  # source: "fsdd:<speaker>" or "espeak:<voice>"
     model_key: str = ""  # "loso:<speaker>" or "shipped"
-    kind: str = ""  # "capture", "subset", "synthetic"
+    kind: str = ""  # "capture", "subset", "synthetic"; "engine" (report-only)
     condition: str = ""
     digits: str = "0123456789"
 
@@ -104,6 +117,33 @@ def _espeak(word: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     return decode_wav_bytes(done.stdout)  # -> mono float32 at 8 kHz
 
 
+def _engine_say(engine: str, voice: str, word: str) -> np.ndarray:
+    """One word from flite or festival, as mono float32 at 8 kHz (their own sample rates differ)."""
+    import tempfile
+
+    from fineprune.domains.audio import decode_wav_bytes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "say.wav"
+        if engine == "flite":
+            subprocess.run(["flite", "-voice", voice, "-t", word, "-o", str(wav)], capture_output=True, check=True)
+        else:
+            subprocess.run(["text2wave", "-o", str(wav), "-eval", f"(voice_{voice})"], input=word.encode(), capture_output=True, check=True)
+        return decode_wav_bytes(wav.read_bytes())
+
+
+def _tempo_pitch(samples: np.ndarray, tempo: float, cents: int, rate: int = 8000) -> np.ndarray:
+    """A take's own speed and pitch (sox), for engines without a per-call pitch setting."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    done = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "wav", "-e", "float", "-b", "32", "-", "tempo", f"{tempo:.3f}", "pitch", str(cents)],
+                          input=buf.getvalue(), capture_output=True, check=True)
+    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    return out
+
+
 def _features(samples: np.ndarray, settings) -> torch.Tensor:
     from fineprune.domains.audio import clip_features
 
@@ -147,6 +187,48 @@ def _espeak_individual(key, voice, condition, v_index, digits, settings) -> DevI
     return DevIndividual(f"{key}/{condition}" + (f"/{''.join(map(str, digits))}" if sub else ""), torch.stack(ax), torch.stack(tx),
                          torch.tensor(ty), torch.tensor(ay), group=f"espeak:{key}", model_key="shipped",
                          kind="subset" if sub else "synthetic", condition=condition, digits="".join(map(str, digits)))
+
+
+def _engine_individual(key: str, condition: str, settings) -> DevIndividual:
+    from fineprune.domains.voice import DIGIT_WORDS
+
+    engine, voice = ENGINE_VOICES[key]
+    ax, ay, tx, ty = [], [], [], []
+    for d in range(10):
+        plain = _engine_say(engine, voice, DIGIT_WORDS[d])
+        for take in range(ESPEAK_TAKES):
+            r = np.random.default_rng(_seed("engine", key, d, take))
+            samples = _tempo_pitch(plain, float(r.uniform(0.85, 1.2)), int(r.integers(-200, 201)))
+            x = _features(apply_condition(samples, condition, _seed(key, condition, d, take)), settings)
+            (ax if take < ADAPT_PER_DIGIT else tx).append(x)
+            (ay if take < ADAPT_PER_DIGIT else ty).append(d)
+    return DevIndividual(f"{key}/{condition}", torch.stack(ax), torch.stack(tx), torch.tensor(ty), torch.tensor(ay),
+                         group=f"engine:{key}", model_key="shipped", kind="engine", condition=condition)
+
+
+def build_engine_set(log=print) -> list[DevIndividual]:
+    """The report-only voices of other speech engines (``ENGINE_VOICES``): each voice clean and
+    through one capture condition, 6 takes per digit to adapt and 4 to test, each take with its own
+    tempo and pitch. Cached like the dev set; never used to choose a setting."""
+    from fineprune.domains.voice_training import feature_settings
+
+    key = json.dumps({"v": VERSION, "c": CONDITIONS, "voices": ENGINE_VOICES, "ec": ENGINE_CONDITIONS, "a": ADAPT_PER_DIGIT}, sort_keys=True)
+    path = CACHE / f"voice_engines_{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+    if path.exists():
+        return [DevIndividual(**p) for p in torch.load(path, weights_only=True)]
+    missing = [tool for tool in ENGINE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} needed for the other-engine voices (Debian: apt-get install flite festival "
+                           "festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); --no-engines leaves them out")
+    settings = feature_settings()
+    people = []
+    for i, key in enumerate(ENGINE_VOICES):
+        for condition in dict.fromkeys(("clean", ENGINE_CONDITIONS[i % len(ENGINE_CONDITIONS)])):
+            people.append(_engine_individual(key, condition, settings))
+    log(f"other-engine voices done ({len(people)} individuals)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save([p.__dict__ for p in people], path)
+    return people
 
 
 def _check_voices() -> None:

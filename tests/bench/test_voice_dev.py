@@ -28,6 +28,42 @@ def test_every_capture_condition_gives_a_usable_clip(condition):
         assert len(out) > len(clip)
 
 
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
+def test_a_take_gets_its_own_tempo_and_pitch():
+    t = np.arange(4000) / 8000
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t) * np.hanning(len(t))).astype(np.float32)
+    slower = dev_set._tempo_pitch(clip, 0.85, -200)
+    faster = dev_set._tempo_pitch(clip, 1.2, 200)
+    assert len(slower) > len(clip) > len(faster)
+    assert np.isfinite(slower).all() and np.isfinite(faster).all()
+
+
+def test_other_engine_voices_are_not_espeak_and_never_choose():
+    assert {engine for engine, _ in dev_set.ENGINE_VOICES.values()} == {"flite", "festival"}
+    assert len(dev_set.ENGINE_CONDITIONS) >= len(dev_set.ENGINE_VOICES) and "clean" not in dev_set.ENGINE_CONDITIONS
+    from fineprune.bench.voice_dev import summarize
+
+    rows = [{"individual": name, "group": name, "kind": kind, "method": m, "accuracy": acc, "correct": c, "n_test": 40, "lost_clips": lost}
+            for name, kind in (("a", "synthetic"), ("b", "engine"))
+            for m, acc, c, lost in (("general", 0.9, 36, 0), ("card", 0.8, 32, 4), ("card_pipeline", 0.85, 34, 2))]
+    table = summarize(rows, {"<all>": {}}, {"command": "x", "minutes": 1.0})
+    assert "engine (n=1)" in table
+    card = next(line for line in table.splitlines() if line.startswith("| card |"))
+    assert card.endswith("| 80.0 | 1 / 0 / 0 / 1 |"), card  # "all dev" leaves the engine voice out; it has its own count
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in dev_set.ENGINE_TOOLS), reason="flite/festival not installed")
+@pytest.mark.parametrize("key", ["flite_slt", "festival_ked"])
+def test_an_other_engine_voice_says_every_digit(key):
+    from fineprune.domains.voice_training import feature_settings
+
+    person = dev_set._engine_individual(key, "phone", feature_settings())
+    assert person.adapt_x.shape[0] == 60 and person.test_x.shape[0] == 40
+    assert person.kind == "engine" and person.model_key == "shipped"
+    assert sorted(set(person.test_y.tolist())) == list(range(10))
+    assert torch.isfinite(person.adapt_x).all()
+
+
 def _outputs(general_first, recal_first, n_classes=4):
     """A stored-outputs dict whose adaptation logits pick the given classes."""
     def logits(first):
