@@ -3,14 +3,15 @@
     python scripts/voice_output_layer.py [--jobs 2] [--out docs/results/voice_output_layer.md]
 
 The shipped voice card rebuilds the output layer from the person's own features after pruning
-(``prototype_head``: T3A's prototypes from the up to 20 clips per class the model assigns to it
+(``prototype_head``: T3A's prototypes from the up to 5 clips per class the model assigns to it
 most confidently). Three of the four dev individuals who still lose more than one clip lose less
 without it, so this script measures, on the voice dev set and the five demo individuals
 (``bench voice_dev``'s individuals and models):
 
 - the card without the prototype layer (everything else unchanged);
-- T3A's filter size, which the card took from T3A untuned: 10, 5 and 3 clips per class, and the
-  size chosen nested over the dev set's groups among 20, 10, 5 and 3 (same criteria);
+- T3A's filter size: 20 (T3A's own, the card's until the twelfth session), 10 and 3 clips per class,
+  and the size chosen nested over the dev set's groups among these and the card's (same criteria;
+  ``scripts/voice_filter_threshold.py`` chooses it together with the split-half threshold);
 - a label-free gate: keep the prototype layer only when the model with it is confident on the
   person's own clips (mean prediction entropy at most a threshold), the threshold chosen nested
   over the dev set's groups with ``bench voice_dev``'s criteria (fewest individuals losing more
@@ -29,7 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-FILTERS = (10, 5, 3)
+CARD_FILTER = 5
+FILTERS = (20, 10, 3)
 GATES = (float("inf"), 1.6, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0, 0.9)  # no gate first: ties keep the card
 
 
@@ -39,6 +41,7 @@ def measure(part: int, parts: int) -> list[dict]:
     from fineprune.engine.pipeline import fine_prune
 
     models, people, card = card_study(part, parts)
+    assert card.prototype_head == CARD_FILTER, "CARD_FILTER must be the shipped card's filter size"
     rows = []
     for p in people:
         model = models[p.model_key]
@@ -56,10 +59,14 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def choose_filter(rows: list[dict]) -> str:
-    """Among the card's 20 and ``FILTERS``: fewest losing more than one clip, then the highest mean;
-    ties keep the card's 20."""
+    """Among the card's filter size and ``FILTERS``: fewest losing more than one clip, then the highest
+    mean; ties keep the card's."""
     keys = ["card", *(f"filter {k}" for k in FILTERS)]
     return min(keys, key=lambda m: (sum(r["general"] - r[m] > 1 for r in rows), -float(np.mean([r[m] / r["n"] for r in rows]))))
+
+
+def _filter_name(method: str) -> str:
+    return f"{CARD_FILTER} (the card)" if method == "card" else method.split()[-1]
 
 
 def gated(row: dict, threshold: float) -> int:
@@ -105,8 +112,8 @@ def report(rows: list[dict]) -> str:
                      f"{', '.join(losers)} | {' '.join(str(r[m]) for r in demo)} | {wins} / {len(rows) - wins - losses} / {losses} |")
     picked = {m: sum(v == m for v in filters.values()) for m in sorted(set(filters.values()))}
     lines += ["", "Filter size chosen per held-out group on the other groups: "
-              + ", ".join(f"{'20 (the card)' if m == 'card' else m.split()[-1]} {n}x" for m, n in picked.items())
-              + f"; on all dev individuals: {choose_filter(dev)} (used for the demo row)."]
+              + ", ".join(f"{_filter_name(m)} {n}x" for m, n in picked.items())
+              + f"; on all dev individuals: {_filter_name(choose_filter(dev))} (used for the demo row)."]
     chosen = sorted({f"{t:g}" for t in nested.values()})
     lines += ["", f"Gate: the prototype layer kept when the mean entropy (nats) of the model with it on the person's own clips is "
               f"at most the threshold; thresholds tried {', '.join(f'{t:g}' for t in GATES)}. Chosen per held-out group on the "

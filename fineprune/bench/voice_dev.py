@@ -49,28 +49,29 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- the benchmark
 OUTPUTS_VERSION = 1
 # The card also rebuilds the output layer from the person's features after pruning (T3A's
-# prototypes, ``PruneSettings.prototype_head``; T3A's own filter size; 10, 5 and 3 measured by
-# scripts/voice_output_layer.py: 5 reads higher but would need the split-half threshold re-chosen).
-# It is not part of the replayed grid: the real pipeline rows (``card_pipeline``) measure it.
-PROTOTYPE_HEAD = 20
+# prototypes, ``PruneSettings.prototype_head``): the 5 most confident clips per digit. The filter
+# size and the split-half threshold below were chosen together, nested over the dev groups, by
+# scripts/voice_filter_threshold.py (docs/results/voice_filter_threshold.md; until the twelfth
+# session T3A's own 20 with threshold 0.56: ``card_pipeline_filter20``). It is not part of the
+# replayed grid: the real pipeline rows (``card_pipeline``) measure it.
+PROTOTYPE_HEAD = 5
 # ... and re-solves the weights pruning kept from the person's clips (``PruneSettings.reconstruct``,
 # fineprune/engine/reconstruct.py). Also adopted after the grid, on the dev individuals: the real
 # pipeline with it (``card_pipeline``) against without it (``card_pipeline_plain``).
 RECONSTRUCT = True
 # ... and, first, checks that the person's clips can be trusted to adapt the model: the pipeline run
 # on two halves of them must agree on which digits the person says (``guard_min_share_stability``,
-# engine/guard.py). The threshold was chosen nested over the dev set's groups by
-# ``python scripts/voice_guard_signals.py`` (docs/results/voice_guard_signals.md); the real
-# pipeline with the check (``card_pipeline``) against without it (``card_pipeline_unchecked``).
-SHARE_STABILITY = 0.56  # "t on all" of the class-share stability row, rounded (0.52 until the card kept the
-# general output layer where it refuses recalibration; no dev or demo individual lies between the two)
+# engine/guard.py). The check was chosen among other signals by ``python scripts/voice_guard_signals.py``
+# (docs/results/voice_guard_signals.md) and its threshold together with the filter size above; the
+# real pipeline with the check (``card_pipeline``) against without it (``card_pipeline_unchecked``).
+SHARE_STABILITY = 0.52
 METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "prune_bn", "prune_bn_row", "gradual_bn",
                "guard_only", "card", "card_magnitude", "card_general_energy")
 # ... and keeps the general output layer when it refuses recalibration (``guard_head_needs_recalibration``;
 # adopted after the grid on the real pipeline rows: ``card_pipeline`` against ``card_pipeline_head_always``).
 HEAD_NEEDS_RECALIBRATION = True
 PIPELINE_ROWS = ("card_pipeline", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
-                 "card_pipeline_head_always")
+                 "card_pipeline_head_always", "card_pipeline_filter20")
 
 
 def rule_settings(rule: dict, base=None):
@@ -118,7 +119,8 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class)"
         + (", unless recalibration was refused: then the general output layer is kept too. " if HEAD_NEEDS_RECALIBRATION else ". ")
         + "Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
-        "the shipped demo individuals included; never on test clips). See docs/RESULTS.md, 'The guard'.")
+        "the shipped demo individuals included; never on test clips; the prototype count and the split-half threshold "
+        "together by `python scripts/voice_filter_threshold.py`). See docs/RESULTS.md, 'The guard'.")
     save_bundle(model_path, bundle.model, bundle.config, card)
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -202,7 +204,7 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
             accs = [by[p][m]["accuracy"] for p in people if m in by[p] and by[p][m]["kind"] == k]
             cells.append(f"{100 * np.mean(accs):.1f}" if accs else "")
         dev = [by[p][m] for p in people if m in by[p] and by[p][m]["kind"] in ("capture", "subset", "synthetic")]
-        cells.append(f"{100 * np.mean([r['accuracy'] for r in dev]):.1f}")
+        cells.append(f"{100 * np.mean([r['accuracy'] for r in dev]):.1f}" if dev else "")
         lose = lambda rs: sum(r["lost_clips"] > 1 for r in rs)  # noqa: E731
         cells.append(f"{lose(dev)} / {lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'loso450'])} / "
                      f"{lose([by[p][m] for p in people if m in by[p] and by[p][m]['kind'] == 'demo'])} / "
@@ -213,11 +215,12 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_unchecked`: without the split-half stability check; "
               "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
               "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies; `card_pipeline_head_always`: the "
-              "prototype layer also for people whose recalibration the guard refused):", ""]
+              "prototype layer also for people whose recalibration the guard refused; `card_pipeline_filter20`: the card until "
+              "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
     pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
-                                                "card_pipeline_head_always", "t3a")]
+                                                "card_pipeline_head_always", "card_pipeline_filter20", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -328,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
                           ("card_pipeline_plain", settings.replace(reconstruct=False)),
                           ("card_pipeline_magnitude", settings.replace(criterion="magnitude")),
-                          ("card_pipeline_head_always", settings.replace(guard_head_needs_recalibration=False))):
+                          ("card_pipeline_head_always", settings.replace(guard_head_needs_recalibration=False)),
+                          ("card_pipeline_filter20", settings.replace(prototype_head=20, guard_min_share_stability=0.56))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":
