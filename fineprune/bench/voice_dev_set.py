@@ -87,18 +87,22 @@ def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     return (noise / (noise.std() + 1e-12)).astype(np.float32)
 
 
-def apply_condition(samples: np.ndarray, condition: str, seed: int, rate: int = 8000) -> np.ndarray:
-    """One clip through a capture condition: sox effects, then quiet lead-in/out and pink noise."""
+def _sox(samples: np.ndarray, effects: list[str], rate: int = 8000) -> np.ndarray:
+    """Mono float32 samples through sox effects, in memory."""
     import soundfile as sf
 
+    buf = io.BytesIO()
+    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    done = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-e", "float", "-b", "32", "-c", "1", "-", *effects],
+                          input=buf.getvalue(), capture_output=True, check=True)
+    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    return out
+
+
+def apply_condition(samples: np.ndarray, condition: str, seed: int, rate: int = 8000) -> np.ndarray:
+    """One clip through a capture condition: sox effects, then quiet lead-in/out and pink noise."""
     effects, snr = CONDITIONS[condition]
-    out = samples.astype(np.float32)
-    if effects:
-        buf = io.BytesIO()
-        sf.write(buf, out, rate, format="WAV", subtype="FLOAT")
-        done = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-e", "float", "-b", "32", "-c", "1", "-", *effects],
-                              input=buf.getvalue(), capture_output=True, check=True)
-        out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    out = _sox(samples, effects, rate) if effects else samples.astype(np.float32)
     rng = np.random.default_rng(seed)
     if snr is not None:
         speech_power = float(np.mean(out ** 2)) + 1e-12
@@ -134,14 +138,7 @@ def _engine_say(engine: str, voice: str, word: str) -> np.ndarray:
 
 def _tempo_pitch(samples: np.ndarray, tempo: float, cents: int, rate: int = 8000) -> np.ndarray:
     """A take's own speed and pitch (sox), for engines without a per-call pitch setting."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
-    done = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "wav", "-e", "float", "-b", "32", "-", "tempo", f"{tempo:.3f}", "pitch", str(cents)],
-                          input=buf.getvalue(), capture_output=True, check=True)
-    out, _ = sf.read(io.BytesIO(done.stdout), dtype="float32")
-    return out
+    return _sox(samples, ["tempo", f"{tempo:.3f}", "pitch", str(cents)], rate)
 
 
 def _features(samples: np.ndarray, settings) -> torch.Tensor:
