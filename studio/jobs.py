@@ -139,17 +139,33 @@ def progress_panel(state, *, key: str, compact: bool = False) -> None:
     """Poll the session's job (if any) in a fragment; draws nothing when no job runs."""
     if state.jobs.active is None:
         return
-    _panel(state, key, compact)
+    _panel(state, key, compact, FirstCall())
+
+
+class FirstCall:
+    """Tells a polling fragment its first call, which runs inside a full app run, from its own polls.
+
+    Only the polls may rerun the app: a rerun in the middle of a full run drops what the person
+    clicked in that run (a button further down the page). The fragment's polls call it again with
+    this same object, so ``take`` is true once per full run."""
+
+    def __init__(self):
+        self._first = True
+
+    def take(self) -> bool:
+        first, self._first = self._first, False
+        return first
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def _panel(state, key: str, compact: bool) -> None:
+def _panel(state, key: str, compact: bool, call: FirstCall) -> None:
     active = state.jobs.active
+    inline = call.take()
     if active is None:
         return
     active.lease.renew()
     job = active.job
-    if job.finished:
+    if job.finished and not inline:
         st.rerun()  # a full run collects the result and draws it
     fraction, stage = job.progress
     text = f"{active.label}: {stage} · {job.elapsed:.0f} s"
@@ -169,19 +185,23 @@ def precompute_note(state, view) -> None:
     if state.explore.active is None:  # nothing measuring (it failed: the page said why)
         st.caption(f"{view.missing} of {view.total} slider positions could not be measured; the slider shows the measured ones.")
         return
-    _precompute_note(state, view.target, view.shown)
+    _precompute_note(state, view.target, view.shown, FirstCall())
 
 
 @st.fragment(run_every=POLL_SECONDS)
-def _precompute_note(state, target: float, shown: float | None) -> None:
+def _precompute_note(state, target: float, shown: float | None, call: FirstCall) -> None:
     run, active = state.run, state.explore.active
+    inline = call.take()
     if run is None:
         return
     if active is not None:
         active.lease.renew()
     left = len(pending(run))
-    if left == 0 or (shown != target and target in run.explored) or active is None or active.job.finished:
+    changed = left == 0 or (shown != target and target in run.explored) or active is None or active.job.finished
+    if changed and not inline:
         st.rerun()  # a full run shows the new point (or the whole curve, or restarts / reports the measuring)
+    if changed:  # it changed during this very run: the next poll shows it
+        return
     done = len(computed(run))
     stage = active.job.progress[1]
     st.progress(done / (done + left), text=f"{done} of {done + left} slider positions measured in the background "

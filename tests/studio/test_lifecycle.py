@@ -203,6 +203,34 @@ def test_no_job_kind_mutates_the_cached_models_or_demo_individuals(studio_env):
     assert after == demos, "a shared demo individual was changed"
 
 
+def test_a_click_survives_the_slider_measuring_ending_during_its_run(studio_env, monkeypatch):
+    """Explore's progress note reruns the page once the background measuring has ended. Its first call
+    runs inside the full run that carries a click further down the page ("Compare criteria"): a rerun
+    there dropped the click (seen once on a loaded CI runner, where the measuring ended mid-run)."""
+    from studio import actions, jobs
+
+    release = threading.Event()
+
+    def measuring_held(run, grid, position, *, progress=None, cancel=None):
+        while not release.wait(0.05) and not cancel.is_set():
+            pass
+
+    monkeypatch.setattr(actions, "precompute_job", measuring_held)
+    at = on_fine_prune(open_app(), "voice")
+    at.button(key="fp_run").click().run()
+    assert wait_for_job(at) == "done", messages(at)
+    at.switch_page("views/explore.py").run()
+    assert state(at).explore.running
+    # the measuring ends after the page has looked the slider up and before its note asks
+    monkeypatch.setattr(jobs, "pending", lambda run: [])
+    at.button(key="explore_compare").click().run()
+    try:
+        assert wait_for_job(at) == "done", messages(at)
+        assert state(at).criteria_rows
+    finally:
+        release.set()
+
+
 # ----------------------------------------------------------------------------- cancel
 def overloaded() -> bool:
     """More runnable processes than cores (other jobs on a shared machine): wall-clock bounds lie."""
