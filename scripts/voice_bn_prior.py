@@ -16,7 +16,6 @@ offered it. About 3.5 minutes on 2 cores once ``bench voice_dev`` has cached the
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -86,17 +85,9 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_bn_prior.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+    from fineprune.bench.fanout import run_study
 
-    rows = run_in_parts(measure, args.jobs)
-    text = report(rows)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_bn_prior.md", argv=argv)
 
 
 if __name__ == "__main__":

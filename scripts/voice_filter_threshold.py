@@ -15,8 +15,6 @@ on two cores with the dev set cached. Dev individuals only, never FSDD test take
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -125,20 +123,10 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_filter_threshold.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+    from fineprune.bench.fanout import run_study
 
-    rows = run_in_parts(measure, args.jobs)
-    cache = REPO / "runs" / "voice_filter_threshold_rows.json"  # to redo the report without measuring again
-    cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps(rows))
-    text = report(rows)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_filter_threshold.md",
+                     argv=argv, keep_rows=REPO / "runs" / "voice_filter_threshold_rows.json")
 
 
 if __name__ == "__main__":

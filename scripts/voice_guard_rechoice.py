@@ -15,7 +15,6 @@ minutes on 2 cores.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -97,21 +96,20 @@ def report(rows: list[dict], card_rule) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_guard_rechoice.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+def shipped_report(rows) -> str:
+    """``report`` against the shipped card's guard thresholds."""
     from fineprune.engine.pipeline import settings_for
     from fineprune.registry import load_model
 
     card = settings_for(load_model("voice").card)
-    rows = run_in_parts(measure, args.jobs)
-    text = report(rows, (card.guard_min_entropy_drop, card.guard_min_information_gain))
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return report(rows, (card.guard_min_entropy_drop, card.guard_min_information_gain))
+
+
+def main(argv=None) -> int:
+    from fineprune.bench.fanout import run_study
+
+    return run_study(measure, shipped_report, description=__doc__, out=REPO / "docs" / "results" / "voice_guard_rechoice.md",
+                     argv=argv)
 
 
 if __name__ == "__main__":

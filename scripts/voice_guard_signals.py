@@ -24,7 +24,6 @@ kept weights re-solved, only pruning's own BatchNorm shift corrected. About 6 mi
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -165,17 +164,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_guard_signals.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+    from fineprune.bench.fanout import run_study
 
-    rows = run_in_parts(measure, args.jobs)
-    text = table(rows)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return run_study(measure, table, description=__doc__, out=REPO / "docs" / "results" / "voice_guard_signals.md", argv=argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ About 4 minutes on two cores with the dev set cached. Dev individuals only, neve
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -127,17 +126,9 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_output_layer.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+    from fineprune.bench.fanout import run_study
 
-    rows = run_in_parts(measure, args.jobs)
-    text = report(rows)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_output_layer.md", argv=argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Dev individuals only (never FSDD test takes); about 4.5 minutes on two cores wit
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -156,18 +155,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_relative_energy.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts
+    from fineprune.bench.fanout import run_study
 
-    rows = run_in_parts(measure, args.jobs)
-    rows = rows
-    text = table(rows)
-    args.out.write_text(text)
-    print(text)
-    return 0
+    return run_study(measure, table, description=__doc__, out=REPO / "docs" / "results" / "voice_relative_energy.md", argv=argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ test takes). About 25 minutes on two cores (training 7 models, then the individu
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -103,20 +102,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "voice_wider_model.md")
-    args = parser.parse_args(argv)
-    from fineprune.bench.fanout import run_in_parts, run_parallel
+def train_all(jobs: int) -> None:
+    """The wider general model and its six leave-one-speaker-out versions (kept in ``FOLDER``)."""
+    from fineprune.bench.fanout import run_parallel
     from fineprune.domains.voice_training import FSDD_SPEAKERS
 
     FOLDER.mkdir(parents=True, exist_ok=True)
-    run_parallel(train, (None, *FSDD_SPEAKERS), args.jobs)
-    text = table(run_in_parts(measure, args.jobs))
-    args.out.write_text(text)
-    print(text)
-    return 0
+    run_parallel(train, (None, *FSDD_SPEAKERS), jobs)
+
+
+def main(argv=None) -> int:
+    from fineprune.bench.fanout import run_study
+
+    return run_study(measure, table, description=__doc__, out=REPO / "docs" / "results" / "voice_wider_model.md",
+                     argv=argv, prepare=train_all)
 
 
 if __name__ == "__main__":

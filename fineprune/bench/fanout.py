@@ -9,7 +9,7 @@ uses, never a home-made process pool.
   oversubscribe them. ``iter_parallel`` yields the same results as they become available (in
   item order), so a bench can log and write its CSVs while later items still run.
   ``run_in_parts(measure, jobs)`` is the study scripts' form: ``measure(part, parts)`` over
-  ``jobs`` slices of the individuals.
+  ``jobs`` slices of the individuals; ``run_study`` is their whole command line.
 * A task's engine calls are seeded by the task itself (pruning's ``PruneSettings.seed``,
   backprop's ``seed``), never by what ran before it in the same process, so a result does not
   depend on the worker or the order: ``--jobs 2`` reproduces ``--jobs 1``'s tables.
@@ -128,6 +128,32 @@ def run_in_parts(measure: Callable[[int, int], list], jobs: int = 1) -> list:
     ``run_parallel`` and their rows are joined in part order."""
     parts = max(1, int(jobs))
     return [row for chunk in run_parallel(functools.partial(measure, parts=parts), range(parts), parts) for row in chunk]
+
+
+def run_study(measure: Callable[[int, int], list], report: Callable[[list], str], *, description: str,
+              out: "os.PathLike", argv: Sequence[str] | None = None, prepare: Callable[[int], Any] | None = None,
+              keep_rows: "os.PathLike | None" = None) -> int:
+    """A study script's command line (``--jobs``, default 2; ``--out``, default ``out``): ``prepare(jobs)``
+    if given (e.g. train its models), ``run_in_parts(measure, jobs)``, the rows also kept as JSON at
+    ``keep_rows`` if given (to redo the report without measuring again), then the report written to
+    ``--out`` and printed. Returns the exit status."""
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    args = parser.parse_args(argv)
+    if prepare is not None:
+        prepare(args.jobs)
+    rows = run_in_parts(measure, args.jobs)
+    if keep_rows is not None:
+        Path(keep_rows).parent.mkdir(parents=True, exist_ok=True)
+        Path(keep_rows).write_text(json.dumps(rows))
+    text = report(rows)
+    args.out.write_text(text)
+    print(text)
+    return 0
 
 
 def ship(obj: Any) -> Any:

@@ -68,6 +68,21 @@ def test_run_in_parts_joins_every_slice_once_in_part_order(jobs):
     assert {part for part, _ in rows} == set(range(jobs))
 
 
+def test_a_study_script_prepares_measures_keeps_its_rows_and_writes_its_report(tmp_path, capsys):
+    import json
+
+    prepared = []
+    report = lambda rows: f"{len(rows)} rows: {sorted(i for _, i in rows)}\n"  # noqa: E731
+    status = fanout.run_study(slice_of_ten, report, description="A study.\n\nMore.", out=tmp_path / "default.md",
+                              argv=["--jobs", "1", "--out", str(tmp_path / "table.md")], prepare=prepared.append,
+                              keep_rows=tmp_path / "runs" / "rows.json")
+    assert status == 0 and prepared == [1]
+    text = "10 rows: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
+    assert (tmp_path / "table.md").read_text() == text and text in capsys.readouterr().out
+    assert not (tmp_path / "default.md").exists()
+    assert json.loads((tmp_path / "runs" / "rows.json").read_text()) == [[0, i] for i in range(10)]
+
+
 @pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_errors_name_the_task(jobs):
     with pytest.raises(fanout.BenchTaskError, match=r"bench task 'person3' failed: ValueError: boom"):
