@@ -10,7 +10,7 @@ from fineprune.engine.evaluation import predict_logits
 from fineprune.person.recordings import USES, Clip, Recordings, SetSplit, decode_input, ingest_files
 
 from . import figures
-from .ui import friendly_errors
+from .ui import big_prompt, friendly_errors
 
 USE_LABELS = {
     "auto": "auto (the split decides)",
@@ -200,6 +200,28 @@ def take_in_photo(session, rec: Recordings, domain: str, name: str, bundle, data
         select_clip(name, clip.id)
         return True
     return False
+
+
+def prompted_photo_ui(session, rec: Recordings, domain: str, name: str, bundle, prompts: list[str], takes: int, *,
+                      hint: str, skip_label: str) -> None:
+    """The camera asks for each of ``prompts`` in turn, ``takes`` photos of each per round; a photo,
+    labelled with its prompt, or Skip moves on to the next prompt."""
+    prompt = session.next_prompt(name, prompts, takes)
+    if prompt not in prompts:  # the prompts changed since the round started (the objects page's kinds)
+        session.prompts[name] = []
+        prompt = session.next_prompt(name, prompts, takes)
+    left = len(session.prompts.get(name, []))
+    big_prompt(f"Show “{prompt}”", f"{left} prompt{'s' * (left != 1)} left in this round · {hint}")
+    camera = f"{domain}_camera_{name}"
+    photo = st.camera_input(f"Take a photo: {prompt}", key=session.widget_key(camera))
+    data = new_file(session, photo)
+    if data is not None and take_in_photo(session, rec, domain, name, bundle, data, label=prompt, source="camera"):
+        session.prompt_done(name)
+        session.reset_widget(camera)
+        st.rerun()
+    if st.button(skip_label, key=f"{domain}_skip"):
+        session.prompt_done(name)
+        st.rerun()
 
 
 def photo_upload_ui(session, rec: Recordings, domain: str, name: str, bundle, hint: str) -> None:

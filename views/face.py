@@ -9,19 +9,8 @@ def camera_ui(session, rec, name, bundle) -> None:
         st.info("The camera is in use by Try it below; switch it off there to take photos here again.")
         return
     takes = st.number_input("Photos per expression", 1, 10, 2, key="face_takes")
-    prompt = session.next_prompt(name, bundle.classes, int(takes))
-    left = len(session.prompts.get(name, []))
-    ui.big_prompt(f"Show “{prompt}”", f"{left} prompt{'s' * (left != 1)} left in this round · look at the camera and take the photo")
-    widget = session.widget_key(f"face_camera_{name}")
-    photo = st.camera_input(f"Take a photo: {prompt}", key=widget)
-    data = clips.new_file(session, photo)
-    if data is not None and clips.take_in_photo(session, rec, "face", name, bundle, data, label=prompt, source="camera"):
-        session.prompt_done(name)
-        session.reset_widget(f"face_camera_{name}")
-        st.rerun()
-    if st.button("Skip this expression", key="face_skip"):
-        session.prompt_done(name)
-        st.rerun()
+    clips.prompted_photo_ui(session, rec, "face", name, bundle, bundle.classes, int(takes),
+                            hint="look at the camera and take the photo", skip_label="Skip this expression")
 
 
 def draw_face_clip(clip) -> None:

@@ -29,22 +29,8 @@ def camera_ui(session, rec, name, bundle, kinds: list[str]) -> None:
         st.info("Choose the kinds of things you will show above; then the camera asks for each in turn.")
         return
     takes = st.number_input("Photos per kind", 1, 20, 4, key="objects_takes")
-    prompt = session.next_prompt(name, kinds, int(takes))
-    if prompt not in kinds:  # the kinds changed since the round started
-        session.prompts[name] = []
-        prompt = session.next_prompt(name, kinds, int(takes))
-    left = len(session.prompts.get(name, []))
-    ui.big_prompt(f"Show “{prompt}”", f"{left} prompt{'s' * (left != 1)} left in this round · fill the frame with it")
-    widget = session.widget_key(f"objects_camera_{name}")
-    photo = st.camera_input(f"Take a photo: {prompt}", key=widget)
-    data = clips.new_file(session, photo)
-    if data is not None and clips.take_in_photo(session, rec, DOMAIN, name, bundle, data, label=prompt, source="camera"):
-        session.prompt_done(name)
-        session.reset_widget(f"objects_camera_{name}")
-        st.rerun()
-    if st.button("Skip this one", key="objects_skip"):
-        session.prompt_done(name)
-        st.rerun()
+    clips.prompted_photo_ui(session, rec, DOMAIN, name, bundle, kinds, int(takes),
+                            hint="fill the frame with it", skip_label="Skip this one")
 
 
 def draw_object_clip(clip) -> None:
