@@ -8,7 +8,9 @@ How it works
 - ``progress_panel`` is an ``st.fragment(run_every=POLL_SECONDS)``: every half second it reruns
   on its own (the rest of the page stays usable), renews the lease, draws the progress bar with
   the stage text and a Cancel button. Cancel sets the flag; the engine checks it every batch, so
-  the job ends well within a second. When the job has ended the fragment triggers one full rerun.
+  the job ends well within a second. When the job has ended the fragment triggers one full rerun
+  from one of its polls, never from its first call inside a full run (``FirstCall``: a rerun there
+  would drop a click further down the page).
 - ``collect`` (called by ``app.py`` on every run) moves a finished job's result into the session
   state, or turns its error into a message: a ``FinePruneError`` shows its own text; anything
   else a short generic message (the traceback goes to the server log, never to the page).
