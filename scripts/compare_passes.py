@@ -4,7 +4,7 @@
 
 Checks the ``--before`` commit out into a temporary git worktree, and runs the same measurement in
 it and in this checkout, each in its own interpreter: for every FSDD speaker, the speaker's LOSO
-general model (``runs/fsdd/loso_<speaker>.pt``, as ``bench fsdd`` trains them), 450 unlabeled
+general model (``assets/loso/loso_<speaker>.pt``, as ``bench fsdd`` uses them), 450 unlabeled
 adaptation clips and 50 test clips (``fineprune.bench.fsdd.individual``), fine-pruned with the
 library default and with the shipped voice card (this checkout's ``assets/voice.json`` in both,
 so only the code differs). Prints and writes a table of test clips correct and seconds.
@@ -38,7 +38,7 @@ clips = load_fsdd(data, feature_settings(DEFAULT_ARCH))
 card = json.loads((repo / "assets" / "voice.json").read_text())
 out = {}
 for name in speakers:
-    model = load_bundle(repo / "runs" / "fsdd" / f"loso_{name}.pt").model.eval()
+    model = load_bundle(repo / "assets" / "loso" / f"loso_{name}.pt").model.eval()
     person = individual(Speaker(name, clips.of_speaker(name)))
     n = len(person.test_y)
     row = {"n_adapt": len(person.adapt_x), "n_test": n, "general": round(accuracy(model, person.test_x, person.test_y) * n)}

@@ -14,7 +14,7 @@ each input's RMS over the general model's own training data (``voice_dev_rules.g
 the shipped card (guard, 50%, re-solved weights, prototype head); ``beta`` 0 is the card itself,
 and magnitude pruning is the data-free control. Run on the voice dev set and the five demo
 individuals (``bench voice_dev``'s individuals: shipped model for synthetic and demo voices, the
-speaker's leave-one-speaker-out model from ``runs/fsdd/`` for FSDD individuals).
+speaker's leave-one-speaker-out model from ``assets/loso/`` for FSDD individuals).
 
 It also prints why the ranking hardly moves: per layer, the median over input channels of how far
 the person's RMS lies from the population's, after the guard's kind of recalibration and without.

@@ -1,7 +1,7 @@
 """Reproduction benchmark on FSDD: ``python -m fineprune bench fsdd [--quick] [--out docs/results]``.
 
 Protocol (leave-one-speaker-out): for each of the six speakers, a general model trained without
-that speaker (``runs/fsdd/loso_<speaker>.pt``, trained here when missing) is personalized to the
+that speaker (``assets/loso/loso_<speaker>.pt``, committed; trained here when missing) is personalized to the
 speaker's takes 5-49 (the unlabeled adaptation pool; labels hidden from every method except
 backprop) and scored on takes 0-4 (the official test split) plus any adaptation takes a run
 leaves unused. Outputs in ``--out``:
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fineprune.paths import REPO, SHARED_DATA
+from fineprune.paths import LOSO_MODELS, REPO, SHARED_DATA
 from fineprune.bench.fanout import add_jobs_argument, iter_parallel, worker_cache
 from fineprune.bench.fsdd_report import plot_all, summarize
 from fineprune.engine.methods import METHODS, Individual, compare_methods, sparsity_curve
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 speaker, coarse grids: a smoke run of every step (fsdd_quick_*)")
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--data", default=str(SHARED_DATA / "fsdd"))
-    parser.add_argument("--models", default=str(REPO / "runs" / "fsdd"), help="where the LOSO general models are kept")
+    parser.add_argument("--models", default=str(LOSO_MODELS), help="where the LOSO general models are kept (trained when missing)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs when a LOSO model must be trained")
     parser.add_argument("--speakers", nargs="*", choices=FSDD_SPEAKERS)
     parser.add_argument("--threads", type=int, default=1)

@@ -34,3 +34,20 @@ def test_nested_choice_never_uses_the_held_out_speaker():
                 rows.append({"individual": s, "pipeline": pipe, "sparsity_target": sp, "dev_accuracy": dev, "test_accuracy": 0})
     choice = nested_choice(rows, {"a": 0.8, "b": 0.8, "c": 0.8})
     assert choice["a"]["pipeline"] == "p" and choice["a"]["sparsity"] == 0.7
+
+
+def test_the_committed_loso_models_each_leave_out_their_speaker():
+    """The benches score each FSDD speaker with a general model that never heard them; the six are
+    committed (retraining on another CPU gives other weights and moves every result built on them)."""
+    import json
+
+    from fineprune.domains.voice_training import FSDD_SPEAKERS
+    from fineprune.engine.bundle import load_bundle
+    from fineprune.paths import LOSO_MODELS
+
+    for speaker in FSDD_SPEAKERS:
+        bundle = load_bundle(LOSO_MODELS / f"loso_{speaker}.pt")
+        heard = bundle.card["trained_on"]["fsdd_speakers"]
+        assert speaker not in heard and len(heard) == len(FSDD_SPEAKERS) - 1
+        assert f"--exclude-speaker {speaker}" in bundle.card["training"]["command"]
+        assert json.loads((LOSO_MODELS / f"loso_{speaker}.json").read_text()) == bundle.card
