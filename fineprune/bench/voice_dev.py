@@ -10,7 +10,7 @@ with sox, features cached under ``fineprune.paths.CACHE``):
   laptop microphone (band-limit + reverb + noise), pitch/tempo up and down, plus a clean copy.
   Each individual adapts on 6 takes per digit drawn from takes 5-49 (60 unlabeled clips) and is
   scored on takes 0-4 (50 clips). The general model is that speaker's leave-one-speaker-out model
-  (``runs/fsdd/loso_<speaker>.pt``, the ones ``bench fsdd`` trains): it has never heard them.
+  (``assets/loso/loso_<speaker>.pt``, the ones ``bench fsdd`` uses): it has never heard them.
 - **People who use only some digits**: per FSDD speaker one 3-digit and one 5-digit person
   (a capture condition each; up to 60 adaptation clips of their digits, test = their takes 0-4).
 - **New synthetic voices** (``DEV_VOICES``): espeak-ng voice+variant pairs that are in neither
@@ -29,6 +29,7 @@ made on this set are nested over groups, so no group picks its own settings.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fineprune.paths import CACHE, REPO, SHARED_DATA
+from fineprune.paths import CACHE, LOSO_MODELS, REPO, SHARED_DATA
 from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, build_engine_set, cache_path
 from fineprune.bench.voice_dev_rules import _acc, general_data, guard_grid, nested_rules, old_card, replay_guard, variant_outputs
 
@@ -70,8 +71,22 @@ METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "pr
 # ... and keeps the general output layer when it refuses recalibration (``guard_head_needs_recalibration``;
 # adopted after the grid on the real pipeline rows: ``card_pipeline`` against ``card_pipeline_head_always``).
 HEAD_NEEDS_RECALIBRATION = True
-PIPELINE_ROWS = ("card_pipeline", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
-                 "card_pipeline_head_always", "card_pipeline_filter20")
+# ``card_shipped``: the card in assets/voice.pt when the run starts, as it is. It equals ``card_pipeline``
+# unless the rule chosen in this run differs from the shipped one (other LOSO models, say): then the
+# table shows both what ships and what the run would ship.
+PIPELINE_ROWS = ("card_pipeline", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain",
+                 "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_filter20")
+
+
+def weights_fingerprint(models: dict) -> str:
+    """Ten hex digits that change when any of ``models``' weights or buffers change."""
+    digest = hashlib.sha1()
+    for key in sorted(models):
+        digest.update(key.encode())
+        for name, tensor in models[key].state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]
 
 
 def rule_settings(rule: dict, base=None):
@@ -140,7 +155,7 @@ def demo_people() -> list[DevIndividual]:
     return people
 
 
-def scoring_models(shipped, models_dir: Path = REPO / "runs" / "fsdd") -> dict:
+def scoring_models(shipped, models_dir: Path = LOSO_MODELS) -> dict:
     """The general models the dev set is scored with, keyed like ``DevIndividual.model_key``: the
     ``shipped`` one, and each FSDD speaker's leave-one-speaker-out model found in ``models_dir``."""
     from fineprune.domains.voice_training import FSDD_SPEAKERS
@@ -216,10 +231,11 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
               "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies; `card_pipeline_head_always`: the "
               "prototype layer also for people whose recalibration the guard refused; `card_pipeline_filter20`: the card until "
-              "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56):", ""]
+              "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56; `card_shipped`: the card in "
+              "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
-    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
+    pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
                                                 "card_pipeline_head_always", "card_pipeline_filter20", "t3a")]
     for mine, other in pairs:
         for k in kinds:
@@ -243,13 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     from fineprune.domains.voice_training import DEFAULT_EPOCHS, FSDD_SPEAKERS, feature_settings, load_fsdd
     from fineprune.engine.bundle import load_bundle
     from fineprune.engine.evaluation import predict_logits
-    from fineprune.engine.pipeline import fine_prune
+    from fineprune.engine.pipeline import fine_prune, settings_for
     from fineprune.registry import load_model
 
     parser = argparse.ArgumentParser(prog="python -m fineprune bench voice_dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "results"))
     parser.add_argument("--data", default=str(SHARED_DATA / "fsdd"))
-    parser.add_argument("--models", default=str(REPO / "runs" / "fsdd"), help="the LOSO general models (trained when missing)")
+    parser.add_argument("--models", default=str(LOSO_MODELS), help="the LOSO general models (committed; trained when missing)")
     parser.add_argument("--build-only", action="store_true", help="only build (and cache) the dev set")
     parser.add_argument("--measure-only", action="store_true",
                         help="only measure (and cache) individuals whose general model exists; train nothing, write nothing")
@@ -276,14 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         paths = ensure_loso_models(data, Path(args.models), FSDD_SPEAKERS, DEFAULT_EPOCHS, log)
     people = people + demo_people() + loso_people(fsdd, list(paths))
     people = [p for p in people if p.model_key == "shipped" or p.model_key.split(":", 1)[1] in paths]
-    models, general = {}, {}
-    store = CACHE / f"voice_dev_outputs_v{OUTPUTS_VERSION}_{cache_path(data).stem[-10:]}.pt"
+    models = {key: (load_model("voice").model if key == "shipped" else load_bundle(paths[key.split(":", 1)[1]]).model).eval()
+              for key in dict.fromkeys(p.model_key for p in people)}
+    general = {}
+    # the stored outputs belong to these very models: other weights (a retrained LOSO model) measure anew
+    store = CACHE / f"voice_dev_outputs_v{OUTPUTS_VERSION}_{cache_path(data).stem[-10:]}_{weights_fingerprint(models)}.pt"
     stored = torch.load(store, weights_only=True) if store.exists() else {}  # dicts of tensors
     records = []
     for p in people:
         key = p.model_key
-        if key not in models:
-            models[key] = (load_model("voice").model if key == "shipped" else load_bundle(paths[key.split(":", 1)[1]]).model).eval()
         if p.name not in stored:
             if key not in general:
                 general[key] = general_data(key, fsdd)
@@ -323,11 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     # prototype head it must equal the replay; with it it is the shipped card, pruned and not
     mismatches = 0
     settings = rule_settings(chosen["<all>"])
+    shipped_card = settings_for(load_model("voice").card)
     for r in records:
         p = r["person"]
         replay, _ = replay_guard(r["out"], chosen["<all>"])
         for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False, guard_min_share_stability=0.0)),
-                          ("card_pipeline", settings), ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
+                          ("card_pipeline", settings), ("card_shipped", shipped_card),
+                          ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
                           ("card_pipeline_plain", settings.replace(reconstruct=False)),
                           ("card_pipeline_magnitude", settings.replace(criterion="magnitude")),

@@ -110,3 +110,15 @@ def test_nested_choice_never_uses_the_held_out_group():
     assert set(chosen) == {"<all>", "a", "b", "c"}
     assert all(rule in rules for rule in chosen.values())
     assert dev_rules.score_rule(people, rules[0])["losers"] == 0
+
+
+def test_stored_outputs_are_keyed_by_the_models_weights():
+    """A retrained LOSO model must not replay the outputs of the one before it."""
+    from fineprune.bench.voice_dev import weights_fingerprint
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)
+    before = weights_fingerprint({"shipped": a, "loso:x": b})
+    assert before == weights_fingerprint({"loso:x": b, "shipped": a})
+    b.running_mean[0] += 1e-6
+    assert weights_fingerprint({"shipped": a, "loso:x": b}) != before
