@@ -257,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     from fineprune.bench.fsdd import ensure_loso_models
     from fineprune.bench.tables import write_csv
     from fineprune.domains.voice_training import DEFAULT_EPOCHS, FSDD_SPEAKERS, feature_settings, load_fsdd
-    from fineprune.engine.bundle import load_bundle
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune, settings_for
     from fineprune.registry import load_model
@@ -292,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = ensure_loso_models(data, Path(args.models), FSDD_SPEAKERS, DEFAULT_EPOCHS, log)
     people = people + demo_people() + loso_people(fsdd, list(paths))
     people = [p for p in people if p.model_key == "shipped" or p.model_key.split(":", 1)[1] in paths]
-    models = {key: (load_model("voice").model if key == "shipped" else load_bundle(paths[key.split(":", 1)[1]]).model).eval()
-              for key in dict.fromkeys(p.model_key for p in people)}
+    models = scoring_models(load_model("voice").model, Path(args.models))
     general = {}
     # the stored outputs belong to these very models: other weights (a retrained LOSO model) measure anew
     store = CACHE / f"voice_dev_outputs_v{OUTPUTS_VERSION}_{cache_path(data).stem[-10:]}_{weights_fingerprint(models)}.pt"
