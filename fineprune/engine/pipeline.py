@@ -36,7 +36,7 @@ from torch import nn
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, evenly_spaced, reiterable, record_energy, stacked
+from fineprune.engine.energy import EnergyRecord, canonical_order, evenly_spaced, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
@@ -280,7 +280,7 @@ class PruningSweep:
         start = time.perf_counter()
         self.settings = (settings or DEFAULT_SETTINGS).validate()
         self.cancel = cancel
-        self.data = reiterable(data, self.settings.batch_size)
+        self.data = canonical_order(data)  # the same clips in any order: the same model
         self.capture_shift = self.same_capture = None
         if self.settings.same_capture_shift > 0:
             self.capture_shift = capture_shift(model, self.data, batch_size=self.settings.batch_size)
