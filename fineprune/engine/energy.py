@@ -113,10 +113,18 @@ def canonical_order(data) -> torch.Tensor:
     return x[torch.tensor(sorted(range(len(x)), key=keys.__getitem__), dtype=torch.long)]
 
 
-def evenly_spaced(data, limit: int) -> torch.Tensor:
-    """At most ``limit`` examples of ``data`` (a tensor, or batches of one), evenly spaced, in order."""
+def evenly_spaced(data, limit: int, predicted: torch.Tensor | None = None) -> torch.Tensor:
+    """At most ``limit`` examples of ``data`` (a tensor, or batches of one), evenly spaced, in order.
+
+    ``predicted``: a class per example (a model's answers, no labels); the examples are then spaced
+    evenly through them grouped by that class, so each predicted class keeps its share of the
+    subset -- in whatever order the examples came (``canonical_order`` sorts them by content).
+    """
     x = stacked(data)
-    return x if limit <= 0 or len(x) <= limit else x[spaced_indices(len(x), limit)]
+    if limit <= 0 or len(x) <= limit:
+        return x
+    order = torch.arange(len(x)) if predicted is None else torch.sort(predicted, stable=True).indices
+    return x[order[spaced_indices(len(x), limit)].sort().values]
 
 
 def _channel_reduce(t: torch.Tensor, channel_dim: int, absolute: bool = True, with_total: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

@@ -332,6 +332,7 @@ class PruningSweep:
                 recalibrate_depth=s.recalibrate_bn_depth,
                 lean=criterion.lean,  # only the sums the criterion and bias correction read
                 input_means=s.post_prune_statistics == "propagate",
+                keep_logits=energy_data is None and 0 < s.post_prune_clips < len(self.data),  # for ``after_data``
             )
         if progress:
             progress(0.6, f"scoring connections ({s.criterion})")
@@ -346,7 +347,10 @@ class PruningSweep:
         self.ranked = RankedScores(scores, shapes, scope)
         everything = stacked(self.data)
         self.n_clips = len(everything)
-        self.after_data = evenly_spaced(everything, s.post_prune_clips)  # what the steps after pruning see
+        # what the steps after pruning see: with more clips than that, each class the unpruned model
+        # hears keeps its share (the prototype layer needs clips of every class)
+        answers = self.energies.logits.argmax(1) if self.energies.logits is not None and energy_data is None else None
+        self.after_data = evenly_spaced(everything, s.post_prune_clips, answers)
         # post-pruning BatchNorm statistics from the recorded ones (no pass), when they describe the person
         self.propagate = s.post_prune_statistics == "propagate" and energy_data is None
         if s.bn_shift > 0 and not self.propagate and (energy_data is not None or len(self.after_data) < self.energies.n_examples):

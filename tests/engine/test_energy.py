@@ -156,3 +156,15 @@ def test_criteria_that_read_every_statistic_still_get_them():
     model, x = make_vgg(VGG2D), inputs(VGG2D, n=20)
     result = fine_prune(model, x, criterion="energy", sparsity=0.5)
     assert all(e.in_abs is not None for e in result.energies.values())
+
+
+def test_a_subset_keeps_each_predicted_class_share_whatever_the_order():
+    from fineprune.engine.energy import canonical_order, evenly_spaced
+
+    heard = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    x = torch.stack([heard.float(), torch.arange(100.0)], 1)  # column 0: the class the model hears
+    shuffled = x[torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    subset = evenly_spaced(shuffled, 20, shuffled[:, 0].long())
+    assert torch.bincount(subset[:, 0].long()).tolist() == [12, 6, 2]
+    assert torch.equal(canonical_order(x), canonical_order(shuffled))  # the content fixes the order
+    assert torch.equal(evenly_spaced(x, 200), x) and len(evenly_spaced(x, 20)) == 20
