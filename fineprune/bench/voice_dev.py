@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 
 # --------------------------------------------------------------------------- the benchmark
-OUTPUTS_VERSION = 3  # 2: the clips in a canonical order; 3: the clips after pruning and the guard's halves stratified by predicted class
+OUTPUTS_VERSION = 4  # 4: with more than 64 clips, the clips after pruning spread over the predicted classes
 # The card also rebuilds the output layer from the person's features after pruning (T3A's
 # prototypes, ``PruneSettings.prototype_head``): the 5 most confident clips per digit. The filter
 # size and the split-half threshold below were chosen together, nested over the dev groups, by

@@ -10,7 +10,6 @@ same pass (the person's per-channel mean and variance, as the model sees them).
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -97,28 +96,12 @@ def stacked(data) -> torch.Tensor:
     return data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data)))
 
 
-def canonical_order(data) -> torch.Tensor:
-    """``data``'s examples as one tensor, in an order fixed by each example's content alone.
-
-    Several steps see the clips in batches or halves (the one-pass recalibration normalises each
-    batch with the statistics so far; the guard splits the clips in two random halves; the steps
-    after pruning read evenly spaced clips), so the same clips uploaded in another order would
-    otherwise give another model. Sorting by a hash of each example's bytes makes the order, and
-    so the model, depend on the clips only; identical clips tie, and it does not matter which goes
-    first.
-    """
-    x = stacked(data).contiguous()
-    keys = [hashlib.blake2b(row.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes(), digest_size=16).digest()
-            for row in x]
-    return x[torch.tensor(sorted(range(len(x)), key=keys.__getitem__), dtype=torch.long)]
-
-
 def evenly_spaced(data, limit: int, predicted: torch.Tensor | None = None) -> torch.Tensor:
     """At most ``limit`` examples of ``data`` (a tensor, or batches of one), evenly spaced, in order.
 
     ``predicted``: a class per example (a model's answers, no labels); the examples are then spaced
     evenly through them grouped by that class, so each predicted class keeps its share of the
-    subset -- in whatever order the examples came (``canonical_order`` sorts them by content).
+    subset, in whatever order the examples came.
     """
     x = stacked(data)
     if limit <= 0 or len(x) <= limit:

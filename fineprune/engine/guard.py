@@ -128,26 +128,17 @@ MIN_SPLIT_CLIPS = 8  # fewer clips than this are not split in halves for the sta
 
 
 def half_predictions(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int,
-                     cancel=None, predicted: torch.Tensor | None = None) -> tuple[list[torch.Tensor], float]:
+                     cancel=None) -> tuple[list[torch.Tensor], float]:
     """The classes that the two models ``personalize(model, half, ...)`` makes from two random halves
     of ``x`` (seeded by ``settings.seed``) predict for every clip of ``x``; and the forward passes over
     ``x`` that cost. The halves run the settings unpruned (``sparsity`` 0, so no re-solve and no
     shift pass): which classes a half's model hears comes from the recalibration and the output
     layer, and on the voice dev set the unpruned halves made the same decision for every
-    individual as pruned ones (docs/RESULTS.md), about one pass cheaper.
-
-    The halves are drawn within each class the general model hears (``predicted``: its class for
-    each clip; computed here, one more pass, when not given), so they differ by chance in which
-    clips they hold but not in how many of each class: the check should see the adaptation's
-    instability, not the luck of the draw."""
+    individual as pruned ones (docs/RESULTS.md), about one pass cheaper."""
     n = len(x)
-    passes = 0.0
-    if predicted is None:
-        predicted, passes = _logits(model, x, batch_size).argmax(1), 1.0
     order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
-    order = order[torch.sort(predicted[order], stable=True).indices]  # random within a class; alternate
     half_settings = settings.replace(guard_min_share_stability=0.0, sparsity=0.0)
-    predictions = []
+    predictions, passes = [], 0.0
     for half in (order[0::2], order[1::2]):
         result = personalize(model, x[half], half_settings, cancel=cancel)
         predictions.append(_logits(result.model, x, batch_size).argmax(1))
@@ -163,10 +154,9 @@ def class_share_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(1 - 0.5 * (shares[0] - shares[1]).abs().sum())
 
 
-def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None,
-                    predicted: torch.Tensor | None = None) -> tuple[float, float]:
+def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None) -> tuple[float, float]:
     """``class_share_overlap`` of the two ``half_predictions``, and the forward passes it cost."""
-    (a, b), passes = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel, predicted=predicted)
+    (a, b), passes = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
     return class_share_overlap(a, b), passes
 
 
@@ -204,9 +194,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
         if n < MIN_SPLIT_CLIPS:
             steps["stability"] = {"applied": False, "why": f"{n} clips are too few to split in halves and compare"}
         else:
-            answers = general.argmax(1) if len(probe) == n else None  # stratify the halves when every clip was probed
-            stability, passes = share_stability(model, x, settings, personalize, batch_size=batch_size, cancel=cancel,
-                                                predicted=answers)
+            stability, passes = share_stability(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
             extra += passes
             trusted = stability >= settings.guard_min_share_stability
             signals["share_stability"] = round(stability, 4)

@@ -36,7 +36,7 @@ from torch import nn
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, canonical_order, evenly_spaced, reiterable, record_energy, stacked
+from fineprune.engine.energy import EnergyRecord, evenly_spaced, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
@@ -280,7 +280,7 @@ class PruningSweep:
         start = time.perf_counter()
         self.settings = (settings or DEFAULT_SETTINGS).validate()
         self.cancel = cancel
-        self.data = canonical_order(data)  # the same clips in any order: the same model
+        self.data = reiterable(data, self.settings.batch_size)
         self.capture_shift = self.same_capture = None
         if self.settings.same_capture_shift > 0:
             self.capture_shift = capture_shift(model, self.data, batch_size=self.settings.batch_size)
@@ -332,7 +332,7 @@ class PruningSweep:
                 recalibrate_depth=s.recalibrate_bn_depth,
                 lean=criterion.lean,  # only the sums the criterion and bias correction read
                 input_means=s.post_prune_statistics == "propagate",
-                keep_logits=energy_data is None and 0 < s.post_prune_clips < len(self.data),  # for ``after_data``
+                keep_logits=energy_data is None and s.post_prune_clips > 0,  # the answers that spread ``after_data``
             )
         if progress:
             progress(0.6, f"scoring connections ({s.criterion})")
@@ -348,7 +348,8 @@ class PruningSweep:
         everything = stacked(self.data)
         self.n_clips = len(everything)
         # what the steps after pruning see: with more clips than that, each class the unpruned model
-        # hears keeps its share (the prototype layer needs clips of every class)
+        # hears keeps its share (the prototype layer needs clips of every class; evenly spaced in the
+        # given order spread them only when the clips came sorted by digit)
         answers = self.energies.logits.argmax(1) if self.energies.logits is not None and energy_data is None else None
         self.after_data = evenly_spaced(everything, s.post_prune_clips, answers)
         # post-pruning BatchNorm statistics from the recorded ones (no pass), when they describe the person
