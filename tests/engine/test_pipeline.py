@@ -138,3 +138,27 @@ def test_residual_and_depthwise_networks(block):
         if not row["spared"]:
             assert row["pruned"] == round(0.5 * row["weights"])
     assert 0.49 < result.report["sparsity"] < 0.51
+
+
+def test_with_more_clips_than_it_reads_after_pruning_each_class_the_model_hears_keeps_its_share(tiny_vgg, monkeypatch):
+    """The re-solve and the prototype layer read ``post_prune_clips`` of the clips: spread over the
+    classes the unpruned model hears (its answers from the energy pass), not over the upload order."""
+    import fineprune.engine.pipeline as pipeline
+
+    model, _ = tiny_vgg
+    x = torch.randn(150, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    seen = {}
+    spread = pipeline.evenly_spaced
+
+    def spying(data, limit, predicted=None):
+        seen["predicted"] = predicted
+        return spread(data, limit, predicted)
+
+    monkeypatch.setattr(pipeline, "evenly_spaced", spying)
+    sweep = PruningSweep(model, x, settings_for(None, sparsity=0.5))
+    assert seen["predicted"] is not None and torch.equal(seen["predicted"], sweep.energies.logits.argmax(1))
+    assert len(sweep.after_data) == sweep.settings.post_prune_clips
+    shares = torch.bincount(seen["predicted"], minlength=4).float() / len(x)
+    heard = torch.bincount(sweep.energies.logits.argmax(1)[[int((x == a).all(dim=(1, 2, 3)).nonzero()) for a in sweep.after_data]],
+                           minlength=4).float()
+    assert (heard - shares * len(sweep.after_data)).abs().max() <= 1.0
