@@ -52,10 +52,12 @@ def gradual_prune(model, x, settings, steps=(0.25, 0.5)):
 def variant_outputs(model, person: Individual, general_x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """name -> (logits on the adaptation clips, logits on the test clips)."""
     from fineprune.engine.baselines import bn_adapt, lame, prior_em, t3a
+    from fineprune.engine.energy import canonical_order
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune
 
-    ax, tx = person.adapt_x, person.test_x
+    # the baselines in the order the pipeline reads the clips, so the replayed guard sees what it sees
+    ax, tx = canonical_order(person.adapt_x), person.test_x
     out = {}
 
     def add(name, m):

@@ -10,6 +10,7 @@ same pass (the person's per-channel mean and variance, as the model sees them).
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -94,6 +95,23 @@ def spaced_indices(n: int, limit: int) -> torch.Tensor:
 def stacked(data) -> torch.Tensor:
     """``data`` (a tensor, a list of batches or of (x, y, ...) tuples) as one tensor of inputs."""
     return data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data)))
+
+
+def canonical_order(data) -> torch.Tensor:
+    """``data``'s examples as one tensor, in an order fixed by each example's content alone.
+
+    Several steps see the clips in batches or halves (the one-pass recalibration normalises each
+    batch with the statistics so far; the guard splits the clips in two random halves; the steps
+    after pruning read evenly spaced clips), so the same clips uploaded in another order would
+    otherwise give another model. Sorting by a hash of each example's bytes makes the order, and
+    so the model, depend on the clips only; identical clips tie, and it does not matter which goes
+    first. (The guard's split-half check then draws its halves from this order: its verdict is a
+    draw among splits, which is why it averages several; docs/RESULTS.md, "Clip order".)
+    """
+    x = stacked(data).contiguous()
+    keys = [hashlib.blake2b(row.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes(), digest_size=16).digest()
+            for row in x]
+    return x[torch.tensor(sorted(range(len(x)), key=keys.__getitem__), dtype=torch.long)]
 
 
 def evenly_spaced(data, limit: int, predicted: torch.Tensor | None = None) -> torch.Tensor:

@@ -128,15 +128,17 @@ MIN_SPLIT_CLIPS = 8  # fewer clips than this are not split in halves for the sta
 
 
 def half_predictions(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int,
-                     cancel=None) -> tuple[list[torch.Tensor], float]:
+                     cancel=None, split: int = 0) -> tuple[list[torch.Tensor], float]:
     """The classes that the two models ``personalize(model, half, ...)`` makes from two random halves
-    of ``x`` (seeded by ``settings.seed``) predict for every clip of ``x``; and the forward passes over
-    ``x`` that cost. The halves run the settings unpruned (``sparsity`` 0, so no re-solve and no
-    shift pass): which classes a half's model hears comes from the recalibration and the output
-    layer, and on the voice dev set the unpruned halves made the same decision for every
-    individual as pruned ones (docs/RESULTS.md), about one pass cheaper."""
+    of ``x`` (the ``split``-th split seeded by ``settings.seed``) predict for every clip of ``x``; and
+    the forward passes over ``x`` that cost. The halves run the settings unpruned (``sparsity`` 0, so
+    no re-solve and no shift pass): which classes a half's model hears comes from the recalibration
+    and the output layer, and on the voice dev set the unpruned halves made the same decision for
+    every individual as pruned ones (docs/RESULTS.md), about one pass cheaper."""
     n = len(x)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))
+    # split 0 is the single split the check has always drawn, so one split reads as before
+    seed = settings.seed if split == 0 else settings.seed * 1_000_003 + split
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     half_settings = settings.replace(guard_min_share_stability=0.0, sparsity=0.0)
     predictions, passes = [], 0.0
     for half in (order[0::2], order[1::2]):
@@ -154,10 +156,16 @@ def class_share_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(1 - 0.5 * (shares[0] - shares[1]).abs().sum())
 
 
-def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None) -> tuple[float, float]:
-    """``class_share_overlap`` of the two ``half_predictions``, and the forward passes it cost."""
-    (a, b), passes = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
-    return class_share_overlap(a, b), passes
+def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *, batch_size: int, cancel=None,
+                    splits: int = 1) -> tuple[float, float, list[float]]:
+    """The mean ``class_share_overlap`` of the two ``half_predictions`` over ``splits`` different
+    splits, the forward passes it cost, and each split's overlap."""
+    overlaps, passes = [], 0.0
+    for split in range(splits):
+        (a, b), cost = half_predictions(model, x, settings, personalize, batch_size=batch_size, cancel=cancel, split=split)
+        overlaps.append(class_share_overlap(a, b))
+        passes += cost
+    return sum(overlaps) / len(overlaps), passes, overlaps
 
 
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
@@ -194,17 +202,21 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
         if n < MIN_SPLIT_CLIPS:
             steps["stability"] = {"applied": False, "why": f"{n} clips are too few to split in halves and compare"}
         else:
-            stability, passes = share_stability(model, x, settings, personalize, batch_size=batch_size, cancel=cancel)
+            splits = settings.guard_stability_splits
+            stability, passes, overlaps = share_stability(model, x, settings, personalize, batch_size=batch_size, cancel=cancel,
+                                                          splits=splits)
             extra += passes
             trusted = stability >= settings.guard_min_share_stability
             signals["share_stability"] = round(stability, 4)
-            why = (f"adapted on two halves of your {n} clips, the two models agree on which classes you use "
+            halves = "two halves" if splits == 1 else f"two halves ({splits} different splits, averaged)"
+            why = (f"adapted on {halves} of your {n} clips, the two models agree on which classes you use "
                    f"(class shares overlap {stability:.0%}, {settings.guard_min_share_stability:.0%} needed)")
             if not trusted:
-                why = (f"adapted on two halves of your {n} clips, the two models disagree about which classes you use "
+                why = (f"adapted on {halves} of your {n} clips, the two models disagree about which classes you use "
                        f"(class shares overlap {stability:.0%}, {settings.guard_min_share_stability:.0%} needed): adapting "
                        "to these clips would mostly fit noise, so the general statistics and output layer are kept")
-            steps["stability"] = {"applied": trusted, "why": why, "share_stability": round(stability, 4)}
+            steps["stability"] = {"applied": trusted, "why": why, "share_stability": round(stability, 4),
+                                  "split_overlaps": [round(o, 4) for o in overlaps]}
 
     # 1. BatchNorm recalibration
     wanted = settings.recalibrate_bn in ("before", "both")

@@ -115,6 +115,9 @@ def test_guard_is_off_by_default_and_validated(tiny_vgg):
         PruneSettings(guard=True, guard_bn_shift=2.0).validate()
     with pytest.raises(ConfigError):
         PruneSettings(guard=True, guard_drop_max_hits=-1).validate()
+    for splits in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="guard_stability_splits"):
+            PruneSettings(guard=True, guard_stability_splits=splits).validate()
 
 
 def test_an_unsure_model_drops_nothing():
@@ -158,11 +161,34 @@ def test_share_stability_compares_the_halves_predicted_class_shares():
     x = torch.randn(20, 2)
     settings = PruneSettings(guard=True, guard_min_share_stability=0.5)
     agree, calls = _personalize_by_half([1, 1])
-    assert share_stability(_bn_model(), x, settings, agree, batch_size=8) == (1.0, 2 * (2.0 * 10 / 20 + 1.0))
+    assert share_stability(_bn_model(), x, settings, agree, batch_size=8) == (1.0, 2 * (2.0 * 10 / 20 + 1.0), [1.0])
     assert all(s.guard_min_share_stability == 0.0 for s in calls)  # the halves do not check again
     assert all(s.sparsity == 0.0 for s in calls)  # ... and run unpruned
     disagree, _ = _personalize_by_half([0, 1])
     assert share_stability(_bn_model(), x, settings, disagree, batch_size=8)[0] == 0.0
+
+
+def test_share_stability_averages_several_splits_and_split_zero_is_the_single_split():
+    from fineprune.engine.guard import half_predictions, share_stability
+
+    x = torch.randn(20, 2)
+    settings = PruneSettings(guard=True, guard_min_share_stability=0.5)
+    # the first split's halves agree, the second's disagree: the mean is a half, at twice the passes
+    mixed, calls = _personalize_by_half([1, 1, 0, 1])
+    stability, passes, overlaps = share_stability(_bn_model(), x, settings, mixed, batch_size=8, splits=2)
+    assert (stability, overlaps, passes) == (0.5, [1.0, 0.0], 4 * (2.0 * 10 / 20 + 1.0)) and len(calls) == 4
+
+    seen = []
+
+    def record_halves(model, half, settings, cancel=None):
+        seen.append(half)
+        return _personalize_by_half([0])[0](model, half, settings)
+
+    for split in (0, 0, 1):
+        half_predictions(_bn_model(), x, settings, record_halves, batch_size=8, split=split)
+    assert torch.equal(seen[0], seen[2])  # the same split draws the same halves ...
+    assert not torch.equal(seen[0], seen[4])  # ... and another split other halves
+    assert sorted(torch.cat(seen[4:6]).flatten().tolist()) == sorted(x.flatten().tolist())  # halves of all the clips
 
 
 def test_class_share_overlap_is_one_minus_the_total_variation_distance():
@@ -184,6 +210,10 @@ def test_halves_that_disagree_keep_the_general_statistics_and_output_layer():
     assert not decision.steps["stability"]["applied"] and "disagree" in decision.steps["stability"]["why"]
     assert not decision.steps["output_layer"]["applied"] and not decision.steps["bn_recalibration"]["applied"]
     assert decision.signals["share_stability"] == 0.0 and decision.extra_forward_passes > 2
+    twice, _ = _personalize_by_half([1, 1, 0, 1])  # two splits: one agrees, one does not -> overlap 0.5, enough
+    decision, _, _ = decide(model, x, settings.replace(guard_stability_splits=2), personalize=twice)
+    assert decision.steps["stability"]["split_overlaps"] == [1.0, 0.0] and decision.steps["stability"]["applied"]
+    assert "2 different splits" in decision.steps["stability"]["why"]
     agree, _ = _personalize_by_half([1, 1])
     decision, recalibrated, _ = decide(model, x, settings, personalize=agree)
     assert decision.recalibrate_bn == "both" and decision.prototype_head == 5 and recalibrated is not None

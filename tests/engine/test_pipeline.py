@@ -159,6 +159,7 @@ def test_with_more_clips_than_it_reads_after_pruning_each_class_the_model_hears_
     assert seen["predicted"] is not None and torch.equal(seen["predicted"], sweep.energies.logits.argmax(1))
     assert len(sweep.after_data) == sweep.settings.post_prune_clips
     shares = torch.bincount(seen["predicted"], minlength=4).float() / len(x)
-    heard = torch.bincount(sweep.energies.logits.argmax(1)[[int((x == a).all(dim=(1, 2, 3)).nonzero()) for a in sweep.after_data]],
+    read = sweep.data  # the clips in the order the pipeline reads them (fixed by their content)
+    heard = torch.bincount(sweep.energies.logits.argmax(1)[[int((read == a).all(dim=(1, 2, 3)).nonzero()) for a in sweep.after_data]],
                            minlength=4).float()
     assert (heard - shares * len(sweep.after_data)).abs().max() <= 1.0
