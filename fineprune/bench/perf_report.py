@@ -223,9 +223,12 @@ WHAT_THE_NUMBERS_SAY = """## Reading the numbers
   linear solve per layer -- the FLOPs figure counts both; it is what took the voice card from 12 to
   7 dev individuals losing more than a clip (docs/RESULTS.md), bought with this ratio. And the
   voice guard's split-half check runs the card, unpruned, on each half of the clips first, then
-  each half's model over all the clips: five more passes (9 instead of 4 for a demo voice of 50
-  clips; six more while the halves were pruned too, which changed no decision on the dev set),
-  which took the card from 7 to 4 such individuals.
+  each half's model over all the clips: five more passes per split (six more while the halves were
+  pruned too, which changed no decision on the dev set), which took the card from 7 to 4 such
+  individuals. Since the fifteenth session it averages three splits, since one split's verdict was
+  a draw (docs/RESULTS.md, "Clip order"): 19 passes instead of 9 for a demo voice of 50 clips, and
+  demo nadia's whole personalization takes about 1.6 times as long as with one split (1.8 s against
+  1.1 s on one core, measured in one run beside other work).
 - **No pass after pruning** (`post_prune_statistics="propagate"`, the face card's setting). The
   BatchNorm statistics after pruning are not measured but carried from the energy pass through
   the pruned weights (`fineprune/engine/propagate.py`): for the BatchNorm reading a pruned layer,
