@@ -250,7 +250,8 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
               "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies; `card_pipeline_head_always`: the "
               "prototype layer also for people whose recalibration the guard refused; `card_pipeline_filter20`: the card until "
-              "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56; `card_shipped`: the card in "
+              "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56 (one split); "
+              "`card_pipeline_one_split`: the check on one split at 0.52, the card until the fifteenth session; `card_shipped`: the card in "
               "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
