@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +69,15 @@ def _cached(key: str, items_fn) -> PhotoSet:
         return PhotoSet(blob["crops"], blob["labels"], list(blob["files"]))
     photos = _decode_all(items_fn())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"crops": photos.crops, "labels": photos.labels, "files": photos.files}, tmp)
-    tmp.replace(path)
+    # a file name of its own: the bench's workers decode the same set at once on a fresh cache, and
+    # a shared temporary name let one worker move the file away under the other
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        torch.save({"crops": photos.crops, "labels": photos.labels, "files": photos.files}, name)
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
     return photos
 
 
