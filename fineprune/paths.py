@@ -1,7 +1,11 @@
-"""Where the project's files are: the shipped assets, the run cache, and the shared data beside the checkout.
+"""Where the project's files are (the shipped assets, the run cache, the shared data beside the
+checkout), and how one is written whole.
 
 One place, so that moving a module never changes where it looks.
 """
+import contextlib
+import os
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,3 +25,20 @@ def shown_path(path) -> str:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ".partial"):
+    """Yield a temporary path beside ``path`` to write to; when the block ends normally it replaces
+    ``path``, otherwise it is removed. Ctrl-C or a full disk never leaves half a file that a later
+    run fails to load, and the name is this writer's own: two bench workers filling the same cache
+    entry at once both succeed (a shared temporary name let one move the file away under the other).
+    ``suffix`` keeps writers that append an extension (``np.savez`` adds ``.npz``) on the same name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -53,7 +53,7 @@ from fineprune.engine.bundle import load_bundle, save_bundle
 from fineprune.engine.evaluation import accuracy
 from fineprune.engine.pipeline import DEFAULT_SETTINGS, PruneSettings, fine_prune, settings_for
 from fineprune.errors import InputDataError
-from fineprune.paths import ASSETS, CACHE, REPO, SHARED_DATA, shown_path
+from fineprune.paths import ASSETS, CACHE, REPO, SHARED_DATA, atomic_path, shown_path
 
 DEFAULT_DATA = SHARED_DATA / "ckplus48"
 CK_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy", "sadness": "sad", "surprise": "surprise"}
@@ -111,8 +111,8 @@ def load_ckplus(data_dir: str | Path = DEFAULT_DATA) -> dict[str, np.ndarray]:
         "sequence": np.array([f"{r['subject']}_{r['sequence']}" for r in rows]),
         "frame": np.array([int(r["frame"]) for r in rows]),
     }
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, **out)
+    with atomic_path(cache, suffix=".partial.npz") as partial:
+        np.savez_compressed(partial, **out)
     return out
 
 

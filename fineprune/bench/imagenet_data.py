@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import torch
 
 from fineprune.engine.methods import Individual
 from fineprune.domains.objects import CARD_PATH, OBJECTS_INPUT, centre_crop, open_rgb, to_features
-from fineprune.paths import CACHE, SHARED_DATA
+from fineprune.paths import CACHE, SHARED_DATA, atomic_path
 
 IMAGENET = SHARED_DATA / "imagenet"
 SETS = ("imagenette", "imagewoof")
@@ -68,16 +66,8 @@ def _cached(key: str, items_fn) -> PhotoSet:
         blob = torch.load(path, weights_only=True)
         return PhotoSet(blob["crops"], blob["labels"], list(blob["files"]))
     photos = _decode_all(items_fn())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a file name of its own: the bench's workers decode the same set at once on a fresh cache, and
-    # a shared temporary name let one worker move the file away under the other
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        torch.save({"crops": photos.crops, "labels": photos.labels, "files": photos.files}, name)
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    with atomic_path(path) as partial:  # the bench's workers decode the same set at once on a fresh cache
+        torch.save({"crops": photos.crops, "labels": photos.labels, "files": photos.files}, partial)
     return photos
 
 

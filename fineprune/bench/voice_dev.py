@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fineprune.paths import CACHE, LOSO_MODELS, REPO, SHARED_DATA
+from fineprune.paths import CACHE, LOSO_MODELS, REPO, SHARED_DATA, atomic_path
 from fineprune.bench.voice_dev_set import DevIndividual, build_dev_set, build_engine_set, cache_path
 from fineprune.bench.voice_dev_rules import _acc, general_data, guard_grid, nested_rules, old_card, replay_guard, variant_outputs
 
@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             if key not in general:
                 general[key] = general_data(key, fsdd)
             stored[p.name] = variant_outputs(models[key], p, general[key])
-            torch.save(stored, store)
+            with atomic_path(store) as partial:  # rewritten after each individual: Ctrl-C must not lose the others
+                torch.save(stored, partial)
             log(f"{p.name}: measured")
         out = stored[p.name]
         if args.measure_only:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fineprune.engine.methods import Individual
-from fineprune.paths import CACHE, SHARED_DATA
+from fineprune.paths import CACHE, SHARED_DATA, atomic_path
 
 VERSION = 1  # bump when the recipe changes (the cache key includes it)
 ADAPT_PER_DIGIT = 6
@@ -223,8 +223,8 @@ def build_engine_set(log=print) -> list[DevIndividual]:
         for condition in dict.fromkeys(("clean", ENGINE_CONDITIONS[i % len(ENGINE_CONDITIONS)])):
             people.append(_engine_individual(key, condition, settings))
     log(f"other-engine voices done ({len(people)} individuals)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save([p.__dict__ for p in people], path)
+    with atomic_path(path) as partial:
+        torch.save([p.__dict__ for p in people], partial)
     return people
 
 
@@ -274,6 +274,6 @@ def build_dev_set(data: Path = SHARED_DATA / "fsdd", *, fsdd: bool = True, espea
         i = list(DEV_VOICES).index(key)
         people.append(_espeak_individual(key, DEV_VOICES[key], "noise20", i, digits, settings))
     log(f"voice dev set: espeak-ng voices done ({len(people)} individuals)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save([p.__dict__ for p in people], path)
+    with atomic_path(path) as partial:
+        torch.save([p.__dict__ for p in people], partial)
     return people

@@ -35,7 +35,7 @@ import torch
 from fineprune.domains.audio import FeatureSettings, clip_features, load_wav
 from fineprune.domains.voice import CLASSES, DIGIT_WORDS
 from fineprune.errors import ConfigError, FinePruneError, InputDataError
-from fineprune.paths import CACHE
+from fineprune.paths import CACHE, atomic_path
 
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 FSDD_TEST_INDICES = range(0, 5)  # the official split: takes 0-4 test, 5-49 train
@@ -119,8 +119,8 @@ def _cache_key(kind: str, settings: FeatureSettings, extra: str = "") -> Path:
 
 
 def _save_cache(path: Path, clips: ClipSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"x": clips.x, "y": clips.y, "speakers": clips.speakers, "takes": clips.takes}, path)
+    with atomic_path(path) as partial:
+        torch.save({"x": clips.x, "y": clips.y, "speakers": clips.speakers, "takes": clips.takes}, partial)
 
 
 def _load_cache(path: Path) -> ClipSet | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import pickle
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from fineprune.engine import sequential  # noqa: F401  (registers the "sequentia
 from fineprune.engine.models import ModelConfig, build_model
 from fineprune.engine.sparse import SPARSE_FORMAT, state_from_sparse_payload
 from fineprune.errors import ModelFileError
+from fineprune.paths import atomic_path
 
 BUNDLE_FORMAT = "fineprune-bundle/1"
 
@@ -59,7 +61,11 @@ def save_bundle(path: str | Path | io.BytesIO, model: nn.Module, config: ModelCo
         "card": json.loads(json.dumps(card or {})),  # plain JSON types only
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
-    torch.save(payload, path)
+    if not isinstance(path, (str, os.PathLike)):  # a buffer
+        torch.save(payload, path)
+        return
+    with atomic_path(path) as partial:  # an interrupted write must not leave a shipped model unloadable
+        torch.save(payload, partial)
 
 
 def reattach_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

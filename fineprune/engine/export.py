@@ -44,6 +44,7 @@ from fineprune.engine.sequential import (
 )
 from fineprune.engine.sparse import sparse_payload
 from fineprune.errors import ConfigError, ExportError
+from fineprune.paths import atomic_path
 
 FORMATS = ("masked", "sparse", "structured")
 
@@ -292,15 +293,11 @@ def personalized_payload(model: nn.Module, config: dict, card: dict | None, form
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``path`` completely or not at all: a full disk or Ctrl-C never leaves half a model file."""
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except BaseException as exc:
-        partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
-        raise
+        with atomic_path(path) as partial:
+            partial.write_bytes(data)
+    except OSError as exc:
+        raise ExportError(f"could not write {path}: {exc.strerror or exc}") from None
 
 
 def save_personalized(
