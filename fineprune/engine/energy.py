@@ -10,7 +10,6 @@ same pass (the person's per-channel mean and variance, as the model sees them).
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -97,21 +96,39 @@ def stacked(data) -> torch.Tensor:
     return data if isinstance(data, torch.Tensor) else torch.cat(list(iter_batches(data)))
 
 
+# Fixed seed of the direction and shuffle of ``canonical_order``: changing it changes which clips
+# every person's halves and batches hold, so every measured table would move.
+CANONICAL_ORDER_SEED = 20_240_607
+
+
 def canonical_order(data) -> torch.Tensor:
     """``data``'s examples as one tensor, in an order fixed by each example's content alone.
 
     Several steps see the clips in batches or halves (the one-pass recalibration normalises each
     batch with the statistics so far; the guard splits the clips in two random halves; the steps
     after pruning read evenly spaced clips), so the same clips uploaded in another order would
-    otherwise give another model. Sorting by a hash of each example's bytes makes the order, and
-    so the model, depend on the clips only; identical clips tie, and it does not matter which goes
-    first. (The guard's split-half check then draws its halves from this order: its verdict is a
-    draw among splits, which is why it averages several; docs/RESULTS.md, "Clip order".)
+    otherwise give another model. The examples are ranked by their projection on one fixed random
+    direction, and the ranks are then dealt out by one fixed shuffle, so the order does not follow
+    the content (a batch or half is a random draw) yet depends on the clips alone. Identical clips
+    tie, and it does not matter which goes first.
+
+    Why a projection, not a hash of the bytes (until the eighteenth session): the same WAV files
+    decode to features that differ in the last bits on another CPU (its float kernels), so a hash
+    dealt them out in an unrelated order there, and the guard's split-half check drew other
+    halves -- demo nadia's three splits read 0.77 on one machine and 0.44 on another. A projection
+    moves by about 1e-5 under such noise, far less than the gap between two clips' values, so the
+    order is the same on every machine. (The check's verdict is still a draw among splits, which
+    is why it averages several; docs/RESULTS.md, "Clip order".)
     """
     x = stacked(data).contiguous()
-    keys = [hashlib.blake2b(row.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes(), digest_size=16).digest()
-            for row in x]
-    return x[torch.tensor(sorted(range(len(x)), key=keys.__getitem__), dtype=torch.long)]
+    if len(x) < 2:
+        return x
+    direction = torch.randn(x[0].numel(), generator=torch.Generator().manual_seed(CANONICAL_ORDER_SEED), dtype=torch.float64)
+    # one example at a time in float64: no float64 copy of the whole input
+    keys = torch.stack([row.detach().reshape(-1).to(torch.float64) @ direction for row in x])
+    ranked = torch.argsort(keys, stable=True)
+    dealt = torch.randperm(len(x), generator=torch.Generator().manual_seed(CANONICAL_ORDER_SEED))
+    return x[ranked[dealt]]
 
 
 def evenly_spaced(data, limit: int, predicted: torch.Tensor | None = None) -> torch.Tensor:
