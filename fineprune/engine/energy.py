@@ -124,8 +124,9 @@ def canonical_order(data) -> torch.Tensor:
     if len(x) < 2:
         return x
     direction = torch.randn(x[0].numel(), generator=torch.Generator().manual_seed(CANONICAL_ORDER_SEED), dtype=torch.float64)
-    # one example at a time in float64: no float64 copy of the whole input
-    keys = torch.stack([row.detach().reshape(-1).to(torch.float64) @ direction for row in x])
+    # in float64, a few MB of examples at a time: no float64 copy of the whole input
+    rows = max(1, (1 << 22) // max(1, x[0].numel()))
+    keys = torch.cat([chunk.detach().reshape(len(chunk), -1).to(torch.float64) @ direction for chunk in x.split(rows)])
     ranked = torch.argsort(keys, stable=True)
     dealt = torch.randperm(len(x), generator=torch.Generator().manual_seed(CANONICAL_ORDER_SEED))
     return x[ranked[dealt]]
