@@ -80,7 +80,9 @@ def cmd_personalize(args) -> int:
     check_output_path(args.report, "--report")
     settings = None
     bundle = load_model(args.model)
-    settings = settings_for(bundle.card, sparsity=args.sparsity, criterion=args.criterion)
+    settings = settings_for(bundle.card, sparsity=args.sparsity)
+    if args.criterion:  # a criterion asked for by name ranks every person's connections (no guard fallback)
+        settings = settings.ranked_by(args.criterion).validate()
     if args.out and args.format == "structured":
         from fineprune.engine.export import check_exportable
 
@@ -102,7 +104,7 @@ def cmd_personalize(args) -> int:
     after = evaluate(result.model, test[0].x, test[1], n_classes) if test else None
     report = {
         "model": args.model,
-        "criterion": settings.criterion,
+        "criterion": result.report["criterion"],  # the guard may rank by its fallback criterion
         "sparsity_target": settings.sparsity,
         "sparsity": result.report["sparsity"],
         "n_unlabeled": len(unlabeled.x),
@@ -139,7 +141,7 @@ def cmd_personalize(args) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
     acc_txt = f", accuracy {report['baseline_accuracy']:.1%} -> {report['accuracy']:.1%} on {report['n_test']} test files" if test else ""
-    print(f"personalized {args.model} on {report['n_unlabeled']} unlabeled files: sparsity {report['sparsity']:.1%} ({settings.criterion}){acc_txt}; {report['seconds']:.1f}s")
+    print(f"personalized {args.model} on {report['n_unlabeled']} unlabeled files: sparsity {report['sparsity']:.1%} ({report['criterion']}){acc_txt}; {report['seconds']:.1f}s")
     if args.out:
         speed = f", {report['speedup']:.2f}x faster than the original on your clips" if "speedup" in report else ""
         print(f"saved {args.out} ({args.format}, {report['file_bytes'] / 1e6:.2f} MB{speed})")

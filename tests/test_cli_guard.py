@@ -25,3 +25,23 @@ def test_the_report_and_the_summary_say_what_the_guard_decided(tmp_path, tiny_vg
     assert all(isinstance(s["applied"], bool) and s["why"] for s in steps.values())
     printed = capsys.readouterr().out
     assert report["guard_sentences"] and all(sentence in printed for sentence in report["guard_sentences"])
+
+
+def test_the_report_names_the_criterion_that_ranked_and_a_named_criterion_ranks_everyone(tmp_path, tiny_vgg, capsys):
+    model, config = tiny_vgg
+    path = tmp_path / "guarded.pt"
+    refuses = {"guard": True, "guard_min_entropy_drop": 5.0, "criterion": "energy_rms", "guard_fallback_criterion": "magnitude"}
+    card = {"domain": "generic", "classes": list("abcd"), "input": {"shape": [1, 16, 20]}, "prune_defaults": refuses}
+    save_bundle(path, model, config, card)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        np.save(data / f"x{i}.npy", np.random.default_rng(i).standard_normal((1, 16, 20)).astype(np.float32))
+    report_path = tmp_path / "report.json"
+    assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["guard"]["recalibrate_bn"] == "none" and report["criterion"] == "magnitude"
+    assert "(magnitude)" in capsys.readouterr().out
+    assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path),
+                 "--criterion", "energy_rms"]) == 0
+    assert json.loads(report_path.read_text())["criterion"] == "energy_rms"

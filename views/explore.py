@@ -36,7 +36,7 @@ def criteria_ui(session, run) -> None:
     st.caption("Each criterion ranks the connections differently. Random and magnitude are controls; "
                "'general_energy' scores with energies from other people's data instead of yours.")
     names = list(options.criteria())
-    default = [c for c in dict.fromkeys((run.settings.criterion, "magnitude", "random")) if c in names]
+    default = [c for c in dict.fromkeys((run.settings.criterion, run.criterion, "magnitude", "random")) if c in names]
     chosen = st.multiselect("Criteria", names, default=default, key="explore_criteria")
     sparsities = [0.3, 0.5, 0.7, 0.9]
     if st.button("Compare criteria", disabled=session.jobs.running or not chosen, key="explore_compare"):
@@ -81,7 +81,7 @@ def explore_ui() -> None:
         st.info("Nothing to explore yet: run fine-pruning first (or the one-click demo on the Home page).")
         st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂")
         return
-    st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.settings.criterion} criterion")
+    st.caption(f"The {run.model_name} model personalized for {ui.who(run.individual)}, {run.criterion} criterion")
     slider_ui(session, run)
     st.divider()
     if run.before is None:

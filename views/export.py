@@ -21,7 +21,7 @@ def export_ui() -> None:
         st.info("Nothing to export yet: run fine-pruning first.")
         st.page_link("views/fine_prune.py", label="Go to Fine-prune", icon="✂")
         return
-    st.caption(f"{run.model_name} model personalized for {run.individual} · {run.settings.criterion}, "
+    st.caption(f"{run.model_name} model personalized for {run.individual} · {run.criterion}, "
                f"{100 * run.settings.sparsity:.0f}% target · accuracy {ui.pct(run.before and run.before.accuracy)} → "
                f"{ui.pct(run.after and run.after.accuracy)}")
     st.info("Files are built in memory and go straight to your browser's download. None of your recordings, "

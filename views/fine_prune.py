@@ -39,7 +39,9 @@ def settings_ui(bundle, model_name: str, loaded: dict | None = None):
         spare_first = e.checkbox("Keep the first layer dense", defaults.spare_first, key=f"spare_first_{model_name}")
         spare_last = e.checkbox("Keep the classifier dense", defaults.spare_last, key=f"spare_last_{model_name}")
         bias = e.checkbox("Bias correction", defaults.bias_correction, key=f"bias_{model_name}")
-    return defaults.replace(criterion=criterion, sparsity=sparsity / 100, scope=scope, recalibrate_bn=recal,
+    # a criterion of the user's own choosing ranks everyone's connections; the card's keeps the guard's fallback
+    chosen = defaults if criterion == defaults.criterion else defaults.ranked_by(criterion)
+    return chosen.replace(sparsity=sparsity / 100, scope=scope, recalibrate_bn=recal,
                             recalibrate_bn_depth=depth, drop_unused_classes=drop, spare_first=spare_first, spare_last=spare_last, bias_correction=bias)
 
 
@@ -55,7 +57,7 @@ def individual_ui(session, model_name: str, bundle) -> str:
 
 def results_ui(run: Personalization) -> None:
     st.subheader(f"Result: the {run.model_name} model personalized for {ui.who(run.individual)}")
-    st.caption(f"{run.settings.criterion} criterion, target {100 * run.settings.sparsity:.0f}% · "
+    st.caption(f"{run.criterion} criterion, target {100 * run.settings.sparsity:.0f}% · "
                f"{len(run.person.adapt_ids)} adaptation clips (unlabeled) · {len(run.person.check_ids)} check clips · "
                f"{run.seconds:.1f} s")
     s = run.savings

@@ -32,7 +32,10 @@ recalibrated model, and decides:
    confident of the person's clips (mean top probability >= ``guard_drop_min_confidence``): a
    model that hears a noisy capture as mush leaves used classes out of its top two as well.
 3. **Pruning level** -- the card's sparsity (``sparsity``), reported with how the statistics
-   are kept right after pruning (recalibrated again, or shifted by what pruning changed).
+   are kept right after pruning (recalibrated again, or shifted by what pruning changed). With
+   ``guard_fallback_criterion``, a person whose clips the guard refused to adapt to (step 0 or 1)
+   gets connections ranked by that criterion: their energies come from the same doubtful clips
+   (docs/results/voice_fallback_criterion.md).
 4. **Output layer** -- reported when the settings rebuild it from the person's own features
    after pruning (``prototype_head``, T3A's prototypes). With ``guard_head_needs_recalibration``
    it is rebuilt only when step 1 recalibrates: prototypes built from clips the recalibration
@@ -63,6 +66,7 @@ class GuardDecision:
     sparsity: float
     steps: dict[str, dict]  # step -> {"applied": bool, "why": str, ...numbers}
     prototype_head: int = 0  # the output layer rebuilt from this many clips per class (0: not rebuilt)
+    criterion: str = ""  # what ranks the connections for this person (the settings' criterion, or the fallback's)
     signals: dict = field(default_factory=dict)
     # forward passes over the person's clips (in whole passes) the guard spends beyond what the
     # chosen settings cost anyway: the general model's predictions on its probe clips, and a
@@ -297,10 +301,16 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     else:
         steps["class_drop"] = {"applied": False, "why": "off in this model's settings: every class is kept", "classes": []}
 
-    # 3. pruning level
+    # 3. pruning level, and what ranks the connections
     sparsity = settings.sparsity
-    steps["pruning"] = {"applied": sparsity > 0, "sparsity": sparsity,
-                        "why": f"{sparsity:.0%} of the prunable connections, ranked by {settings.criterion}"
+    adaptation_refused = wanted and not apply_bn  # by the stability check or the recalibration check
+    criterion = settings.guard_fallback_criterion if adaptation_refused and settings.guard_fallback_criterion else settings.criterion
+    ranked_by = f"ranked by {criterion}"
+    if criterion != settings.criterion:
+        ranked_by += (f" instead of {settings.criterion}: your energies would come from the same clips the guard did not "
+                      "adapt to, so the general model's own weights decide")
+    steps["pruning"] = {"applied": sparsity > 0, "sparsity": sparsity, "criterion": criterion,
+                        "why": f"{sparsity:.0%} of the prunable connections, {ranked_by}"
                                + ("" if apply_bn else "; BatchNorm then corrected only for the shift pruning caused")}
     refused = settings.guard_head_needs_recalibration and wanted and not apply_bn  # recalibration judged and refused
     prototype_head = settings.prototype_head if trusted and not refused else 0
@@ -313,5 +323,5 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     elif settings.prototype_head > 0:
         steps["output_layer"] = {"applied": True, "why": ("after pruning, each class's output weights are rebuilt from the features "
                                                           "of your own clips the model assigns to it (T3A prototypes, no labels)")}
-    decision = GuardDecision(mode, shift, dropped, sparsity, steps, prototype_head, signals, round(extra, 4))
+    decision = GuardDecision(mode, shift, dropped, sparsity, steps, prototype_head, criterion, signals, round(extra, 4))
     return decision, recalibrated, energies

@@ -115,7 +115,7 @@ def register_method(name: str, *, label: str, uses_labels: bool = False):
 
 def _pruned(model, person, chosen: PruneSettings, ctx: MethodContext, energy_data=None, gate: bool = True) -> Adapted:
     result = fine_prune(model, person.adapt_x, chosen, energy_data=energy_data, cancel=ctx.cancel)
-    extra = {"criterion": chosen.criterion}
+    extra = {"criterion": result.report["criterion"]}  # the guard may rank by its fallback
     if gate:  # the same-capture gate's decision for this person
         extra.update({k: result.report[k] for k in ("capture_shift", "same_capture") if k in result.report})
     flops = ctx.per_example_flops * len(person.adapt_x) * passes_spent(result, chosen)
@@ -154,19 +154,19 @@ def _svd(model, person, settings, ctx):
 
 @register_method("magnitude", label="magnitude pruning (data-free)")
 def _magnitude(model, person, settings, ctx):
-    return _pruned(model, person, settings.replace(criterion="magnitude"), ctx)
+    return _pruned(model, person, settings.ranked_by("magnitude"), ctx)
 
 
 @register_method("random", label="random pruning (control)")
 def _random(model, person, settings, ctx):
-    return _pruned(model, person, settings.replace(criterion="random"), ctx)
+    return _pruned(model, person, settings.ranked_by("random"), ctx)
 
 
 @register_method("general_energy", label="energy from general data (control)")
 def _general_energy(model, person, settings, ctx):
     if ctx.general_x is None:
         return None
-    return _pruned(model, person, settings, ctx, energy_data=ctx.general_x, gate=False)
+    return _pruned(model, person, settings.ranked_by(settings.criterion), ctx, energy_data=ctx.general_x, gate=False)
 
 
 @register_method("prior_em", label="class-prior EM (label-free)")
@@ -253,9 +253,9 @@ def sparsity_curve(
     energies from general data instead of the person's.
     """
     rows = []
-    runs = [(c, settings.replace(criterion=c), None) for c in criteria]
+    runs = [(c, settings.ranked_by(c), None) for c in criteria]
     if general_x is not None:
-        runs.append(("general_energy", settings, general_x))
+        runs.append(("general_energy", settings.ranked_by(settings.criterion), general_x))
     for label, chosen, energy_data in runs:
         sweep = PruningSweep(model, person.adapt_x, chosen, energy_data=energy_data, cancel=cancel)
         for s in sparsities:

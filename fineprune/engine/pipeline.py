@@ -108,6 +108,12 @@ class PruneSettings:
     # prototype layer): the prototypes would be built from the same clips the recalibration check
     # found doubtful (guard.py; docs/RESULTS.md, "The prototype output layer")
     guard_head_needs_recalibration: bool = False
+    # ... and when the guard refuses to adapt to the person's clips (split-half check or recalibration
+    # check), rank the connections by this criterion instead of ``criterion`` ("": no change): the
+    # person's energies come from the same clips the guard found doubtful, and on the voice dev set
+    # the weights' own magnitude kept those people closer to the general model
+    # (docs/results/voice_fallback_criterion.md)
+    guard_fallback_criterion: str = ""
     # After pruning, rebuild the output layer from the person's own features (T3A prototypes,
     # Iwasawa & Matsuo 2021: each class's weight = the normalised mean of the features of the
     # person's clips the model assigns to it, the ``prototype_head`` most confident ones; 0: off).
@@ -140,12 +146,20 @@ class PruneSettings:
     def replace(self, **changes) -> "PruneSettings":
         return replace(self, **changes)
 
+    def ranked_by(self, criterion: str) -> "PruneSettings":
+        """These settings with every person's connections ranked by ``criterion``, the guard's
+        fallback criterion included: a comparison of criteria (a control, a curve, the user's own
+        choice) must rank by the criterion it names."""
+        return replace(self, criterion=criterion, guard_fallback_criterion="")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def validate(self) -> "PruneSettings":
         check_sparsity(self.sparsity)
         get_criterion(self.criterion)
+        if self.guard_fallback_criterion:
+            get_criterion(self.guard_fallback_criterion)
         if self.recalibrate_bn not in RECALIBRATION_MODES:
             raise ConfigError(f"recalibrate_bn must be one of {RECALIBRATION_MODES}, got {self.recalibrate_bn!r}")
         if not 0.0 <= self.bn_shift <= 1.0:
@@ -305,7 +319,7 @@ class PruningSweep:
                 progress(0.0, "checking which steps suit your data")
             self.guard, recalibrated, energies = decide(model, self.data, self.effective, cancel=cancel, personalize=fine_prune)
             self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift,
-                                                    prototype_head=self.guard.prototype_head)
+                                                    prototype_head=self.guard.prototype_head, criterion=self.guard.criterion)
             if energy_data is None:
                 self.energies = energies  # recorded in the guard's own passes
         s = self.effective
@@ -443,6 +457,7 @@ class PruningSweep:
         model.eval()
         seconds = self.record_seconds + time.perf_counter() - start
         report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds)
+        report["criterion"] = s.criterion  # the one that ranked the connections (the guard may have chosen it)
         report["forward_passes"] = round(self.passes + after_passes * len(self.after_data) / self.n_clips, 4)
         if self.capture_shift is not None:
             report["capture_shift"] = round(self.capture_shift, 5)

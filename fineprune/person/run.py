@@ -70,6 +70,12 @@ class Personalization:
     explored: dict[float, dict] = field(default_factory=dict)  # sparsity -> explore point; only grows (person/explore.py)
     explore_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
+    @property
+    def criterion(self) -> str:
+        """What ranked the connections: the settings' criterion, or the guard's fallback for a person it
+        did not adapt to."""
+        return self.result.report["criterion"]
+
     def summary(self) -> dict:
         """Plain-JSON report (no recordings, no features)."""
         return {
@@ -77,6 +83,7 @@ class Personalization:
             "individual": self.individual,
             "classes": self.classes,
             "settings": self.settings.to_dict(),
+            "criterion": self.criterion,
             "n_adapt": len(self.person.adapt_ids),
             "n_check": len(self.person.check_ids),
             "accuracy_before": None if self.before is None else self.before.accuracy,

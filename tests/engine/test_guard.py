@@ -251,3 +251,34 @@ def test_the_pipeline_runs_the_stability_check_and_says_so():
     torch.testing.assert_close(checked.model[0].running_mean, plain.model[0].running_mean)
     with pytest.raises(ConfigError):
         PruneSettings(guard=True, guard_min_share_stability=1.5).validate()
+
+
+def test_a_person_the_guard_does_not_adapt_to_is_pruned_by_the_fallback_criterion():
+    model, x = _bn_model(), _person()
+    refuse = PruneSettings(sparsity=0.5, spare_first=False, spare_last=False, guard=True, guard_min_entropy_drop=5.0,
+                           criterion="energy_rms", guard_fallback_criterion="magnitude")
+    decision, _, _ = decide(model, x, refuse)
+    assert decision.recalibrate_bn == "none" and decision.criterion == "magnitude"
+    assert decision.steps["pruning"]["criterion"] == "magnitude" and "instead of energy_rms" in decision.steps["pruning"]["why"]
+    result = fine_prune(model, x, refuse)
+    assert result.report["criterion"] == "magnitude" and result.report["effective_settings"]["criterion"] == "magnitude"
+    by_magnitude = fine_prune(model, x, refuse.replace(criterion="magnitude", guard_fallback_criterion=""))
+    torch.testing.assert_close(result.masks, by_magnitude.masks)
+    trusted = refuse.replace(guard_min_entropy_drop=-5.0)  # recalibration allowed: the person's own energies rank
+    decision, _, _ = decide(model, x, trusted)
+    assert decision.recalibrate_bn == "both" and decision.criterion == "energy_rms"
+    assert "instead of" not in decision.steps["pruning"]["why"]
+    not_wanted = refuse.replace(recalibrate_bn="none", bn_shift=1.0)  # nothing to refuse: the settings' criterion
+    assert decide(model, x, not_wanted)[0].criterion == "energy_rms"
+    with pytest.raises(ConfigError):
+        PruneSettings(guard_fallback_criterion="no-such-criterion").validate()
+
+
+def test_a_criterion_named_for_a_comparison_ranks_even_the_people_the_guard_does_not_adapt_to():
+    model, x = _bn_model(), _person()
+    card = PruneSettings(sparsity=0.5, spare_first=False, spare_last=False, guard=True, guard_min_entropy_drop=5.0,
+                         criterion="energy_rms", guard_fallback_criterion="magnitude")
+    control = card.ranked_by("random")  # the random-pruning control, a criterion curve, the user's own pick
+    assert control.criterion == "random" and control.guard_fallback_criterion == ""
+    assert fine_prune(model, x, control).report["criterion"] == "random"
+    assert fine_prune(model, x, card).report["criterion"] == "magnitude"
