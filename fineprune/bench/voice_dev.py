@@ -76,11 +76,17 @@ METHOD_ROWS = ("general", "bn_adapt", "prior_em", "t3a", "lame", "old_card", "pr
 # ... and keeps the general output layer when it refuses recalibration (``guard_head_needs_recalibration``;
 # adopted after the grid on the real pipeline rows: ``card_pipeline`` against ``card_pipeline_head_always``).
 HEAD_NEEDS_RECALIBRATION = True
+# ... and prunes a person it refused to adapt to by the weights' magnitude, not by their energies
+# (``guard_fallback_criterion``; the nineteenth session, by ``python scripts/voice_fallback_criterion.py``,
+# docs/results/voice_fallback_criterion.md: those people's energies come from the clips the guard found
+# doubtful): ``card_pipeline`` against ``card_pipeline_own_fallback``.
+FALLBACK_CRITERION = "magnitude"
 # ``card_shipped``: the card in assets/voice.pt when the run starts, as it is. It equals ``card_pipeline``
 # unless the rule chosen in this run differs from the shipped one (other LOSO models, say): then the
 # table shows both what ships and what the run would ship.
 PIPELINE_ROWS = ("card_pipeline", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain",
-                 "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_filter20", "card_pipeline_one_split")
+                 "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
+                 "card_pipeline_one_split")
 
 
 def weights_fingerprint(models: dict) -> str:
@@ -104,7 +110,7 @@ def rule_settings(rule: dict, base=None):
                         guard_bn_shift=1.0, guard_drop_min_expected=float(rule["drop_min_expected"]), guard_drop_max_hits=int(rule["drop_max_hits"]),
                         guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
                         reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY, guard_stability_splits=STABILITY_SPLITS,
-                        guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION)
+                        guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION, guard_fallback_criterion=FALLBACK_CRITERION)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -114,7 +120,8 @@ def card_defaults(rule: dict) -> dict:
             "guard_drop_min_expected": float(rule["drop_min_expected"]), "guard_drop_max_hits": int(rule["drop_max_hits"]),
             "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
             "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY,
-            "guard_stability_splits": STABILITY_SPLITS, "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION}
+            "guard_stability_splits": STABILITY_SPLITS, "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION,
+            "guard_fallback_criterion": FALLBACK_CRITERION}
 
 
 def shipped_rule(card: dict | None = None) -> dict:
@@ -151,6 +158,8 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         f"close to the unpruned layer's (least squares, no labels, no backprop); then the output layer is rebuilt from the "
         f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class)"
         + (", unless recalibration was refused: then the general output layer is kept too. " if HEAD_NEEDS_RECALIBRATION else ". ")
+        + (f"A person the guard does not adapt to is pruned by {FALLBACK_CRITERION} instead: their energies come from the clips it "
+           "found doubtful. " if FALLBACK_CRITERION else "")
         + "Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
         "the shipped demo individuals included; never on test clips; the prototype count by `python "
         "scripts/voice_filter_threshold.py`, the split-half check's splits and threshold by `python scripts/voice_stability_splits.py "
@@ -249,14 +258,15 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_unchecked`: without the split-half stability check; "
               "`card_pipeline_dense`: the shipped settings at 0% sparsity; `card_pipeline_plain`: without re-solving the kept "
               "weights; `card_pipeline_magnitude`: magnitude instead of the person's energies; `card_pipeline_head_always`: the "
-              "prototype layer also for people whose recalibration the guard refused; `card_pipeline_filter20`: the card until "
+              "prototype layer also for people whose recalibration the guard refused; `card_pipeline_own_fallback`: the person's "
+              "energies rank the connections also for people the guard does not adapt to (the card until the nineteenth session); `card_pipeline_filter20`: the card until "
               "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56 (one split); "
               "`card_pipeline_one_split`: the check on one split at 0.52, the card until the fifteenth session; `card_shipped`: the card in "
               "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
     pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
-                                                "card_pipeline_head_always", "card_pipeline_filter20", "t3a")]
+                                                "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -363,13 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         p = r["person"]
         replay, _ = replay_guard(r["out"], chosen["<all>"])
-        for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False, guard_min_share_stability=0.0)),
+        for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False, guard_min_share_stability=0.0,
+                                                          guard_fallback_criterion="")),
                           ("card_pipeline", settings), ("card_shipped", shipped_card),
                           ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
                           ("card_pipeline_plain", settings.replace(reconstruct=False)),
                           ("card_pipeline_magnitude", settings.replace(criterion="magnitude")),
                           ("card_pipeline_head_always", settings.replace(guard_head_needs_recalibration=False)),
+                          ("card_pipeline_own_fallback", settings.replace(guard_fallback_criterion="")),
                           ("card_pipeline_filter20", settings.replace(prototype_head=20, guard_min_share_stability=0.56, guard_stability_splits=1)),
                           ("card_pipeline_one_split", settings.replace(guard_min_share_stability=0.52, guard_stability_splits=1))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
