@@ -1,7 +1,7 @@
 """The voice card's split-half check, averaged over several splits: how much its verdict hangs on one draw.
 
     python scripts/voice_stability_splits.py [--jobs 2] [--out docs/results/voice_stability_splits.md] [--write-card]
-    python scripts/voice_stability_splits.py --report-only [--write-card]   # from the rows kept by the last run
+    python scripts/voice_stability_splits.py --report-only [--out FILE] [--write-card]   # from the rows kept by the last run
 
 The guard's stability check (``guard_min_share_stability``) adapts the card on two random halves of
 a person's clips and compares the two models' predicted class shares. One split is one draw: the
@@ -107,8 +107,17 @@ def choose(rows: list[dict]) -> tuple[int, float]:
     return min(((k, t) for k in AVERAGED for t in THRESHOLDS), key=lambda pair: _key(rows, pair))
 
 
+def shipped_pair() -> tuple[int, float]:
+    """The split-half check of the voice card in assets/voice.pt: (splits, threshold)."""
+    from fineprune.registry import load_model
+
+    d = load_model("voice").card["prune_defaults"]
+    return int(d["guard_stability_splits"]), float(d["guard_min_share_stability"])
+
+
 def report(rows: list[dict]) -> str:
     groups = sorted({r["group"] for r in rows})
+    shipped = shipped_pair()
     dev = [r for r in rows if r["kind"] != "demo"]
     demo = [r for r in rows if r["kind"] == "demo"]
     card_ok = sum(r["shipped"] == (r["unchecked"] if r["overlaps"][0] >= PREVIOUS[1] else r["fallback"]) for r in rows)
@@ -134,7 +143,8 @@ def report(rows: list[dict]) -> str:
         "The rule (`choose`): the shipped demo voices must not be made worse on the draw the pipeline makes for their "
         "clips; then the fewest expected individuals (dev and demo) losing more than one test clip, the highest expected "
         "dev mean, the fewest splits. Per K, the threshold it picks in sample, the threshold without the demo condition, "
-        "and the card's threshold until now:",
+        f"the card's threshold until the fifteenth session ({PREVIOUS[1]:g}) and, at K {shipped[0]}, the shipped card's "
+        f"({shipped[1]:g}):",
         "",
         "| K | forward passes (50 clips) | threshold | expected dev losers | expected dev mean | draws leaving a demo voice worse | demo on their own draw |",
         "|---|---|---|---|---|---|---|",
@@ -142,7 +152,7 @@ def report(rows: list[dict]) -> str:
     for k in AVERAGED:
         safe = min(((k, t) for t in THRESHOLDS), key=lambda pair: _key(rows, pair))
         free = min(((k, t) for t in THRESHOLDS), key=lambda pair: _key(rows, pair)[1:])
-        for t in dict.fromkeys([safe[1], free[1], PREVIOUS[1]]):
+        for t in dict.fromkeys([safe[1], free[1], PREVIOUS[1]] + ([shipped[1]] if k == shipped[0] else [])):
             e = expectation(rows, k, t)
             lines.append(f"| {k} | {4 + 5 * k} | {t:g} | {e['losers']:.2f} | {e['mean']:.2f} | {e['demo_worse']:.0%} | "
                          f"{' '.join(str(shipped_draw(r, k, t)) for r in demo)} |")
@@ -201,7 +211,8 @@ def main(argv=None) -> int:
     if "--report-only" in argv:
         rows = json.loads(rows_path.read_text())
         text = report(rows)
-        (REPO / "docs" / "results" / "voice_stability_splits.md").write_text(text)
+        out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else REPO / "docs" / "results" / "voice_stability_splits.md"
+        out.write_text(text)
         print(text)
     else:
         run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_stability_splits.md",
