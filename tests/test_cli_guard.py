@@ -8,16 +8,22 @@ from fineprune.cli import main
 from fineprune.engine.bundle import save_bundle
 
 
-def test_the_report_and_the_summary_say_what_the_guard_decided(tmp_path, tiny_vgg, capsys):
+def _guarded_model_and_clips(tmp_path, tiny_vgg, prune_defaults: dict):
+    """A model file whose card has these ``prune_defaults``, a folder of 12 unlabeled inputs, and
+    where the report goes."""
     model, config = tiny_vgg
     path = tmp_path / "guarded.pt"
-    card = {"domain": "generic", "classes": list("abcd"), "input": {"shape": [1, 16, 20]}, "prune_defaults": {"guard": True}}
+    card = {"domain": "generic", "classes": list("abcd"), "input": {"shape": [1, 16, 20]}, "prune_defaults": prune_defaults}
     save_bundle(path, model, config, card)
     data = tmp_path / "data"
     data.mkdir()
     for i in range(12):
         np.save(data / f"x{i}.npy", np.random.default_rng(i).standard_normal((1, 16, 20)).astype(np.float32))
-    report_path = tmp_path / "report.json"
+    return path, data, tmp_path / "report.json"
+
+
+def test_the_report_and_the_summary_say_what_the_guard_decided(tmp_path, tiny_vgg, capsys):
+    path, data, report_path = _guarded_model_and_clips(tmp_path, tiny_vgg, {"guard": True})
     assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     steps = report["guard"]["steps"]
@@ -28,16 +34,8 @@ def test_the_report_and_the_summary_say_what_the_guard_decided(tmp_path, tiny_vg
 
 
 def test_the_report_names_the_criterion_that_ranked_and_a_named_criterion_ranks_everyone(tmp_path, tiny_vgg, capsys):
-    model, config = tiny_vgg
-    path = tmp_path / "guarded.pt"
     refuses = {"guard": True, "guard_min_entropy_drop": 5.0, "criterion": "energy_rms", "guard_fallback_criterion": "magnitude"}
-    card = {"domain": "generic", "classes": list("abcd"), "input": {"shape": [1, 16, 20]}, "prune_defaults": refuses}
-    save_bundle(path, model, config, card)
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(12):
-        np.save(data / f"x{i}.npy", np.random.default_rng(i).standard_normal((1, 16, 20)).astype(np.float32))
-    report_path = tmp_path / "report.json"
+    path, data, report_path = _guarded_model_and_clips(tmp_path, tiny_vgg, refuses)
     assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["guard"]["recalibrate_bn"] == "none" and report["criterion"] == "magnitude"

@@ -244,7 +244,8 @@ def correct_biases(model: nn.Module, masks: dict[str, torch.Tensor], energies: E
             bias.add_(removed.reshape(removed.shape[0], -1).sum(1))
 
 
-def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float) -> dict:
+def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: list[str], seconds: float, criterion: str) -> dict:
+    """``settings``: what was asked for; ``criterion``: what ranked the connections (the guard may rank by its fallback)."""
     all_layers = list(prunable_layers(model))
     rows = layer_sparsity(model, all_layers)
     chosen = set(pruned_layers)
@@ -255,7 +256,7 @@ def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: lis
     total_params, nonzero = count_parameters(model)
     all_weights = sum(r["weights"] for r in rows)
     return {
-        "criterion": settings.criterion,
+        "criterion": criterion,
         "sparsity_target": settings.sparsity,
         "sparsity": sum(r["pruned"] for r in pruned_rows) / max(1, weights),  # over prunable weights
         "sparsity_all_weights": sum(r["pruned"] for r in rows) / max(1, all_weights),
@@ -456,8 +457,7 @@ class PruningSweep:
             silence_output_units(dict(model.named_modules())[self.output_layer], self.dropped_classes)
         model.eval()
         seconds = self.record_seconds + time.perf_counter() - start
-        report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds)
-        report["criterion"] = s.criterion  # the one that ranked the connections (the guard may have chosen it)
+        report = pruning_report(model, self.settings.replace(sparsity=s.sparsity), self.layers, seconds, s.criterion)
         report["forward_passes"] = round(self.passes + after_passes * len(self.after_data) / self.n_clips, 4)
         if self.capture_shift is not None:
             report["capture_shift"] = round(self.capture_shift, 5)
