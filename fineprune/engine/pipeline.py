@@ -42,7 +42,7 @@ from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, co
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
 from fineprune.engine.models import prunable_layers
 from fineprune.engine.propagate import propagate_recalibration_, propagate_shift_, pruning_shifts
-from fineprune.engine.reconstruct import input_covariances, reconstruct_
+from fineprune.engine.reconstruct import input_covariances, reconstruct_, reconstruct_sequential_
 
 Progress = Callable[[float, str], None]
 RECALIBRATION_MODES = ("none", "before", "after", "both")
@@ -124,6 +124,23 @@ class PruneSettings:
     # style; fineprune/engine/reconstruct.py). Label-free, backprop-free; one forward pass over at
     # most ``post_prune_clips`` clips records the layers' input statistics, once per run.
     reconstruct: bool = False
+    # ... and re-solve them one layer after another toward the *general* model (the unpruned model
+    # as given, before any recalibration): each layer, fed by the already re-solved layers before
+    # it, is fitted to what the general model's layer makes of the person's clips, and absorbs the
+    # error left before it (``reconstruct_sequential_``). Then the steps after pruning (BatchNorm
+    # re-estimate, prototype layer) run as usual. On the voice dev set it read best of the three
+    # re-solves, and on the voices of other speech engines far worse (it pulls back toward the
+    # general model what recalibration fixed): not in any card (docs/results/voice_resolve_toward.md).
+    # About two partial passes per re-solved layer over ``post_prune_clips`` clips.
+    # Like every re-solve it runs only when something was pruned: the guard's split-half runs are
+    # unpruned so that they cost no re-solve (guard.py, ``half_predictions``).
+    reconstruct_toward_general: bool = False
+    # ... or re-solve them one layer after another toward the unpruned model the person gets (the
+    # recalibrated one where BatchNorm was recalibrated, else the general one): the same sequential
+    # fit, toward the usual reference (SparseGPT's sequential mode): each layer also absorbs the error
+    # the pruning of the layers before it left. Two partial passes per layer. The voice card's since
+    # the twentieth session (docs/results/voice_resolve_toward.md).
+    reconstruct_sequential: bool = False
     # The steps after pruning (BatchNorm re-estimate or shift, prototype head) run on at most this
     # many of the person's clips (evenly spaced, deterministic; 0: all): the statistics they need
     # settle within a few dozen clips, and personalization stays close to one pass over the data.
@@ -325,6 +342,11 @@ class PruningSweep:
                 self.energies = energies  # recorded in the guard's own passes
         s = self.effective
         self.base = copy.deepcopy(model).eval() if recalibrated is None else recalibrated  # never touch the caller's model
+        # what ``reconstruct_toward_general`` re-solves toward: the model as given (a copy: the
+        # caller's model may be shared, and the re-solve hooks into it)
+        self.general = copy.deepcopy(model).eval() if s.reconstruct and s.reconstruct_toward_general else None
+        self.resolve_reference = self.general if self.general is not None else \
+            self.base if s.reconstruct and s.reconstruct_sequential else None  # sequential re-solve toward this
         recalibrate_now = recalibrated is None and s.recalibrate_bn in ("before", "both")
         if recalibrate_now and energy_data is not None:  # energies from other data: recalibrate on the person's first
             if progress:
@@ -412,7 +434,12 @@ class PruningSweep:
         after_passes = 0  # passes over ``after_data`` after pruning
         apply_masks(model, masks)
         reconstructed: list[str] = []
-        if s.reconstruct and sparsity > 0:
+        if s.reconstruct and self.resolve_reference is not None and sparsity > 0:
+            if progress:
+                progress(0.7, "re-solving the kept weights from your clips, layer by layer")
+            reconstructed = reconstruct_sequential_(model, self.resolve_reference, masks, self.after_data, s.batch_size, self.cancel)
+            after_passes += 2 * len(reconstructed)  # partial passes of both models, counted as whole ones
+        elif s.reconstruct and sparsity > 0:
             if progress:
                 progress(0.7, "re-solving the kept weights from your clips")
             if self.covariances is None:  # once per run: every slider position reuses them
@@ -469,9 +496,12 @@ class PruningSweep:
         after_steps = []  # plain sentences: what ran after pruning (the CLI prints them, the Studio shows them)
         if reconstructed:
             report["reconstructed_layers"] = reconstructed
+            toward = ("one layer after another, so each layer's outputs stay close to what the general model's make of "
+                      "your clips") if self.general is not None else \
+                "one layer after another, so each layer's outputs stay close to the unpruned model's" \
+                if self.resolve_reference is not None else "so each layer's outputs stay close to the unpruned model's"
             after_steps.append(f"The weights pruning kept were re-solved from {len(self.after_data)} of your clips in "
-                               f"{len(reconstructed)} layers, so each layer's outputs stay close to the unpruned model's "
-                               "(least squares; no labels, no backprop).")
+                               f"{len(reconstructed)} layers, {toward} (least squares; no labels, no backprop).")
         if shifts:
             after_steps.append(f"The BatchNorm statistics after pruning were computed from the first pass over your "
                                f"{self.n_clips} clips, carried through the pruned weights of {len(shifts)} layers, "

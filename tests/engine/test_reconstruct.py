@@ -9,7 +9,7 @@ from torch import nn
 
 from fineprune.engine.masks import apply_masks
 from fineprune.engine.pipeline import PruneSettings, fine_prune
-from fineprune.engine.reconstruct import input_covariances, reconstruct_
+from fineprune.engine.reconstruct import input_covariances, reconstruct_, reconstruct_sequential_
 
 
 def small_net():
@@ -135,3 +135,69 @@ def test_with_fewer_clips_than_inputs_the_kept_weights_stay_near_their_old_value
     assert (after - before).norm() < 0.3 * before.norm()
     with torch.no_grad():
         assert (solved[0](x) - dense[0](x)).pow(2).mean() < 0.1 * (plain[0](x) - dense[0](x)).pow(2).mean()
+
+
+def test_sequential_resolve_follows_the_reference_through_the_whole_network():
+    # Each layer is fitted on the inputs the re-solved layers before it give it: the pruned network's
+    # output ends closer to the reference than with every layer fitted on the reference's inputs.
+    dense, x = small_net(), correlated_clips()
+    names = ["3", "8", "10"]
+    masks = half_masks(dense, names)
+    parallel, sequential = copy.deepcopy(dense), copy.deepcopy(dense)
+    apply_masks(parallel, masks)
+    apply_masks(sequential, masks)
+    reconstruct_(parallel, masks, input_covariances(dense, names, x))
+    reference = copy.deepcopy(dense)
+    assert reconstruct_sequential_(sequential, reference, masks, x, batch_size=16) == names
+    for a, b in zip(reference.state_dict().values(), dense.state_dict().values()):
+        assert torch.equal(a, b)  # the reference is only read
+    hooks = lambda model: sum(len(m._forward_pre_hooks) for m in model.modules())  # noqa: E731
+    assert hooks(reference) == 0 and hooks(sequential) == hooks(parallel)  # only the masks' own hooks are left
+    with torch.no_grad():
+        gap_parallel = (parallel(x) - dense(x)).pow(2).mean()
+        gap_sequential = (sequential(x) - dense(x)).pow(2).mean()
+    assert gap_sequential < gap_parallel
+    for name, mask in masks.items():  # the masks still hold
+        assert bool(dict(sequential.named_modules())[name].weight[mask == 0].eq(0).all())
+
+
+def test_the_pipeline_resolves_toward_the_general_model_not_the_recalibrated_one():
+    dense, x = small_net(), correlated_clips() * 3 + 1  # another capture: recalibration moves the statistics
+    settings = PruneSettings(sparsity=0.5, criterion="magnitude", recalibrate_bn="before", reconstruct=True,
+                             post_prune_clips=0)
+    toward_general = fine_prune(dense, x, settings.replace(reconstruct_toward_general=True))
+    toward_adapted = fine_prune(dense, x, settings)
+    assert toward_general.report["reconstructed_layers"] == ["3", "8"]  # the first conv and the classifier are spared
+    assert toward_general.report["forward_passes"] == toward_adapted.report["forward_passes"] - 1 + 2 * 2
+    notes = toward_general.report["steps_after_pruning"]
+    assert any("layer after another" in n and "general model" in n for n in notes)
+    recalibrated = copy.deepcopy(dense)
+    from fineprune.engine.calibration import recalibrate_batchnorm
+
+    recalibrate_batchnorm(recalibrated, x)
+    # the layer after the first re-solved one reads what the general model's would
+    inputs_general, out_general = layer_io(dense, "3", x)
+    _, out_recalibrated = layer_io(recalibrated, "3", x)
+    _, out_solved = layer_io(toward_general.model, "3", x)
+    assert (out_solved - out_general).pow(2).mean() < (out_solved - out_recalibrated).pow(2).mean()
+    for a, b in zip(small_net().state_dict().values(), dense.state_dict().values()):
+        assert torch.equal(a, b)  # the caller's model is untouched
+
+
+def test_sequential_resolve_follows_the_model_the_person_gets_and_nothing_is_resolved_unpruned():
+    dense, x = small_net(), correlated_clips() * 3 + 1
+    settings = PruneSettings(sparsity=0.5, criterion="magnitude", recalibrate_bn="before", reconstruct=True, post_prune_clips=0)
+    sequential = fine_prune(dense, x, settings.replace(reconstruct_sequential=True))
+    assert sequential.report["reconstructed_layers"] == ["3", "8"]
+    assert any("layer after another" in n and "unpruned model" in n for n in sequential.report["steps_after_pruning"])
+    from fineprune.engine.calibration import recalibrate_batchnorm
+
+    recalibrated = copy.deepcopy(dense)
+    recalibrate_batchnorm(recalibrated, x)
+    _, out_general = layer_io(dense, "3", x)
+    _, out_recalibrated = layer_io(recalibrated, "3", x)
+    _, out_solved = layer_io(sequential.model, "3", x)
+    assert (out_solved - out_recalibrated).pow(2).mean() < (out_solved - out_general).pow(2).mean()
+    # nothing pruned, nothing re-solved, whichever way (the guard's split-half runs count on it)
+    for unpruned in (settings.replace(reconstruct_sequential=True, sparsity=0.0), settings.replace(reconstruct_toward_general=True, sparsity=0.0)):
+        assert "reconstructed_layers" not in fine_prune(dense, x, unpruned).report
