@@ -135,15 +135,22 @@ def run_study(measure: Callable[[int, int], list], report: Callable[[list], str]
               keep_rows: "os.PathLike | None" = None) -> int:
     """A study script's command line (``--jobs``, default 2; ``--out``, default ``out``): ``prepare(jobs)``
     if given (e.g. train its models), ``run_in_parts(measure, jobs)``, the rows also kept as JSON at
-    ``keep_rows`` if given (to redo the report without measuring again), then the report written to
-    ``--out`` and printed. Returns the exit status."""
+    ``keep_rows`` if given (``--report-only`` redoes the report from them without measuring again),
+    then the report written to ``--out`` and printed. Returns the exit status."""
     import json
     from pathlib import Path
 
     parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(out))
+    if keep_rows is not None:
+        parser.add_argument("--report-only", action="store_true", help=f"write the report from the rows the last run kept ({keep_rows})")
     args = parser.parse_args(argv)
+    if getattr(args, "report_only", False):
+        text = report(json.loads(Path(keep_rows).read_text()))
+        args.out.write_text(text)
+        print(text)
+        return 0
     if prepare is not None:
         prepare(args.jobs)
     rows = run_in_parts(measure, args.jobs)

@@ -81,6 +81,11 @@ def test_a_study_script_prepares_measures_keeps_its_rows_and_writes_its_report(t
     assert (tmp_path / "table.md").read_text() == text and text in capsys.readouterr().out
     assert not (tmp_path / "default.md").exists()
     assert json.loads((tmp_path / "runs" / "rows.json").read_text()) == [[0, i] for i in range(10)]
+    # the report again from the kept rows, without measuring or preparing
+    status = fanout.run_study(lambda part, parts: pytest.fail("measured again"), lambda rows: f"again {len(rows)}\n",
+                              description="A study.", out=tmp_path / "default.md", prepare=prepared.append,
+                              argv=["--report-only", "--out", str(tmp_path / "again.md")], keep_rows=tmp_path / "runs" / "rows.json")
+    assert status == 0 and prepared == [1] and (tmp_path / "again.md").read_text() == "again 10\n"
 
 
 @pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
