@@ -81,12 +81,19 @@ HEAD_NEEDS_RECALIBRATION = True
 # docs/results/voice_fallback_criterion.md: those people's energies come from the clips the guard found
 # doubtful): ``card_pipeline`` against ``card_pipeline_own_fallback``.
 FALLBACK_CRITERION = "magnitude"
+# ... and re-solves the kept weights one layer after another (``reconstruct_sequential``: each layer
+# on the inputs the re-solved layers before it give it, toward the unpruned model the person gets;
+# the twentieth session, by ``python scripts/voice_resolve_toward.py``, docs/results/voice_resolve_toward.md):
+# ``card_pipeline`` against ``card_pipeline_parallel`` (every layer on the unpruned model's inputs, the
+# card until then) and ``card_pipeline_toward_general`` (one after another toward the general model:
+# best on the dev set, and far worse on the other engines' voices, so not shipped).
+RESOLVE_SEQUENTIAL = True
 # ``card_shipped``: the card in assets/voice.pt when the run starts, as it is. It equals ``card_pipeline``
 # unless the rule chosen in this run differs from the shipped one (other LOSO models, say): then the
 # table shows both what ships and what the run would ship.
 PIPELINE_ROWS = ("card_pipeline", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain",
                  "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
-                 "card_pipeline_one_split")
+                 "card_pipeline_one_split", "card_pipeline_parallel", "card_pipeline_toward_general")
 
 
 def weights_fingerprint(models: dict) -> str:
@@ -110,7 +117,8 @@ def rule_settings(rule: dict, base=None):
                         guard_bn_shift=1.0, guard_drop_min_expected=float(rule["drop_min_expected"]), guard_drop_max_hits=int(rule["drop_max_hits"]),
                         guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
                         reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY, guard_stability_splits=STABILITY_SPLITS,
-                        guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION, guard_fallback_criterion=FALLBACK_CRITERION)
+                        guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION, guard_fallback_criterion=FALLBACK_CRITERION,
+                        reconstruct_sequential=RESOLVE_SEQUENTIAL)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -121,7 +129,7 @@ def card_defaults(rule: dict) -> dict:
             "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
             "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY,
             "guard_stability_splits": STABILITY_SPLITS, "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION,
-            "guard_fallback_criterion": FALLBACK_CRITERION}
+            "guard_fallback_criterion": FALLBACK_CRITERION, "reconstruct_sequential": RESOLVE_SEQUENTIAL}
 
 
 def shipped_rule(card: dict | None = None) -> dict:
@@ -154,8 +162,11 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         "recalibration raises the mean prediction entropy on the person's clips by more than "
         f"{-rule['min_entropy_drop']:g} nats, and yes whenever it raises SHOT's information score by >= "
         f"{rule.get('min_information_gain', 0.0):g}; otherwise the general statistics are kept and only the shift pruning caused is "
-        f"corrected. energy_rms, 50%; the kept weights re-solved so each pruned layer's outputs on the person's clips stay "
-        f"close to the unpruned layer's (least squares, no labels, no backprop); then the output layer is rebuilt from the "
+        "corrected. energy_rms, 50%; the kept weights re-solved "
+        + ("one layer after another, so each pruned layer's outputs on the person's clips, fed by the layers already "
+           "re-solved, stay close to the unpruned layer's " if RESOLVE_SEQUENTIAL else
+           "so each pruned layer's outputs on the person's clips stay close to the unpruned layer's ")
+        + f"(least squares, no labels, no backprop); then the output layer is rebuilt from the "
         f"person's own features (T3A prototypes, {PROTOTYPE_HEAD} per class)"
         + (", unless recalibration was refused: then the general output layer is kept too. " if HEAD_NEEDS_RECALIBRATION else ". ")
         + (f"A person the guard does not adapt to is pruned by {FALLBACK_CRITERION} instead: their energies come from the clips it "
@@ -261,12 +272,16 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "prototype layer also for people whose recalibration the guard refused; `card_pipeline_own_fallback`: the person's "
               "energies rank the connections also for people the guard does not adapt to (the card until the nineteenth session); `card_pipeline_filter20`: the card until "
               "the twelfth session, T3A's 20 clips per digit and the split-half threshold 0.56 (one split); "
-              "`card_pipeline_one_split`: the check on one split at 0.52, the card until the fifteenth session; `card_shipped`: the card in "
+              "`card_pipeline_one_split`: the check on one split at 0.52, the card until the fifteenth session; "
+              "`card_pipeline_parallel`: every pruned layer re-solved on the unpruned model's inputs, the card until the twentieth "
+              "session; `card_pipeline_toward_general`: re-solved one layer after another toward the general model (not the "
+              "recalibrated one); `card_shipped`: the card in "
               "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
     pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
-                                                "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20", "t3a")]
+                                                "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
+                                                "card_pipeline_parallel", "card_pipeline_toward_general", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -383,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                           ("card_pipeline_head_always", settings.replace(guard_head_needs_recalibration=False)),
                           ("card_pipeline_own_fallback", settings.replace(guard_fallback_criterion="")),
                           ("card_pipeline_filter20", settings.replace(prototype_head=20, guard_min_share_stability=0.56, guard_stability_splits=1)),
-                          ("card_pipeline_one_split", settings.replace(guard_min_share_stability=0.52, guard_stability_splits=1))):
+                          ("card_pipeline_one_split", settings.replace(guard_min_share_stability=0.52, guard_stability_splits=1)),
+                          ("card_pipeline_parallel", settings.replace(reconstruct_sequential=False)),
+                          ("card_pipeline_toward_general", settings.replace(reconstruct_sequential=False, reconstruct_toward_general=True))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":
