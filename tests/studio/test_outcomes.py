@@ -69,11 +69,7 @@ def shipped_cards() -> dict[str, dict]:
 # Shipped demo individuals that the shipped card makes worse, and why; issue 12 stays open while
 # this is not empty. The test below fails when another one gets worse, and the one after it when
 # one of these no longer does (then take it off the list).
-KNOWN_WORSE = {
-    "nadia": "the guard's split-half check does not trust her clips (three splits average 0.56, 0.65 "
-             "needed), and the pruned general model gets 12 of her 50 check clips where the general "
-             "model gets 13 (docs/RESULTS.md, 'The order on another machine')",
-}
+KNOWN_WORSE: dict[str, str] = {}  # nadia was here until the twentieth session: the sequential re-solve took her 13 -> 12 to 13 -> 14
 
 
 def test_every_shipped_demo_has_a_measured_card_the_default_gains_and_none_gets_worse():
