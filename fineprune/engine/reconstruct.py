@@ -18,6 +18,10 @@ weight toward its old value, not toward zero: a layer seen on fewer clips than i
 face's classifier on a dozen photos) has directions the clips never show, and a pull toward zero
 shrank those weights away (the CK+ re-solve candidates gained 1-4 points from the fix; docs/RESULTS.md).
 
+``reconstruct_sequential_`` fits the layers one after another instead (SparseGPT's sequential mode):
+each on the inputs the already re-solved layers give it, toward a reference model's layer outputs
+(the unpruned model, or the general one), so it also absorbs the error left before it.
+
 Covers ``Linear`` and ungrouped ``Conv1d``/``Conv2d`` layers with at most ``MAX_INPUTS`` inputs per
 unit; others (depthwise convolutions, wide layers) are left as pruned and the report lists the
 layers that were re-solved. An exact solve per unit costs about inputs^3: for the voice net's
