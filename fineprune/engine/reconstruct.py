@@ -141,6 +141,29 @@ def _solve_rows(damped: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) 
     return out[:, :n_in]
 
 
+def _unit_rows(module: nn.Module, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights, kept) per output unit as rows, the bias (always kept) as a last column when there is one."""
+    weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+    w = weight.detach().reshape(weight.shape[0], -1).float()
+    keep = mask.reshape(mask.shape[0], -1).bool()
+    if getattr(module, "bias", None) is not None:
+        w = torch.cat([w, module.bias.detach().float().unsqueeze(1)], 1)
+        keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=torch.bool)], 1)
+    return w, keep
+
+
+def _write_rows(module: nn.Module, new: torch.Tensor) -> None:
+    """Store rows laid out as ``_unit_rows`` gives them back into the layer (masked weights included)."""
+    pruned = hasattr(module, "weight_orig")
+    weight = module.weight_orig if pruned else module.weight
+    if getattr(module, "bias", None) is not None:
+        module.bias.copy_(new[:, -1].to(module.bias.dtype))
+        new = new[:, :-1]
+    weight.copy_(new.reshape(weight.shape).to(weight.dtype))
+    if pruned:
+        module.weight = module.weight_orig * module.weight_mask  # what torch.prune's pre-hook computes
+
+
 @torch.no_grad()
 def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: dict[str, torch.Tensor]) -> list[str]:
     """Re-solve the kept weights of every masked layer with a covariance; returns the layers changed."""
@@ -150,14 +173,7 @@ def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: 
         if name not in covariances:
             continue
         module = modules[name]
-        pruned = hasattr(module, "weight_orig")
-        weight = module.weight_orig if pruned else module.weight
-        has_bias = getattr(module, "bias", None) is not None
-        w = weight.detach().reshape(weight.shape[0], -1).float()
-        keep = mask.reshape(mask.shape[0], -1).bool()
-        if has_bias:
-            w = torch.cat([w, module.bias.detach().float().unsqueeze(1)], 1)
-            keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=torch.bool)], 1)
+        w, keep = _unit_rows(module, mask)
         h = covariances[name].float()  # accumulated in float64; solved in float32 (the damping keeps it well posed)
         damped = h + DAMPING * h.diagonal().mean().clamp_min(1e-12) * torch.eye(len(h), dtype=h.dtype)
         target = w @ damped  # row i: (H + dI) w_i (symmetric)
@@ -165,12 +181,7 @@ def reconstruct_(model: nn.Module, masks: dict[str, torch.Tensor], covariances: 
         rows = torch.nonzero(~keep.all(1) & keep.any(1)).flatten()  # pruned, but not emptied
         if len(rows):
             new[rows] = _solve_rows(damped, target[rows], keep[rows])
-        if has_bias:
-            module.bias.copy_(new[:, -1].to(module.bias.dtype))
-            new = new[:, :-1]
-        weight.copy_(new.reshape(weight.shape).to(weight.dtype))
-        if pruned:
-            module.weight = module.weight_orig * module.weight_mask  # what torch.prune's pre-hook computes
+        _write_rows(module, new)
         changed.append(name)
     return changed
 
@@ -237,24 +248,13 @@ def reconstruct_sequential_(model: nn.Module, reference: nn.Module, masks: dict[
                 h, g = (hb, gb) if h is None else (h + hb, g + gb)
                 count += len(pruned_rows)
             h, g = (h / count).float(), (g / count).float()
-            weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
-            has_bias = getattr(module, "bias", None) is not None
-            w = weight.detach().reshape(weight.shape[0], -1).float()
-            keep = mask.reshape(mask.shape[0], -1).bool()
-            if has_bias:
-                w = torch.cat([w, module.bias.detach().float().unsqueeze(1)], 1)
-                keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=torch.bool)], 1)
+            w, keep = _unit_rows(module, mask)
             d = damping * h.diagonal().mean().clamp_min(1e-12)
             new = torch.zeros_like(w)
             rows = torch.nonzero(keep.any(1)).flatten()
             if len(rows):
                 new[rows] = _solve_rows(h + d * torch.eye(len(h), dtype=h.dtype), (w @ g.T + d * w)[rows], keep[rows])
-            if has_bias:
-                module.bias.copy_(new[:, -1].to(module.bias.dtype))
-                new = new[:, :-1]
-            weight.copy_(new.reshape(weight.shape).to(weight.dtype))
-            if hasattr(module, "weight_orig"):
-                module.weight = module.weight_orig * module.weight_mask
+            _write_rows(module, new)
             changed.append(name)
     finally:
         model.train(was_training)
