@@ -123,7 +123,7 @@ def cmd_personalize(args) -> int:
         "per_class": after.per_class if after else None,
     }
     for key in ("capture_shift", "same_capture", "effective_settings", "guard", "guard_sentences", "reconstructed_layers",
-                "steps_after_pruning"):  # the gate / guard's decisions, and what ran after pruning
+                "steps_before_pruning", "steps_after_pruning"):  # the gate / guard's decisions, and what ran before and after pruning
         if key in result.report:
             report[key] = result.report[key]
     if args.out:
@@ -145,7 +145,7 @@ def cmd_personalize(args) -> int:
     if args.out:
         speed = f", {report['speedup']:.2f}x faster than the original on your clips" if "speedup" in report else ""
         print(f"saved {args.out} ({args.format}, {report['file_bytes'] / 1e6:.2f} MB{speed})")
-    for sentence in report.get("guard_sentences", []) + report.get("steps_after_pruning", []):
+    for sentence in report.get("guard_sentences", []) + report.get("steps_before_pruning", []) + report.get("steps_after_pruning", []):
         print(f"  {sentence}")
     if report["n_skipped"]:
         print(f"skipped {report['n_skipped']} unusable files (see the report's 'skipped')")

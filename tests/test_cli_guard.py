@@ -43,3 +43,11 @@ def test_the_report_names_the_criterion_that_ranked_and_a_named_criterion_ranks_
     assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path),
                  "--criterion", "energy_rms"]) == 0
     assert json.loads(report_path.read_text())["criterion"] == "energy_rms"
+
+
+def test_a_card_that_shrinks_the_statistics_says_so_in_the_report_and_the_summary(tmp_path, tiny_vgg, capsys):
+    path, data, report_path = _guarded_model_and_clips(tmp_path, tiny_vgg, {"recalibrate_bn_prior": 12.0, "sparsity": 0.1})
+    assert main(["personalize", "--model", str(path), "--data", str(data), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["steps_before_pruning"] and "weighing 50%" in report["steps_before_pruning"][0]
+    assert report["steps_before_pruning"][0] in capsys.readouterr().out

@@ -36,13 +36,19 @@ def settings_ui(bundle, model_name: str, loaded: dict | None = None):
                             format_func=lambda n: "all" if n is None else f"the first {n}", key=f"recal_depth_{model_name}",
                             help="Early layers follow your camera or microphone; deep ones also follow which classes you "
                                  "use, so re-measuring them on few classes can wash out the class signal")
+        priors = sorted({0.0, 4.0, 16.0, 64.0, float(defaults.recalibrate_bn_prior)})
+        prior = d.selectbox("…shrunk toward the general statistics", priors, index=priors.index(float(defaults.recalibrate_bn_prior)),
+                            format_func=lambda n: "no" if n == 0 else f"as if they were {n:g} of your examples",
+                            key=f"recal_prior_{model_name}",
+                            help="Statistics measured on a few examples are noisy: mixed with the general ones, yours weigh "
+                                 "n / (n + this)")
         spare_first = e.checkbox("Keep the first layer dense", defaults.spare_first, key=f"spare_first_{model_name}")
         spare_last = e.checkbox("Keep the classifier dense", defaults.spare_last, key=f"spare_last_{model_name}")
         bias = e.checkbox("Bias correction", defaults.bias_correction, key=f"bias_{model_name}")
     # a criterion of the user's own choosing ranks everyone's connections; the card's keeps the guard's fallback
     chosen = defaults if criterion == defaults.criterion else defaults.ranked_by(criterion)
     return chosen.replace(sparsity=sparsity / 100, scope=scope, recalibrate_bn=recal,
-                            recalibrate_bn_depth=depth, drop_unused_classes=drop, spare_first=spare_first, spare_last=spare_last, bias_correction=bias)
+                            recalibrate_bn_depth=depth, recalibrate_bn_prior=prior, drop_unused_classes=drop, spare_first=spare_first, spare_last=spare_last, bias_correction=bias)
 
 
 def individual_ui(session, model_name: str, bundle) -> str:

@@ -6,7 +6,7 @@ import threading
 import torch
 from torch import nn
 
-from fineprune.engine.energy import _channel_reduce, batchnorm_layers, iter_batches  # noqa: F401 (batchnorm_layers: public here)
+from fineprune.engine.energy import _channel_reduce, batchnorm_layers, iter_batches, record_energy  # noqa: F401 (batchnorm_layers: public here)
 from fineprune.errors import JobCancelled
 
 
@@ -26,6 +26,8 @@ def recalibrate_batchnorm(
     batch_size: int = 64,
     depth: int | None = None,
     cancel: threading.Event | None = None,
+    prior: float = 0.0,
+    prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> nn.Module:
     """Replace BatchNorm running mean/var by the average of per-batch statistics over ``data``
     (in place). The mean is exact; the variance averages per-batch variances and a trailing
@@ -36,10 +38,20 @@ def recalibrate_batchnorm(
     microphone); deep ones also describe *which classes* the data shows, and re-estimating those
     on a person who uses few classes normalises their class signal away. ``None``: all layers.
 
+    ``prior``: the weight, in examples, of the statistics the layers had before (or of
+    ``prior_statistics``, one (mean, var) per BatchNorm layer in module order): the person's share
+    is ``n / (n + prior)`` (``energy.prior_share``; 0: the person's alone). Then the pass runs in
+    eval mode with the mixed statistics set before each layer runs (``record_energy``'s in-pass
+    re-estimate), so each layer's statistics are measured on what the mixed layers before it give.
+
     Uses momentum=None (a cumulative average), the chosen BN layers in train mode and everything
     else in eval mode (dropout off, the kept BN layers use their stored statistics). Affine
     weights are untouched; no labels, no gradients.
     """
+    if prior > 0:
+        record_energy(model, data, layers=[], batch_size=batch_size, cancel=cancel, recalibrate=True, recalibrate_depth=depth,
+                      recalibrate_prior=prior, recalibrate_prior_statistics=prior_statistics)
+        return model
     every = batchnorm_layers(model)
     norms = every if depth is None else every[:depth]
     if not norms:
@@ -78,6 +90,7 @@ def recalibrate_batchnorm(
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(n)
+
         for m, momentum in saved:
             m.momentum = momentum
         model.train(was_training)

@@ -228,6 +228,29 @@ def _input_sums(module: nn.Module, lean: bool, means: bool = False) -> tuple[boo
     return not lean, not lean or means or getattr(module, "bias", None) is not None
 
 
+def prior_share(examples: int, prior: float) -> float:
+    """The person's share of BatchNorm statistics estimated on ``examples`` of their inputs when the
+    general statistics count as ``prior`` examples (Schneider et al. 2020, "Improving robustness
+    against common corruptions by covariate shift adaptation": a few photos give noisy statistics,
+    so they are shrunk toward the general ones; 0: the person's alone)."""
+    return 1.0 if prior <= 0 else examples / (examples + prior)
+
+
+def batchnorm_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A copy of every BatchNorm layer's stored (mean, var), in module order (``batchnorm_layers``)."""
+    return [(m.running_mean.detach().clone(), m.running_var.detach().clone()) for m in batchnorm_layers(model)]
+
+
+@torch.no_grad()
+def mix_statistics(module: nn.Module, general_mean: torch.Tensor, general_var: torch.Tensor, share: float) -> None:
+    """Set ``module``'s stored statistics (the person's) to ``share`` of them plus the rest of the
+    general ones, mean and variance alike (as Schneider et al. mix them). In place."""
+    if share >= 1.0:
+        return
+    module.running_mean.mul_(share).add_((1 - share) * general_mean.to(module.running_mean.dtype))
+    module.running_var.mul_(share).add_((1 - share) * general_var.to(module.running_var.dtype))
+
+
 class _Recalibration:
     """The in-pass BatchNorm re-estimate of ``record_energy(recalibrate=True)``.
 
@@ -235,12 +258,18 @@ class _Recalibration:
     are set to the person's pooled statistics of its input over every batch so far (mean, and
     the unbiased variance BatchNorm stores). With the data in one batch that is exactly the
     recalibrated model; over several batches, batch k is normalised with batches 1..k, and the
-    statistics stored at the end are those of all the data (exact, independent of clip order)."""
+    statistics stored at the end are those of all the data (exact, independent of clip order).
+    With a ``prior`` the person's statistics are mixed with the layer's stored ones (or
+    ``prior_statistics``) at every step (``mix_statistics``, share ``prior_share``)."""
 
-    def __init__(self, model: nn.Module, depth: int | None):
+    def __init__(self, model: nn.Module, depth: int | None, prior: float = 0.0,
+                 prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
         norms = batchnorm_layers(model)
         self.chosen = {id(m) for m in (norms if depth is None else norms[:depth])}
         self.backup = {id(m): (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms if id(m) in self.chosen}
+        self.prior = prior
+        general = prior_statistics if prior_statistics is not None else batchnorm_statistics(model)
+        self.general = {id(m): stats for m, stats in zip(norms, general)}
         self.updated: set[int] = set()
         self.examples = 0  # examples seen so far, the current batch included
 
@@ -252,6 +281,8 @@ class _Recalibration:
         _, sq, total = sums / positions
         module.running_mean.copy_(total)
         module.running_var.copy_(((sq - total * total) * positions / (positions - 1)).clamp_min(0))
+        if self.prior > 0:
+            mix_statistics(module, *self.general[id(module)], prior_share(self.examples, self.prior))
         module.num_batches_tracked.fill_(1)
         self.updated.add(id(module))
 
@@ -275,6 +306,8 @@ def record_energy(
     cancel: threading.Event | None = None,
     recalibrate: bool = False,
     recalibrate_depth: int | None = None,
+    recalibrate_prior: float = 0.0,
+    recalibrate_prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     keep_logits: bool = False,
     lean: bool = False,
     input_means: bool = False,
@@ -286,7 +319,9 @@ def record_energy(
     BatchNorm inputs and predictions recorded are then those of the recalibrated model -- exactly
     when the data fits in one batch; over several batches each is normalised with the statistics
     of the batches so far (see ``_Recalibration``) -- so one pass does what a recalibration pass
-    followed by an energy pass did.
+    followed by an energy pass did. ``recalibrate_prior``: the stored statistics (or
+    ``recalibrate_prior_statistics``) count as that many examples (``prior_share``); the
+    BatchNorm inputs recorded stay the person's own.
     ``keep_logits``: keep the model's outputs per example (``EnergyRecord.logits``).
     ``lean``: record only what a lean criterion (``Criterion.lean``: ``energy_rms``, ``channel``,
     the controls) and bias correction read -- E[a^2] of every input, E[a] only where the layer has
@@ -301,7 +336,7 @@ def record_energy(
         targets = {n: m for n, m in targets.items() if n in wanted}
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     acc = _Accumulator()
-    recalibration = _Recalibration(model, recalibrate_depth) if recalibrate else None
+    recalibration = _Recalibration(model, recalibrate_depth, recalibrate_prior, recalibrate_prior_statistics) if recalibrate else None
     handles = []
     # A BatchNorm that reads a recorded layer's output directly (the tensor itself: conv -> BN)
     # shares that layer's output sums instead of reading the activations again; which layer fed

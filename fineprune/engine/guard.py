@@ -235,7 +235,8 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     else:
         recalibrated = copy.deepcopy(model).eval()
         energies = record_energy(recalibrated, x, layers=layers, batch_size=batch_size, cancel=cancel, recalibrate=True,
-                                 recalibrate_depth=settings.recalibrate_bn_depth, keep_logits=True, lean=lean,
+                                 recalibrate_depth=settings.recalibrate_bn_depth, recalibrate_prior=settings.recalibrate_bn_prior,
+                                 keep_logits=True, lean=lean,
                                  input_means=means)
         adapted_all = energies.logits
         adapted = adapted_all[probe]

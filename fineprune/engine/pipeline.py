@@ -36,7 +36,7 @@ from torch import nn
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, canonical_order, evenly_spaced, reiterable, record_energy, stacked
+from fineprune.engine.energy import EnergyRecord, batchnorm_statistics, canonical_order, prior_share, evenly_spaced, reiterable, record_energy, stacked
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
@@ -62,6 +62,11 @@ class PruneSettings:
     # Re-estimate only the first N BatchNorm layers (None: all). Shallow statistics follow the
     # capture (camera, light); deep ones also encode which classes the person shows.
     recalibrate_bn_depth: int | None = None
+    # Shrink the re-estimated statistics toward the general ones: the general statistics count as
+    # this many of the person's examples, so n photos get the share n / (n + prior) (Schneider et
+    # al. 2020's prior strength N; 0: the person's statistics alone). A few photos give noisy
+    # statistics; hundreds of clips are barely touched.
+    recalibrate_bn_prior: float = 0.0
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
     # person's statistics (measured against the unpruned model in the energy pass; one more
@@ -196,6 +201,8 @@ class PruneSettings:
                self.post_prune_clips, self.guard_clips) < 0:
             raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain, prototype_head, "
                               "post_prune_clips and guard_clips must be >= 0")
+        if self.recalibrate_bn_prior < 0:
+            raise ConfigError(f"recalibrate_bn_prior must be >= 0, got {self.recalibrate_bn_prior}")
         if self.post_prune_statistics not in POST_PRUNE_STATISTICS:
             raise ConfigError(f"post_prune_statistics must be one of {POST_PRUNE_STATISTICS}, got {self.post_prune_statistics!r}")
         depth = self.recalibrate_bn_depth
@@ -286,7 +293,8 @@ def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: lis
     }
 
 
-def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: PruneSettings, output_layer: str, cancel):
+def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: PruneSettings, output_layer: str, cancel,
+                                    general_statistics=None):
     """Re-estimate BatchNorm on ``data`` (as ``recalibrate_batchnorm``) and, in the same pass,
     record the output layer's inputs and outputs (what the prototype head is built from)."""
     seen: list[torch.Tensor] = []
@@ -294,7 +302,8 @@ def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: Pru
     handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().flatten(1).clone()))
     try:
         record = record_energy(model, data, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
-                               recalibrate_depth=s.recalibrate_bn_depth, keep_logits=True)
+                               recalibrate_depth=s.recalibrate_bn_depth, recalibrate_prior=s.recalibrate_bn_prior,
+                               recalibrate_prior_statistics=general_statistics, keep_logits=True)
     finally:
         handle.remove()
     features = torch.cat(seen)
@@ -341,6 +350,8 @@ class PruningSweep:
             if energy_data is None:
                 self.energies = energies  # recorded in the guard's own passes
         s = self.effective
+        # what a re-estimate after pruning is shrunk toward (``recalibrate_bn_prior``): the general statistics
+        self.general_statistics = batchnorm_statistics(model) if s.recalibrate_bn_prior > 0 else None
         self.base = copy.deepcopy(model).eval() if recalibrated is None else recalibrated  # never touch the caller's model
         # what ``reconstruct_toward_general`` re-solves toward: the model as given (a copy: the
         # caller's model may be shared, and the re-solve hooks into it)
@@ -351,7 +362,8 @@ class PruningSweep:
         if recalibrate_now and energy_data is not None:  # energies from other data: recalibrate on the person's first
             if progress:
                 progress(0.0, "recalibrating BatchNorm on your data")
-            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel)
+            recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel,
+                                  prior=s.recalibrate_bn_prior)
             recalibrate_now = False
         self.layers = select_layers(self.base, s)
         self.reference_bn = None  # the person's BatchNorm inputs through the unpruned model (bn_shift)
@@ -374,6 +386,7 @@ class PruningSweep:
                 cancel=cancel,
                 recalibrate=recalibrate_now,
                 recalibrate_depth=s.recalibrate_bn_depth,
+                recalibrate_prior=s.recalibrate_bn_prior,
                 lean=criterion.lean,  # only the sums the criterion and bias correction read
                 input_means=s.post_prune_statistics == "propagate",
                 keep_logits=energy_data is None and s.post_prune_clips > 0,  # the answers that spread ``after_data``
@@ -456,16 +469,18 @@ class PruningSweep:
         if sparsity > 0 and (propagated_recalibration or propagated_shift):  # unpruned, nothing moved
             shifts = pruning_shifts(self.base, model, self.energies, self.layers)
             if propagated_recalibration:
-                propagate_recalibration_(model, self.energies.batchnorm, shifts, s.recalibrate_bn_depth)
+                propagate_recalibration_(model, self.energies.batchnorm, shifts, s.recalibrate_bn_depth, mixed=s.recalibrate_bn_prior > 0)
             else:
                 propagate_shift_(model, shifts, s.bn_shift)
         if s.recalibrate_bn in ("after", "both") and not propagated_recalibration:
             if progress:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             if s.prototype_head > 0:  # one pass re-estimates the statistics and records the prototypes' features
-                features = _recalibrate_recording_features(model, self.after_data, s, self.output_layer, self.cancel)
+                features = _recalibrate_recording_features(model, self.after_data, s, self.output_layer, self.cancel,
+                                                           self.general_statistics)
             else:
-                recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel)
+                recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel,
+                                      prior=s.recalibrate_bn_prior, prior_statistics=self.general_statistics)
             after_passes += 1
         if s.bn_shift > 0 and sparsity > 0 and not propagated_shift:
             if progress:
@@ -493,6 +508,14 @@ class PruningSweep:
         if self.class_share is not None:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)
+        before_steps = []  # plain sentences: how the statistics before pruning were set (printed and shown as below)
+        if s.recalibrate_bn_prior > 0 and s.recalibrate_bn != "none":
+            share = prior_share(self.n_clips, s.recalibrate_bn_prior)
+            before_steps.append(f"The BatchNorm statistics measured on your {self.n_clips} clips were mixed with the general "
+                                f"model's, yours weighing {share:.0%}: the general statistics count as {s.recalibrate_bn_prior:g} "
+                                "clips, because statistics from a few clips are noisy.")
+        if before_steps:
+            report["steps_before_pruning"] = before_steps
         after_steps = []  # plain sentences: what ran after pruning (the CLI prints them, the Studio shows them)
         if reconstructed:
             report["reconstructed_layers"] = reconstructed

@@ -77,10 +77,14 @@ def pruning_shifts(base: nn.Module, pruned: nn.Module, energies: EnergyRecord, l
 
 @torch.no_grad()
 def propagate_recalibration_(model: nn.Module, person: dict[str, BatchNormStats], shifts: dict[str, StatisticsShift],
-                             depth: int | None = None) -> nn.Module:
+                             depth: int | None = None, mixed: bool = False) -> nn.Module:
     """Set the first ``depth`` BatchNorm layers (all: None) to the person's statistics after
     pruning -- what ``recalibrate_batchnorm`` would measure on the pruned model -- from the
-    person's statistics before pruning (``EnergyRecord.batchnorm``) and the ``shifts``. In place."""
+    person's statistics before pruning (``EnergyRecord.batchnorm``) and the ``shifts``. In place.
+
+    ``mixed``: the statistics the model stores were the person's mixed with the general ones
+    (``recalibrate_bn_prior``); they are moved by the shifts instead, the general part taken to
+    shift as the person's does."""
     names = {id(m): n for n, m in model.named_modules()}
     norms = batchnorm_layers(model)
     for module in norms if depth is None else norms[:depth]:
@@ -89,7 +93,7 @@ def propagate_recalibration_(model: nn.Module, person: dict[str, BatchNormStats]
         if stats is None or stats.count < 2:  # one clip is no basis for statistics: keep the stored ones
             continue
         shift = shifts.get(name)
-        mean, var = stats.mean.clone(), stats.var.clone()
+        mean, var = (module.running_mean.clone(), module.running_var.clone()) if mixed else (stats.mean.clone(), stats.var.clone())
         if shift is not None:
             mean += shift.mean
             var *= shift.var_ratio

@@ -31,6 +31,7 @@ from fineprune.person.recordings import UNLABELED, PersonData
 def adaptation_notes(report: dict, classes: Sequence[str]) -> list[str]:
     """Plain sentences on what the label-free steps decided for this person (from a pruning report)."""
     notes = list(report.get("guard_sentences") or [])  # the guard's own account of each step it decided
+    notes += report.get("steps_before_pruning") or []  # statistics shrunk toward the general ones
     notes += report.get("steps_after_pruning") or []  # weights re-solved, output layer rebuilt
     if "same_capture" in report:
         limit = report["settings"]["same_capture_shift"]

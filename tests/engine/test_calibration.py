@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from fineprune import recalibrate_batchnorm
-from fineprune.engine.calibration import capture_shift
+from fineprune.engine.calibration import batchnorm_layers, capture_shift
+from fineprune.engine.energy import prior_share
 
 
 def test_batchnorm_recalibration_moves_stats_to_the_person():
@@ -46,3 +47,55 @@ def test_capture_shift_is_near_zero_for_data_like_the_general_data_and_grows_wit
     brighter = capture_shift(calibrated, torch.randn(128, 1, 16, 20) + 1.5)
     assert same < 0.05 < brighter
     assert capture_shift(nn.Sequential(nn.Linear(3, 2)), torch.randn(4, 3)) is None  # no BatchNorm
+
+
+def test_a_prior_shrinks_the_person_statistics_toward_the_general_ones_by_their_count():
+    bn = nn.BatchNorm1d(3).eval()  # general statistics: mean 0, var 1
+    x = torch.randn(12, 3) * 2 + 5
+    recalibrate_batchnorm(bn, x, prior=4.0)  # 12 photos against a prior worth 4: the person's share is 0.75
+    torch.testing.assert_close(bn.running_mean, 0.75 * x.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bn.running_var, 0.75 * x.var(0) + 0.25, atol=1e-4, rtol=1e-4)
+    assert prior_share(12, 0.0) == 1.0 and prior_share(12, 4.0) == 0.75
+
+
+def test_with_a_prior_each_layer_is_measured_on_what_the_mixed_layers_before_it_give():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 3), nn.BatchNorm1d(3)).eval()
+    x = torch.randn(20, 3) * 3 + 4
+    recalibrate_batchnorm(model, x, prior=20.0)  # share 0.5
+    with torch.no_grad():
+        first = (x - model[0].running_mean) / (model[0].running_var + model[0].eps).sqrt() * model[0].weight + model[0].bias
+        second_input = model[1](first)
+    torch.testing.assert_close(model[2].running_mean, 0.5 * second_input.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model[2].running_var, 0.5 * second_input.var(0) + 0.5, atol=1e-4, rtol=1e-4)
+
+
+def test_a_huge_prior_keeps_the_general_model_and_settings_refuse_a_negative_one(tiny_vgg):
+    from fineprune import PruneSettings, fine_prune
+    from fineprune.errors import ConfigError
+    import pytest
+
+    model, _ = tiny_vgg
+    x = torch.randn(10, 1, 16, 20) * 2 + 1
+    for statistics in ("pass", "propagate"):
+        kept = fine_prune(model, x, PruneSettings(sparsity=0.0, recalibrate_bn_prior=1e12, post_prune_statistics=statistics)).model
+        adapted = fine_prune(model, x, PruneSettings(sparsity=0.0, post_prune_statistics=statistics)).model
+        for general, mine, theirs in zip(batchnorm_layers(model), batchnorm_layers(kept), batchnorm_layers(adapted)):
+            torch.testing.assert_close(mine.running_mean, general.running_mean, atol=1e-6, rtol=0)
+            assert not torch.allclose(theirs.running_mean, general.running_mean, atol=1e-3)
+    with pytest.raises(ConfigError):
+        PruneSettings(recalibrate_bn_prior=-1.0).validate()
+
+
+def test_the_report_says_the_statistics_were_shrunk_and_the_studio_notes_show_it(tiny_vgg):
+    from fineprune import PruneSettings, fine_prune
+    from fineprune.person.run import adaptation_notes
+
+    model, _ = tiny_vgg
+    x = torch.randn(12, 1, 16, 20)
+    shrunk = fine_prune(model, x, PruneSettings(sparsity=0.2, recalibrate_bn_prior=4.0)).report
+    assert any("weighing 75%" in line and "count as 4 clips" in line for line in shrunk["steps_before_pruning"])
+    assert shrunk["steps_before_pruning"][0] in adaptation_notes(shrunk, ["a", "b", "c", "d"])
+    assert "steps_before_pruning" not in fine_prune(model, x, PruneSettings(sparsity=0.2)).report
+    assert "steps_before_pruning" not in fine_prune(model, x, PruneSettings(sparsity=0.2, recalibrate_bn="none",
+                                                                            recalibrate_bn_prior=4.0)).report

@@ -12,7 +12,7 @@ from fineprune.engine.energy import record_energy
 from fineprune.engine.masks import apply_masks
 from fineprune.engine.methods import forward_passes
 from fineprune.engine.propagate import propagate_recalibration_, propagate_shift_, pruning_shifts
-from fineprune.engine.calibration import recalibrate_batchnorm, shift_batchnorm
+from fineprune.engine.calibration import batchnorm_layers, recalibrate_batchnorm, shift_batchnorm
 from fineprune.errors import ConfigError
 
 
@@ -161,3 +161,13 @@ def test_the_report_says_the_statistics_were_propagated(tiny_vgg):
     model, _ = tiny_vgg
     result = fine_prune(model, torch.randn(40, 1, 16, 20), PruneSettings(sparsity=0.5, post_prune_statistics="propagate"))
     assert any("instead of measured in a second pass" in line for line in result.report["steps_after_pruning"])
+
+
+def test_propagated_statistics_with_a_prior_match_the_measured_ones(tiny_vgg):
+    model, _ = tiny_vgg
+    x = torch.randn(12, 1, 16, 20) * 1.5 + 0.5
+    settings = PruneSettings(sparsity=0.3, recalibrate_bn_prior=8.0)
+    measured = fine_prune(model, x, settings.replace(post_prune_statistics="pass")).model
+    propagated = fine_prune(model, x, settings.replace(post_prune_statistics="propagate")).model
+    for a, b in zip(batchnorm_layers(measured), batchnorm_layers(propagated)):
+        torch.testing.assert_close(b.running_mean, a.running_mean, rtol=0.05, atol=0.05)

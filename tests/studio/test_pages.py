@@ -362,11 +362,13 @@ def test_expert_settings_start_at_the_model_card_and_reach_the_run(studio_env):
     assert at.selectbox(key="recal_depth_face").options[0] == "all"
     at.selectbox(key="recal_depth_face").set_value(1).run()
     at.select_slider(key="drop_face").set_value(0.0).run()
+    assert at.selectbox(key="recal_prior_face").value == 0.0  # this card mixes in no general statistics
+    at.selectbox(key="recal_prior_face").set_value(16.0).run()
     at.button(key="fp_run").click().run()
     at = wait_for_job(at)
     assert_clean(at)
     settings = studio(at).run.settings
-    assert settings.recalibrate_bn_depth == 1 and settings.drop_unused_classes == 0.0
+    assert settings.recalibrate_bn_depth == 1 and settings.drop_unused_classes == 0.0 and settings.recalibrate_bn_prior == 16.0
 
 
 def test_fine_prune_without_clips_is_a_friendly_error(studio_env):
