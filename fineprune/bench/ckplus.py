@@ -219,6 +219,10 @@ def default_candidates(card_settings: PruneSettings) -> dict[str, PruneSettings]
                                                                     reconstruct=True),
         "magnitude+bn_depth4+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=4, sparsity=0.3),
         "magnitude+bn_depth2+sparsity0.3": base.replace(criterion="magnitude", recalibrate_bn_depth=2, sparsity=0.3),
+        # the card's setting with the re-estimated statistics shrunk toward the general ones (the general
+        # statistics count as N photos; Schneider et al. 2020): 3-15 photos give noisy statistics
+        **{f"bn_depth4+sparsity0.1+propagate+bn_prior{n}": base.replace(recalibrate_bn_depth=4, sparsity=0.1, post_prune_statistics="propagate",
+                                                                      recalibrate_bn_prior=float(n)) for n in (4, 16, 64)},
     }
     return {k: v.validate() for k, v in cands.items()}
 
