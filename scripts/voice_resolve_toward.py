@@ -52,7 +52,8 @@ def measure(part: int, parts: int) -> list[dict]:
     from fineprune.bench.voice_variants import measure_variants
 
     card = rule_settings(shipped_rule())
-    before = card.replace(reconstruct_toward_general=False, reconstruct_sequential=False)
+    # the card as it was when this was measured (no prior on the statistics: the twenty-first session's)
+    before = card.replace(reconstruct_toward_general=False, reconstruct_sequential=False, recalibrate_bn_prior=0.0)
     variants = {"parallel": before, "sequential": before.replace(reconstruct_sequential=True),
                 "toward general": before.replace(reconstruct_toward_general=True),
                 "dense": before.replace(sparsity=0.0), "toward general, 1%": before.replace(reconstruct_toward_general=True, sparsity=0.01)}

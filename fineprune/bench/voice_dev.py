@@ -88,12 +88,17 @@ FALLBACK_CRITERION = "magnitude"
 # card until then) and ``card_pipeline_toward_general`` (one after another toward the general model:
 # best on the dev set, and far worse on the other engines' voices, so not shipped).
 RESOLVE_SEQUENTIAL = True
+# ... and shrinks the re-estimated BatchNorm statistics toward the general ones, the general statistics
+# counting as this many clips (``recalibrate_bn_prior``; with 60 clips the person's weigh 48%; the
+# twenty-first session, by ``python scripts/voice_bn_prior_card.py``, docs/results/voice_bn_prior_card.md,
+# of 0 / 4 / 16 / 64): ``card_pipeline`` against ``card_pipeline_no_prior``.
+BN_PRIOR = 64.0
 # ``card_shipped``: the card in assets/voice.pt when the run starts, as it is. It equals ``card_pipeline``
 # unless the rule chosen in this run differs from the shipped one (other LOSO models, say): then the
 # table shows both what ships and what the run would ship.
 PIPELINE_ROWS = ("card_pipeline", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain",
                  "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
-                 "card_pipeline_one_split", "card_pipeline_parallel", "card_pipeline_toward_general")
+                 "card_pipeline_one_split", "card_pipeline_parallel", "card_pipeline_toward_general", "card_pipeline_no_prior")
 
 
 def weights_fingerprint(models: dict) -> str:
@@ -118,7 +123,7 @@ def rule_settings(rule: dict, base=None):
                         guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
                         reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY, guard_stability_splits=STABILITY_SPLITS,
                         guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION, guard_fallback_criterion=FALLBACK_CRITERION,
-                        reconstruct_sequential=RESOLVE_SEQUENTIAL)
+                        reconstruct_sequential=RESOLVE_SEQUENTIAL, recalibrate_bn_prior=BN_PRIOR)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -129,7 +134,8 @@ def card_defaults(rule: dict) -> dict:
             "guard_drop_min_confidence": float(rule.get("drop_min_confidence", 0.0)), "drop_unused_classes": 0.0,
             "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY,
             "guard_stability_splits": STABILITY_SPLITS, "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION,
-            "guard_fallback_criterion": FALLBACK_CRITERION, "reconstruct_sequential": RESOLVE_SEQUENTIAL}
+            "guard_fallback_criterion": FALLBACK_CRITERION, "reconstruct_sequential": RESOLVE_SEQUENTIAL,
+            "recalibrate_bn_prior": BN_PRIOR}
 
 
 def shipped_rule(card: dict | None = None) -> dict:
@@ -158,7 +164,10 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
     card["prune_defaults_note"] = (
         "The label-free guard (fineprune/engine/guard.py) first runs the pipeline on two halves of the person's clips, for "
         f"{STABILITY_SPLITS} different splits: when the two models' predicted digit shares overlap by less than {SHARE_STABILITY:.0%} "
-        "on average, the person gets neither BatchNorm recalibration nor the prototype output layer. Otherwise it decides whether BatchNorm is recalibrated: yes unless "
+        "on average, the person gets neither BatchNorm recalibration nor the prototype output layer. "
+        + (f"Recalibration mixes the person's BatchNorm statistics with the general ones, which count as {BN_PRIOR:g} clips "
+           f"(n clips weigh n / (n + {BN_PRIOR:g})). " if BN_PRIOR > 0 else "")
+        + "Otherwise it decides whether BatchNorm is recalibrated: yes unless "
         "recalibration raises the mean prediction entropy on the person's clips by more than "
         f"{-rule['min_entropy_drop']:g} nats, and yes whenever it raises SHOT's information score by >= "
         f"{rule.get('min_information_gain', 0.0):g}; otherwise the general statistics are kept and only the shift pruning caused is "
@@ -174,7 +183,7 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         + "Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
         "the shipped demo individuals included; never on test clips; the prototype count by `python "
         "scripts/voice_filter_threshold.py`, the split-half check's splits and threshold by `python scripts/voice_stability_splits.py "
-        "--write-card`). See docs/RESULTS.md, 'The guard'.")
+        "--write-card`, the statistics' prior by `python scripts/voice_bn_prior_card.py`). See docs/RESULTS.md, 'The guard'.")
     save_bundle(model_path, bundle.model, bundle.config, card)
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -275,13 +284,14 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_one_split`: the check on one split at 0.52, the card until the fifteenth session; "
               "`card_pipeline_parallel`: every pruned layer re-solved on the unpruned model's inputs, the card until the twentieth "
               "session; `card_pipeline_toward_general`: re-solved one layer after another toward the general model (not the "
-              "recalibrated one); `card_shipped`: the card in "
+              "recalibrated one); `card_pipeline_no_prior`: the person's BatchNorm statistics alone, not mixed with the general "
+              "ones (the card until the twenty-first session); `card_shipped`: the card in "
               "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
     pairs += [("card_pipeline", o) for o in ("general", "bn_adapt", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain", "card_pipeline_magnitude",
                                                 "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
-                                                "card_pipeline_parallel", "card_pipeline_toward_general", "t3a")]
+                                                "card_pipeline_parallel", "card_pipeline_toward_general", "card_pipeline_no_prior", "t3a")]
     for mine, other in pairs:
         for k in kinds:
             w = t = l = 0
@@ -388,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         p = r["person"]
         replay, _ = replay_guard(r["out"], chosen["<all>"])
+        # the replay reads the stored BN-adapt outputs, i.e. the person's statistics alone
         for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False, guard_min_share_stability=0.0,
-                                                          guard_fallback_criterion="")),
+                                                          guard_fallback_criterion="", recalibrate_bn_prior=0.0)),
                           ("card_pipeline", settings), ("card_shipped", shipped_card),
                           ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
@@ -400,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("card_pipeline_filter20", settings.replace(prototype_head=20, guard_min_share_stability=0.56, guard_stability_splits=1)),
                           ("card_pipeline_one_split", settings.replace(guard_min_share_stability=0.52, guard_stability_splits=1)),
                           ("card_pipeline_parallel", settings.replace(reconstruct_sequential=False)),
-                          ("card_pipeline_toward_general", settings.replace(reconstruct_sequential=False, reconstruct_toward_general=True))):
+                          ("card_pipeline_toward_general", settings.replace(reconstruct_sequential=False, reconstruct_toward_general=True)),
+                          ("card_pipeline_no_prior", settings.replace(recalibrate_bn_prior=0.0))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":
