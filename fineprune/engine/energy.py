@@ -268,8 +268,8 @@ class _Recalibration:
         self.chosen = {id(m) for m in (norms if depth is None else norms[:depth])}
         self.backup = {id(m): (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms if id(m) in self.chosen}
         self.prior = prior
-        general = prior_statistics if prior_statistics is not None else batchnorm_statistics(model)
-        self.general = {id(m): stats for m, stats in zip(norms, general)}
+        general = (prior_statistics if prior_statistics is not None else batchnorm_statistics(model)) if prior > 0 else []
+        self.general = {id(m): stats for m, stats in zip(norms, general)}  # what the person's statistics are mixed with
         self.updated: set[int] = set()
         self.examples = 0  # examples seen so far, the current batch included
 
