@@ -46,28 +46,13 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import (choose, dev_individual_lines, nested_choices, report_only_sections, shipped_choice,
-                                                split_rows, table, wins_ties_losses)
+    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows
 
     dev, demo, loso, engines = split_rows(rows)
-    nested = nested_choices(dev, CANDIDATES)
-    for r in dev:
-        r["chosen nested"] = r[nested[r["group"]]]
     lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_bn_prior_card.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", "",
-             f"## Dev set ({len(dev)} individuals in {len(nested)} groups; the card's guard adapts to "
-             f"{sum(r['adapted'] for r in dev)} of them)", ""]
-    lines += table(dev, (*CANDIDATES, "chosen nested"))
-    shipped, vetoed = shipped_choice(dev, engines, CANDIDATES, "card") if engines else (choose(dev, CANDIDATES), [])
-    lines += ["", f"Chosen on all dev individuals: **{choose(dev, CANDIDATES)}**. Nested, per group: "
-              + ", ".join(f"{m} {sum(v == m for v in nested.values())}" for m in CANDIDATES) + ".", "",
-              f"**To ship: {shipped}** -- the first candidate in the dev set's order that neither lowers the mean of the "
-              "report-only voices of other speech engines nor makes more of them worse than the card"
-              + (f"; not shipped: {'; '.join(vetoed)}." if vetoed else "."), "",
-              "Wins / ties / losses in test clips against the card on the dev set (all / the people the guard adapts to / the others): "
-              + "; ".join(f"{k} {wins_ties_losses(dev, k, 'card')} / {wins_ties_losses([r for r in dev if r['adapted']], k, 'card')} / "
-                          f"{wins_ties_losses([r for r in dev if not r['adapted']], k, 'card')}" for k in CANDIDATES[1:]) + ".", "",
-              "Seconds per personalization (mean over dev individuals, this machine): "
+             "model; test clips only score; only the dev individuals choose).", ""]
+    lines += choice_lines(dev, engines, CANDIDATES, "card", CANDIDATES)
+    lines += ["Seconds per personalization (mean over dev individuals, this machine): "
               + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in CANDIDATES) + ".", ""]
     lines += report_only_sections(demo, loso, engines, CANDIDATES)
     lines += dev_individual_lines(dev, CANDIDATES)

@@ -61,29 +61,14 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import (choose, dev_individual_lines, nested_choices, report_only_sections, shipped_choice,
-                                                split_rows, table, wins_ties_losses)
+    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows, wins_ties_losses
 
     dev, demo, loso, engines = split_rows(rows)
-    nested = nested_choices(dev, CANDIDATES)
-    for r in dev:
-        r["chosen nested"] = r[nested[r["group"]]]
     lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_resolve_toward.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", "",
-             f"## Dev set ({len(dev)} individuals in {len(nested)} groups; the guard adapts to "
-             f"{sum(r['adapted'] for r in dev)} of them)", ""]
-    lines += table(dev, (*ROWS, "chosen nested"))
-    shipped, vetoed = shipped_choice(dev, engines, CANDIDATES, "parallel") if engines else (choose(dev, CANDIDATES), [])
-    lines += ["", f"Chosen on all dev individuals: **{choose(dev, CANDIDATES)}**. Nested, per group: "
-              + ", ".join(f"{m} {sum(v == m for v in nested.values())}" for m in CANDIDATES) + ".", "",
-              f"**Shipped: {shipped}** -- the first candidate in the dev set's order that neither lowers the mean of the "
-              "report-only voices of other speech engines nor makes more of them worse than the card as it was (`parallel`)"
-              + (f"; not shipped: {'; '.join(vetoed)}." if vetoed else "."), "",
-              "Wins / ties / losses in test clips against `parallel` on the dev set (all / the people the guard adapts to / the others): "
-              + "; ".join(f"{k} {wins_ties_losses(dev, k, 'parallel')} / {wins_ties_losses([r for r in dev if r['adapted']], k, 'parallel')} / "
-                          f"{wins_ties_losses([r for r in dev if not r['adapted']], k, 'parallel')}" for k in CANDIDATES[1:])
-              + f"; `toward general` against the same at 1%: {wins_ties_losses(dev, 'toward general', 'toward general, 1%')}.", "",
-              "Share of test clips on which the model gives the general model's answer (mean over dev individuals; the people "
+             "model; test clips only score; only the dev individuals choose).", ""]
+    lines += choice_lines(dev, engines, CANDIDATES, "parallel", ROWS, extra_comparison="; `toward general` against the same at 1%: "
+                          + wins_ties_losses(dev, "toward general", "toward general, 1%"))
+    lines += ["Share of test clips on which the model gives the general model's answer (mean over dev individuals; the people "
               "the guard adapts to / the others): "
               + "; ".join(f"{k} {np.mean([r[k + ': same answer as general'] for r in dev if r['adapted']]):.3f} / "
                           f"{np.mean([r[k + ': same answer as general'] for r in dev if not r['adapted']]):.3f}" for k in ROWS) + ".", "",

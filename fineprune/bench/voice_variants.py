@@ -128,3 +128,28 @@ def dev_individual_lines(dev: list[dict], keys: Sequence[str]) -> list[str]:
              "|---|---|---|" + "---|" * len(keys)]
     return lines + [f"| {r['name']} | {'yes' if r['adapted'] else 'no'} | {r['general']} | " + " | ".join(str(r[k]) for k in keys) + " |"
                     for r in dev]
+
+
+def choice_lines(dev: list[dict], engines: list[dict], candidates: Sequence[str], base: str, rows: Sequence[str],
+                 extra_comparison: str = "") -> list[str]:
+    """The dev section of a variant study's report: the dev table (``rows``, then the nested choice),
+    what all dev individuals choose, what ships (``shipped_choice`` against ``base``), and wins / ties /
+    losses of each candidate against ``base`` (``extra_comparison`` appended to that sentence).
+    Adds each dev row's "chosen nested" score."""
+    nested = nested_choices(dev, candidates)
+    for r in dev:
+        r["chosen nested"] = r[nested[r["group"]]]
+    lines = [f"## Dev set ({len(dev)} individuals in {len(nested)} groups; the guard adapts to "
+             f"{sum(r['adapted'] for r in dev)} of them)", ""]
+    lines += table(dev, (*rows, "chosen nested"))
+    shipped, vetoed = shipped_choice(dev, engines, candidates, base) if engines else (choose(dev, candidates), [])
+    adapted, others = [r for r in dev if r["adapted"]], [r for r in dev if not r["adapted"]]
+    lines += ["", f"Chosen on all dev individuals: **{choose(dev, candidates)}**. Nested, per group: "
+              + ", ".join(f"{m} {sum(v == m for v in nested.values())}" for m in candidates) + ".", "",
+              f"**Shipped: {shipped}** -- the first candidate in the dev set's order that neither lowers the mean of the "
+              f"report-only voices of other speech engines nor makes more of them worse than the card as it was (`{base}`)"
+              + (f"; not shipped: {'; '.join(vetoed)}." if vetoed else "."), "",
+              f"Wins / ties / losses in test clips against `{base}` on the dev set (all / the people the guard adapts to / the others): "
+              + "; ".join(f"{k} {wins_ties_losses(dev, k, base)} / {wins_ties_losses(adapted, k, base)} / "
+                          f"{wins_ties_losses(others, k, base)}" for k in candidates if k != base) + extra_comparison + ".", ""]
+    return lines
