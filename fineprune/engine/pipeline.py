@@ -508,10 +508,11 @@ class PruningSweep:
         if self.class_share is not None:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)
-        before_steps = []  # plain sentences: how the statistics before pruning were set (printed and shown as below)
+        before_steps = []  # plain sentences: how the statistics were set (printed and shown as below)
         if s.recalibrate_bn_prior > 0 and s.recalibrate_bn != "none":
-            share = prior_share(self.n_clips, s.recalibrate_bn_prior)
-            before_steps.append(f"The BatchNorm statistics measured on your {self.n_clips} clips were mixed with the general "
+            measured_on = len(self.after_data) if s.recalibrate_bn == "after" else self.n_clips  # "after" re-measures the subsample
+            share = prior_share(measured_on, s.recalibrate_bn_prior)
+            before_steps.append(f"The BatchNorm statistics measured on {measured_on} of your clips were mixed with the general "
                                 f"model's, yours weighing {share:.0%}: the general statistics count as {s.recalibrate_bn_prior:g} "
                                 "clips, because statistics from a few clips are noisy.")
         if before_steps:
@@ -519,10 +520,12 @@ class PruningSweep:
         after_steps = []  # plain sentences: what ran after pruning (the CLI prints them, the Studio shows them)
         if reconstructed:
             report["reconstructed_layers"] = reconstructed
-            toward = ("one layer after another, so each layer's outputs stay close to what the general model's make of "
-                      "your clips") if self.general is not None else \
-                "one layer after another, so each layer's outputs stay close to the unpruned model's" \
-                if self.resolve_reference is not None else "so each layer's outputs stay close to the unpruned model's"
+            if self.general is not None:
+                toward = "one layer after another, so each layer's outputs stay close to what the general model's make of your clips"
+            elif self.resolve_reference is not None:
+                toward = "one layer after another, so each layer's outputs stay close to the unpruned model's"
+            else:
+                toward = "so each layer's outputs stay close to the unpruned model's"
             after_steps.append(f"The weights pruning kept were re-solved from {len(self.after_data)} of your clips in "
                                f"{len(reconstructed)} layers, {toward} (least squares; no labels, no backprop).")
         if shifts:

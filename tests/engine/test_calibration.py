@@ -97,5 +97,7 @@ def test_the_report_says_the_statistics_were_shrunk_and_the_studio_notes_show_it
     assert any("weighing 75%" in line and "count as 4 clips" in line for line in shrunk["steps_before_pruning"])
     assert shrunk["steps_before_pruning"][0] in adaptation_notes(shrunk, ["a", "b", "c", "d"])
     assert "steps_before_pruning" not in fine_prune(model, x, PruneSettings(sparsity=0.2)).report
+    after_only = fine_prune(model, x, PruneSettings(sparsity=0.2, recalibrate_bn="after", post_prune_clips=8, recalibrate_bn_prior=8.0))
+    assert "measured on 8 of your clips" in after_only.report["steps_before_pruning"][0]  # the subsample "after" re-measures
     assert "steps_before_pruning" not in fine_prune(model, x, PruneSettings(sparsity=0.2, recalibrate_bn="none",
                                                                             recalibrate_bn_prior=4.0)).report

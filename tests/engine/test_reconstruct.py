@@ -161,6 +161,16 @@ def test_sequential_resolve_follows_the_reference_through_the_whole_network():
         assert bool(dict(sequential.named_modules())[name].weight[mask == 0].eq(0).all())
 
 
+def distances_to_general_and_recalibrated(dense, solved, x) -> tuple[float, float]:
+    """Mean squared distance of ``solved``'s first re-solved layer ("3") outputs on ``x`` from the
+    general model's and from the same model with BatchNorm recalibrated on ``x``."""
+    from fineprune.engine.calibration import recalibrate_batchnorm
+
+    recalibrated = recalibrate_batchnorm(copy.deepcopy(dense), x)
+    _, out_solved = layer_io(solved, "3", x)
+    return tuple(float((out_solved - layer_io(m, "3", x)[1]).pow(2).mean()) for m in (dense, recalibrated))
+
+
 def test_the_pipeline_resolves_toward_the_general_model_not_the_recalibrated_one():
     dense, x = small_net(), correlated_clips() * 3 + 1  # another capture: recalibration moves the statistics
     settings = PruneSettings(sparsity=0.5, criterion="magnitude", recalibrate_bn="before", reconstruct=True,
@@ -171,15 +181,8 @@ def test_the_pipeline_resolves_toward_the_general_model_not_the_recalibrated_one
     assert toward_general.report["forward_passes"] == toward_adapted.report["forward_passes"] - 1 + 2 * 2
     notes = toward_general.report["steps_after_pruning"]
     assert any("layer after another" in n and "general model" in n for n in notes)
-    recalibrated = copy.deepcopy(dense)
-    from fineprune.engine.calibration import recalibrate_batchnorm
-
-    recalibrate_batchnorm(recalibrated, x)
-    # the layer after the first re-solved one reads what the general model's would
-    inputs_general, out_general = layer_io(dense, "3", x)
-    _, out_recalibrated = layer_io(recalibrated, "3", x)
-    _, out_solved = layer_io(toward_general.model, "3", x)
-    assert (out_solved - out_general).pow(2).mean() < (out_solved - out_recalibrated).pow(2).mean()
+    to_general, to_recalibrated = distances_to_general_and_recalibrated(dense, toward_general.model, x)
+    assert to_general < to_recalibrated
     for a, b in zip(small_net().state_dict().values(), dense.state_dict().values()):
         assert torch.equal(a, b)  # the caller's model is untouched
 
@@ -190,14 +193,8 @@ def test_sequential_resolve_follows_the_model_the_person_gets_and_nothing_is_res
     sequential = fine_prune(dense, x, settings.replace(reconstruct_sequential=True))
     assert sequential.report["reconstructed_layers"] == ["3", "8"]
     assert any("layer after another" in n and "unpruned model" in n for n in sequential.report["steps_after_pruning"])
-    from fineprune.engine.calibration import recalibrate_batchnorm
-
-    recalibrated = copy.deepcopy(dense)
-    recalibrate_batchnorm(recalibrated, x)
-    _, out_general = layer_io(dense, "3", x)
-    _, out_recalibrated = layer_io(recalibrated, "3", x)
-    _, out_solved = layer_io(sequential.model, "3", x)
-    assert (out_solved - out_recalibrated).pow(2).mean() < (out_solved - out_general).pow(2).mean()
+    to_general, to_recalibrated = distances_to_general_and_recalibrated(dense, sequential.model, x)
+    assert to_recalibrated < to_general
     # nothing pruned, nothing re-solved, whichever way (the guard's split-half runs count on it)
     for unpruned in (settings.replace(reconstruct_sequential=True, sparsity=0.0), settings.replace(reconstruct_toward_general=True, sparsity=0.0)):
         assert "reconstructed_layers" not in fine_prune(dense, x, unpruned).report
