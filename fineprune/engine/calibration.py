@@ -28,6 +28,7 @@ def recalibrate_batchnorm(
     cancel: threading.Event | None = None,
     prior: float = 0.0,
     prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    correction: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> nn.Module:
     """Replace BatchNorm running mean/var by the average of per-batch statistics over ``data``
     (in place). The mean is exact; the variance averages per-batch variances and a trailing
@@ -43,14 +44,16 @@ def recalibrate_batchnorm(
     is ``n / (n + prior)`` (``energy.prior_share``; 0: the person's alone). Then the pass runs in
     eval mode with the mixed statistics set before each layer runs (``record_energy``'s in-pass
     re-estimate), so each layer's statistics are measured on what the mixed layers before it give.
+    ``correction``: the person's statistics freed of their class mix (``fineprune.engine.label_shift``),
+    also in that in-pass re-estimate.
 
     Uses momentum=None (a cumulative average), the chosen BN layers in train mode and everything
     else in eval mode (dropout off, the kept BN layers use their stored statistics). Affine
     weights are untouched; no labels, no gradients.
     """
-    if prior > 0:
+    if prior > 0 or correction is not None:
         record_energy(model, data, layers=[], batch_size=batch_size, cancel=cancel, recalibrate=True, recalibrate_depth=depth,
-                      recalibrate_prior=prior, recalibrate_prior_statistics=prior_statistics)
+                      recalibrate_prior=prior, recalibrate_prior_statistics=prior_statistics, recalibrate_correction=correction)
         return model
     every = batchnorm_layers(model)
     norms = every if depth is None else every[:depth]

@@ -260,11 +260,15 @@ class _Recalibration:
     recalibrated model; over several batches, batch k is normalised with batches 1..k, and the
     statistics stored at the end are those of all the data (exact, independent of clip order).
     With a ``prior`` the person's statistics are mixed with the layer's stored ones (or
-    ``prior_statistics``) at every step (``mix_statistics``, share ``prior_share``)."""
+    ``prior_statistics``) at every step (``mix_statistics``, share ``prior_share``). With a
+    ``correction`` (one (offset, ratio) per BatchNorm layer, ``label_shift.shift_correction``) the
+    person's statistics are first freed of their class mix: mean - offset, variance * ratio."""
 
     def __init__(self, model: nn.Module, depth: int | None, prior: float = 0.0,
-                 prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 correction: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
         norms = batchnorm_layers(model)
+        self.correction = {id(m): c for m, c in zip(norms, correction)} if correction is not None else {}
         self.chosen = {id(m) for m in (norms if depth is None else norms[:depth])}
         self.backup = {id(m): (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms if id(m) in self.chosen}
         self.prior = prior
@@ -281,6 +285,10 @@ class _Recalibration:
         _, sq, total = sums / positions
         module.running_mean.copy_(total)
         module.running_var.copy_(((sq - total * total) * positions / (positions - 1)).clamp_min(0))
+        if id(module) in self.correction:
+            offset, ratio = self.correction[id(module)]
+            module.running_mean.sub_(offset.to(module.running_mean.dtype))
+            module.running_var.mul_(ratio.to(module.running_var.dtype))
         if self.prior > 0:
             mix_statistics(module, *self.general[id(module)], prior_share(self.examples, self.prior))
         module.num_batches_tracked.fill_(1)
@@ -308,6 +316,7 @@ def record_energy(
     recalibrate_depth: int | None = None,
     recalibrate_prior: float = 0.0,
     recalibrate_prior_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    recalibrate_correction: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     keep_logits: bool = False,
     lean: bool = False,
     input_means: bool = False,
@@ -321,7 +330,8 @@ def record_energy(
     of the batches so far (see ``_Recalibration``) -- so one pass does what a recalibration pass
     followed by an energy pass did. ``recalibrate_prior``: the stored statistics (or
     ``recalibrate_prior_statistics``) count as that many examples (``prior_share``); the
-    BatchNorm inputs recorded stay the person's own.
+    BatchNorm inputs recorded stay the person's own. ``recalibrate_correction``: the person's
+    statistics freed of their class mix first (``_Recalibration``, ``fineprune.engine.label_shift``).
     ``keep_logits``: keep the model's outputs per example (``EnergyRecord.logits``).
     ``lean``: record only what a lean criterion (``Criterion.lean``: ``energy_rms``, ``channel``,
     the controls) and bias correction read -- E[a^2] of every input, E[a] only where the layer has
@@ -336,7 +346,8 @@ def record_energy(
         targets = {n: m for n, m in targets.items() if n in wanted}
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     acc = _Accumulator()
-    recalibration = _Recalibration(model, recalibrate_depth, recalibrate_prior, recalibrate_prior_statistics) if recalibrate else None
+    recalibration = _Recalibration(model, recalibrate_depth, recalibrate_prior, recalibrate_prior_statistics,
+                                   recalibrate_correction) if recalibrate else None
     handles = []
     # A BatchNorm that reads a recorded layer's output directly (the tensor itself: conv -> BN)
     # shares that layer's output sums instead of reading the activations again; which layer fed

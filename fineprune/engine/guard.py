@@ -173,7 +173,7 @@ def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *,
 
 
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
-           cancel=None, personalize=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
+           cancel=None, personalize=None, correction=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
     """The guard's decision for this person, the recalibrated model when recalibration was chosen
     (None otherwise), and the energy record of the model that will be pruned -- the guard's
     passes are the pipeline's passes, so nothing is recorded twice. ``settings``: a
@@ -183,7 +183,9 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     ``recalibrate``, all clips); the general model is compared with it on at most
     ``settings.guard_clips`` evenly spaced clips; only when recalibration is refused does the
     general model get an energy pass of its own. ``personalize`` (the pipeline's ``fine_prune``) runs
-    the split-half stability check when ``settings.guard_min_share_stability`` asks for it."""
+    the split-half stability check when ``settings.guard_min_share_stability`` asks for it (each half
+    estimates its own class mix there). ``correction``: the trial recalibration's statistics freed
+    of the person's class mix (``fineprune.engine.label_shift``)."""
     batch_size = batch_size or settings.batch_size
     x = stacked(data)
     layers = prunable_layers(model)
@@ -236,7 +238,7 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
         recalibrated = copy.deepcopy(model).eval()
         energies = record_energy(recalibrated, x, layers=layers, batch_size=batch_size, cancel=cancel, recalibrate=True,
                                  recalibrate_depth=settings.recalibrate_bn_depth, recalibrate_prior=settings.recalibrate_bn_prior,
-                                 keep_logits=True, lean=lean,
+                                 recalibrate_correction=correction, keep_logits=True, lean=lean,
                                  input_means=means)
         adapted_all = energies.logits
         adapted = adapted_all[probe]

@@ -40,6 +40,7 @@ from fineprune.engine.energy import EnergyRecord, batchnorm_statistics, canonica
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
+from fineprune.engine.label_shift import person_correction
 from fineprune.engine.models import prunable_layers
 from fineprune.engine.propagate import propagate_recalibration_, propagate_shift_, pruning_shifts
 from fineprune.engine.reconstruct import input_covariances, reconstruct_, reconstruct_sequential_
@@ -67,6 +68,13 @@ class PruneSettings:
     # al. 2020's prior strength N; 0: the person's statistics alone). A few photos give noisy
     # statistics; hundreds of clips are barely touched.
     recalibrate_bn_prior: float = 0.0
+    # Free the re-estimated statistics of the person's class mix (``fineprune.engine.label_shift``:
+    # someone who says three digits otherwise has those three normalised toward each other). Needs
+    # the model's class moments (``label_shift.attach``); without them nothing changes. Applied
+    # only when the general model's mean top probability over the person's clips is at least
+    # ``recalibrate_bn_label_shift_confidence``: its predicted class shares estimate the mix.
+    recalibrate_bn_label_shift: bool = False
+    recalibrate_bn_label_shift_confidence: float = 0.0
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
     # person's statistics (measured against the unpruned model in the energy pass; one more
@@ -191,9 +199,9 @@ class PruneSettings:
         if self.same_capture_shift < 0 or self.same_capture_drop < 0 or self.drop_unused_classes < 0:
             raise ConfigError("same_capture_shift, same_capture_drop and drop_unused_classes must be >= 0")
         if not all(0.0 <= v <= 1.0 for v in (self.guard_bn_shift, self.guard_min_agreement, self.guard_drop_min_confidence,
-                                             self.guard_min_share_stability)):
-            raise ConfigError("guard_bn_shift, guard_min_agreement, guard_drop_min_confidence and guard_min_share_stability "
-                              "must be in [0, 1]")
+                                             self.guard_min_share_stability, self.recalibrate_bn_label_shift_confidence)):
+            raise ConfigError("guard_bn_shift, guard_min_agreement, guard_drop_min_confidence, guard_min_share_stability and "
+                              "recalibrate_bn_label_shift_confidence must be in [0, 1]")
         if isinstance(self.guard_stability_splits, bool) or not isinstance(self.guard_stability_splits, int) \
                 or self.guard_stability_splits < 1:
             raise ConfigError(f"guard_stability_splits must be a whole number >= 1, got {self.guard_stability_splits!r}")
@@ -294,7 +302,7 @@ def pruning_report(model: nn.Module, settings: PruneSettings, pruned_layers: lis
 
 
 def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: PruneSettings, output_layer: str, cancel,
-                                    general_statistics=None):
+                                    general_statistics=None, correction=None):
     """Re-estimate BatchNorm on ``data`` (as ``recalibrate_batchnorm``) and, in the same pass,
     record the output layer's inputs and outputs (what the prototype head is built from)."""
     seen: list[torch.Tensor] = []
@@ -303,7 +311,7 @@ def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: Pru
     try:
         record = record_energy(model, data, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
                                recalibrate_depth=s.recalibrate_bn_depth, recalibrate_prior=s.recalibrate_bn_prior,
-                               recalibrate_prior_statistics=general_statistics, keep_logits=True)
+                               recalibrate_prior_statistics=general_statistics, recalibrate_correction=correction, keep_logits=True)
     finally:
         handle.remove()
     features = torch.cat(seen)
@@ -338,13 +346,25 @@ class PruningSweep:
             if self.same_capture else self.settings
         self.guard = recalibrated = None
         self.energies = None
+        # the re-estimated statistics freed of the person's class mix (``recalibrate_bn_label_shift``)
+        self.label_shift = self.label_shift_info = None
+        if self.effective.recalibrate_bn_label_shift and self.effective.recalibrate_bn != "none":
+            self.label_shift, self.label_shift_info = person_correction(
+                model, stacked(self.data), min_confidence=self.effective.recalibrate_bn_label_shift_confidence,
+                clips=self.effective.guard_clips, batch_size=self.effective.batch_size)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
 
             if progress:
                 progress(0.0, "checking which steps suit your data")
-            self.guard, recalibrated, energies = decide(model, self.data, self.effective, cancel=cancel, personalize=fine_prune)
+            judged = self.effective
+            if judged.recalibrate_bn_label_shift:  # the split-half check's halves follow this person's verdict on the
+                # class mix (each half estimates its own mix): a half is not asked again whether the model is sure
+                judged = judged.replace(recalibrate_bn_label_shift=self.label_shift is not None,
+                                        recalibrate_bn_label_shift_confidence=0.0)
+            self.guard, recalibrated, energies = decide(model, self.data, judged, cancel=cancel, personalize=fine_prune,
+                                                        correction=self.label_shift)
             self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift,
                                                     prototype_head=self.guard.prototype_head, criterion=self.guard.criterion)
             if energy_data is None:
@@ -363,7 +383,7 @@ class PruningSweep:
             if progress:
                 progress(0.0, "recalibrating BatchNorm on your data")
             recalibrate_batchnorm(self.base, self.data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=cancel,
-                                  prior=s.recalibrate_bn_prior)
+                                  prior=s.recalibrate_bn_prior, correction=self.label_shift)
             recalibrate_now = False
         self.layers = select_layers(self.base, s)
         self.reference_bn = None  # the person's BatchNorm inputs through the unpruned model (bn_shift)
@@ -373,6 +393,8 @@ class PruningSweep:
         self.passes = self.guard.extra_forward_passes + 1.0 if self.guard is not None else 0.0
         if self.guard is None and energy_data is not None and s.recalibrate_bn in ("before", "both"):
             self.passes += 1.0  # the recalibration pass of its own
+        if self.label_shift_info is not None and "clips" in self.label_shift_info:
+            self.passes += self.label_shift_info["clips"] / len(stacked(self.data))  # the general model's answers on them
         if self.energies is None:
             self.passes += 1.0  # (over the general data for the control: counted as one more pass)
             # one pass: BatchNorm recalibration (when chosen), energies, BatchNorm inputs and
@@ -387,6 +409,7 @@ class PruningSweep:
                 recalibrate=recalibrate_now,
                 recalibrate_depth=s.recalibrate_bn_depth,
                 recalibrate_prior=s.recalibrate_bn_prior,
+                recalibrate_correction=self.label_shift,
                 lean=criterion.lean,  # only the sums the criterion and bias correction read
                 input_means=s.post_prune_statistics == "propagate",
                 keep_logits=energy_data is None and s.post_prune_clips > 0,  # the answers that spread ``after_data``
@@ -477,10 +500,11 @@ class PruningSweep:
                 progress(0.75, "recalibrating BatchNorm after pruning")
             if s.prototype_head > 0:  # one pass re-estimates the statistics and records the prototypes' features
                 features = _recalibrate_recording_features(model, self.after_data, s, self.output_layer, self.cancel,
-                                                           self.general_statistics)
+                                                           self.general_statistics, self.label_shift)
             else:
                 recalibrate_batchnorm(model, self.after_data, batch_size=s.batch_size, depth=s.recalibrate_bn_depth, cancel=self.cancel,
-                                      prior=s.recalibrate_bn_prior, prior_statistics=self.general_statistics)
+                                      prior=s.recalibrate_bn_prior, prior_statistics=self.general_statistics,
+                                      correction=self.label_shift)
             after_passes += 1
         if s.bn_shift > 0 and sparsity > 0 and not propagated_shift:
             if progress:
@@ -509,6 +533,10 @@ class PruningSweep:
             report["class_share"] = [round(float(v), 4) for v in self.class_share]
             report["dropped_classes"] = list(self.dropped_classes)
         before_steps = []  # plain sentences: how the statistics were set (printed and shown as below)
+        if self.label_shift_info is not None:
+            report["label_shift"] = self.label_shift_info
+            if self.label_shift is not None and s.recalibrate_bn != "none":
+                before_steps.append(self.label_shift_info["why"][0].upper() + self.label_shift_info["why"][1:] + ".")
         if s.recalibrate_bn_prior > 0 and s.recalibrate_bn != "none":
             measured_on = len(self.after_data) if s.recalibrate_bn == "after" else self.n_clips  # "after" re-measures the subsample
             share = prior_share(measured_on, s.recalibrate_bn_prior)
