@@ -217,6 +217,20 @@ def scoring_models(shipped, models_dir: Path = LOSO_MODELS) -> dict:
     return models
 
 
+def with_class_moments(models: dict) -> dict:
+    """``models`` (``scoring_models``), each given its class moments (``fineprune.engine.label_shift``)
+    measured on its own training data: the shipped model's (``training_set``'s official split) and
+    each leave-one-speaker-out model's (the other speakers), both with the synthetic training voices."""
+    from fineprune.domains.voice_training import feature_settings, load_fsdd, load_synthetic, training_set
+    from fineprune.engine.label_shift import attach, class_moments
+
+    fsdd, synthetic = load_fsdd(SHARED_DATA / "fsdd", feature_settings()), load_synthetic()
+    for key, model in models.items():
+        train, _ = training_set(fsdd, None if key == "shipped" else key.split(":", 1)[1], synthetic)
+        attach(model, class_moments(model, train.x, train.y, int(train.y.max()) + 1))
+    return models
+
+
 def scored_people(models: dict, data: Path = SHARED_DATA / "fsdd") -> list[DevIndividual]:
     """The dev set and the demo individuals whose general model is in ``models`` (the scripts that
     study the voice card measure these)."""

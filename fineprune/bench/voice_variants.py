@@ -31,14 +31,18 @@ def study_people(part: int, parts: int):
     return models, people[part::parts]
 
 
-def measure_variants(variants: dict, part: int, parts: int, adapted_by: str) -> list[dict]:
+def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, prepare_models=None, keep=None) -> list[dict]:
     """One row per individual: general and each variant's test clips correct, seconds per
     personalization, share of test clips answered as the general model does, and whether the guard
-    adapted to the person under ``adapted_by``."""
+    adapted to the person under ``adapted_by``. ``prepare_models``: applied to the models first
+    (what a variant needs the models to carry). ``keep(row, variant, result)``: adds what else a
+    study reads from each run's result to the row."""
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune
 
     models, people = study_people(part, parts)
+    if prepare_models is not None:
+        models = prepare_models(models)
     rows = []
     for p in people:
         model = models[p.model_key]
@@ -53,6 +57,8 @@ def measure_variants(variants: dict, part: int, parts: int, adapted_by: str) -> 
             row[f"{name}: same answer as general"] = round(float((answers == general).float().mean()), 4)
             if name == adapted_by:
                 row["adapted"] = result.report["guard"]["recalibrate_bn"] != "none"
+            if keep is not None:
+                keep(row, name, result)
         rows.append(row)
     return rows
 
