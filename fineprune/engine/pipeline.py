@@ -535,7 +535,10 @@ class PruningSweep:
         before_steps = []  # plain sentences: how the statistics were set (printed and shown as below)
         if self.label_shift_info is not None:
             report["label_shift"] = self.label_shift_info
-            if self.label_shift is not None and s.recalibrate_bn != "none":
+            if self.label_shift is not None and s.recalibrate_bn == "none":  # the guard kept the general statistics
+                report["label_shift"] = {**self.label_shift_info, "applied": False,
+                                         "why": "the general statistics were kept, so there was nothing to correct"}
+            elif self.label_shift is not None:
                 before_steps.append(self.label_shift_info["why"][0].upper() + self.label_shift_info["why"][1:] + ".")
         if s.recalibrate_bn_prior > 0 and s.recalibrate_bn != "none":
             measured_on = len(self.after_data) if s.recalibrate_bn == "after" else self.n_clips  # "after" re-measures the subsample

@@ -99,6 +99,9 @@ def test_the_pipeline_applies_it_reports_it_and_without_moments_changes_nothing(
     refused = fine_prune(marked, x, base.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_confidence=1.0))
     assert not refused.report["label_shift"]["applied"]
     torch.testing.assert_close(refused.model(x), card.model(x))  # the guard's halves did not apply it either
+    kept = fine_prune(marked, x, base.replace(recalibrate_bn_label_shift=True, guard_min_entropy_drop=10.0))
+    assert kept.report["guard"]["recalibrate_bn"] == "none" and not kept.report["label_shift"]["applied"]
+    assert not any("classes you use" in line for line in kept.report.get("steps_before_pruning", []))
     with pytest.raises(ConfigError):
         PruneSettings(recalibrate_bn_label_shift_confidence=1.5).validate()
 
