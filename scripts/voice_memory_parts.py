@@ -1,0 +1,65 @@
+"""Where a voice personalization's peak memory goes: the card with one part at a time taken out.
+
+    python scripts/voice_memory_parts.py
+
+``bench perf`` measures the voice card's peak memory at 5x an inference pass (docs/PERFORMANCE.md).
+This runs the same measurement (``fineprune.bench.perf_memory``: growth of the resident set's peak
+over the resident set with the model and clips loaded, a fresh subprocess per run) on the same
+200 tiled demo clips for the shipped card and for the card without the split-half check, without
+the guard, with the parallel re-solve instead of the sequential one, and without the re-solve.
+About a minute. Prints a markdown table; nothing is written.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {
+    "card": {},
+    "without the split-half check": {"guard_min_share_stability": 0.0},
+    "without the guard": {"guard": False},
+    "parallel re-solve (the card until the twentieth session)": {"reconstruct_sequential": False},
+    "no re-solve": {"reconstruct": False},
+}
+
+
+def one(name: str) -> float:
+    """Peak growth in MB of one personalization with the variant's settings (run in this process)."""
+    import torch
+
+    from fineprune.bench.perf_measure import inference_pass
+    from fineprune.bench.perf_memory import _peak_bytes, _release_free_memory, _reset_peak, _rss_bytes
+    from fineprune.bench.perf_subjects import demo_people, tile
+    from fineprune.engine.pipeline import fine_prune, settings_for
+    from fineprune.registry import load_model
+
+    torch.set_num_threads(1)
+    bundle = load_model("voice")
+    x = tile(torch.cat([clips for _, clips, _ in demo_people(bundle)]), 200)
+    settings = settings_for(bundle.card).replace(**VARIANTS[name])
+    inference_pass(bundle.model, x[:2], settings.batch_size)  # kernels loaded before measuring
+    _release_free_memory()
+    base = _rss_bytes()
+    _reset_peak()
+    fine_prune(bundle.model, x, settings)
+    return (_peak_bytes() - base) / 1e6
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(f"{one(sys.argv[2]):.1f}")
+        return 0
+    lines = ["| voice card (200 tiled demo clips) | peak memory growth (MB) |", "|---|---|"]
+    for name in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, check=True)
+        lines.append(f"| {name} | {out.stdout.strip().splitlines()[-1]} |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
