@@ -173,7 +173,8 @@ def share_stability(model: nn.Module, x: torch.Tensor, settings, personalize, *,
 
 
 def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
-           cancel=None, personalize=None, correction=None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
+           cancel=None, personalize=None, correction=None,
+           general_logits: torch.Tensor | None = None) -> tuple[GuardDecision, nn.Module | None, EnergyRecord]:
     """The guard's decision for this person, the recalibrated model when recalibration was chosen
     (None otherwise), and the energy record of the model that will be pruned -- the guard's
     passes are the pipeline's passes, so nothing is recorded twice. ``settings``: a
@@ -185,12 +186,13 @@ def decide(model: nn.Module, data, settings, *, batch_size: int | None = None,
     general model get an energy pass of its own. ``personalize`` (the pipeline's ``fine_prune``) runs
     the split-half stability check when ``settings.guard_min_share_stability`` asks for it (each half
     estimates its own class mix there). ``correction``: the trial recalibration's statistics freed
-    of the person's class mix (``fineprune.engine.label_shift``)."""
+    of the person's class mix (``fineprune.engine.label_shift``). ``general_logits``: the general model's
+    outputs on the probe clips when the caller has them already (not computed again)."""
     batch_size = batch_size or settings.batch_size
     x = stacked(data)
     layers = prunable_layers(model)
     probe = spaced_indices(len(x), settings.guard_clips)
-    general = _logits(model, x[probe], batch_size)
+    general = general_logits if general_logits is not None else _logits(model, x[probe], batch_size)
     n = len(x)
     h_general = mean_entropy(general)
     signals = {"clips": n, "guard_clips": len(probe), "general_entropy": round(h_general, 4),

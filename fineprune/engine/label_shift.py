@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fineprune.engine.energy import batchnorm_layers, spaced_indices
+from fineprune.engine.energy import batchnorm_layers
 from fineprune.errors import ConfigError, InputDataError
 
 ATTRIBUTE = "_fineprune_class_moments"
@@ -95,26 +95,20 @@ def moments_of(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] | No
     return getattr(model, ATTRIBUTE, None)
 
 
-@torch.no_grad()
-def person_correction(model: nn.Module, x: torch.Tensor, *, min_confidence: float, clips: int = 64,
-                      batch_size: int = 64) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
-    """The correction for this person's clips ``x`` (None: not applied) and what decided it: the
-    general model's mean predicted probabilities over at most ``clips`` evenly spaced clips
-    estimate the class mix; it is trusted only when the model's mean top probability there is at
-    least ``min_confidence`` (a capture the model hears as mush piles its answers onto a few
-    classes too, and that is not a class mix). Without class moments on ``model``: None."""
+def person_correction(model: nn.Module, general_logits: torch.Tensor, *,
+                      min_confidence: float) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
+    """The correction for a person (None: not applied) and what decided it. ``general_logits``:
+    ``model``'s outputs on the person's clips (the guard's probe clips: the pipeline computes them
+    once for both). Their mean predicted probabilities estimate the class mix, trusted only when the
+    mean top probability is at least ``min_confidence`` (a capture the model hears as mush piles its
+    answers onto a few classes too, and that is not a class mix). Without class moments on
+    ``model``: None."""
     moments = moments_of(model)
     if moments is None:
         return None, {"applied": False, "why": "the model carries no class moments, so the class mix cannot be separated"}
-    probe = x[spaced_indices(len(x), clips)]
-    was_training = model.training
-    model.eval()
-    try:
-        probabilities = torch.cat([model(probe[i:i + batch_size]) for i in range(0, len(probe), batch_size)]).softmax(1)
-    finally:
-        model.train(was_training)
+    probabilities = general_logits.detach().softmax(1)
     shares, confidence = probabilities.mean(0), float(probabilities.max(1).values.mean())
-    info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probe)}
+    info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probabilities)}
     if confidence < min_confidence:
         return None, {**info, "applied": False,
                       "why": (f"the general model is not sure enough of your clips (mean confidence {confidence:.0%}, "

@@ -36,7 +36,9 @@ from torch import nn
 from fineprune.engine.calibration import capture_shift, recalibrate_batchnorm, shift_batchnorm
 from fineprune.engine.channel_groups import couple_channel_scores
 from fineprune.engine.criteria import get_criterion, input_energy_per_weight
-from fineprune.engine.energy import EnergyRecord, batchnorm_statistics, canonical_order, prior_share, evenly_spaced, reiterable, record_energy, stacked
+from fineprune.engine.energy import (EnergyRecord, batchnorm_statistics, canonical_order, prior_share, evenly_spaced, reiterable,
+                                     record_energy, spaced_indices, stacked)
+from fineprune.engine.evaluation import predict_logits
 from fineprune.errors import ConfigError, JobCancelled
 from fineprune.engine.masks import RankedScores, apply_masks, check_sparsity, count_parameters, layer_sparsity
 from fineprune.engine.class_drop import predicted_class_share, silence_output_units, unused_classes
@@ -347,11 +349,15 @@ class PruningSweep:
         self.guard = recalibrated = None
         self.energies = None
         # the re-estimated statistics freed of the person's class mix (``recalibrate_bn_label_shift``)
-        self.label_shift = self.label_shift_info = None
+        self.label_shift = self.label_shift_info = probe_logits = None
         if self.effective.recalibrate_bn_label_shift and self.effective.recalibrate_bn != "none":
+            # the general model on the guard's probe clips: the class mix is read from them, and the guard reuses them
+            clips = stacked(self.data)
+            with torch.no_grad():
+                probe_logits = predict_logits(model, clips[spaced_indices(len(clips), self.effective.guard_clips)],
+                                              self.effective.batch_size)
             self.label_shift, self.label_shift_info = person_correction(
-                model, stacked(self.data), min_confidence=self.effective.recalibrate_bn_label_shift_confidence,
-                clips=self.effective.guard_clips, batch_size=self.effective.batch_size)
+                model, probe_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
@@ -364,7 +370,7 @@ class PruningSweep:
                 judged = judged.replace(recalibrate_bn_label_shift=self.label_shift is not None,
                                         recalibrate_bn_label_shift_confidence=0.0)
             self.guard, recalibrated, energies = decide(model, self.data, judged, cancel=cancel, personalize=fine_prune,
-                                                        correction=self.label_shift)
+                                                        correction=self.label_shift, general_logits=probe_logits)
             self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift,
                                                     prototype_head=self.guard.prototype_head, criterion=self.guard.criterion)
             if energy_data is None:
@@ -393,8 +399,8 @@ class PruningSweep:
         self.passes = self.guard.extra_forward_passes + 1.0 if self.guard is not None else 0.0
         if self.guard is None and energy_data is not None and s.recalibrate_bn in ("before", "both"):
             self.passes += 1.0  # the recalibration pass of its own
-        if self.label_shift_info is not None and "clips" in self.label_shift_info:
-            self.passes += self.label_shift_info["clips"] / len(stacked(self.data))  # the general model's answers on them
+        if self.guard is None and probe_logits is not None:  # the guard counts its probe clips itself
+            self.passes += len(probe_logits) / len(stacked(self.data))
         if self.energies is None:
             self.passes += 1.0  # (over the general data for the control: counted as one more pass)
             # one pass: BatchNorm recalibration (when chosen), energies, BatchNorm inputs and

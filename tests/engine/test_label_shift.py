@@ -67,14 +67,14 @@ def test_class_moments_need_every_class_and_must_fit_the_model():
 def test_the_general_model_must_be_sure_of_the_clips_for_their_class_mix_to_count():
     model, _ = _general_model()
     sure = _classes(torch.tensor([0, 1]).repeat(30), seed=2)
-    correction, info = person_correction(model, sure, min_confidence=0.5)
+    correction, info = person_correction(model, model(sure), min_confidence=0.5)
     assert correction is not None and info["applied"] and info["confidence"] > 0.5
     assert "0, 1" in info["why"]
     mush = torch.zeros(60, 2) + model[0].running_mean  # every clip at the centre: no class stands out
-    correction, info = person_correction(model, mush, min_confidence=0.5)
+    correction, info = person_correction(model, model(mush), min_confidence=0.5)
     assert correction is None and not info["applied"] and "not sure enough" in info["why"]
     bare = nn.Sequential(nn.BatchNorm1d(2), nn.Linear(2, 4)).eval()
-    assert person_correction(bare, sure, min_confidence=0.0)[0] is None
+    assert person_correction(bare, bare(sure), min_confidence=0.0)[0] is None
 
 
 def test_the_pipeline_applies_it_reports_it_and_without_moments_changes_nothing(tiny_vgg):
@@ -95,7 +95,11 @@ def test_the_pipeline_applies_it_reports_it_and_without_moments_changes_nothing(
     moved = [not torch.allclose(a.running_mean, b.running_mean, atol=1e-3)
              for a, b in zip(batchnorm_layers(result.model), batchnorm_layers(card.model))]
     assert any(moved), "the corrected statistics differ from the card's"
-    assert result.report["forward_passes"] > card.report["forward_passes"], "the general model's answers cost a pass"
+    # the guard reads the general model's answers on its probe clips from the class mix's, not again
+    assert result.report["forward_passes"] == card.report["forward_passes"]
+    unguarded = dict(sparsity=0.3, recalibrate_bn_prior=8.0)
+    assert fine_prune(marked, x, PruneSettings(**unguarded, recalibrate_bn_label_shift=True)).report["forward_passes"] == \
+        fine_prune(marked, x, PruneSettings(**unguarded)).report["forward_passes"] + 1.0, "without the guard its own 24 clips: one pass"
     refused = fine_prune(marked, x, base.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_confidence=1.0))
     assert not refused.report["label_shift"]["applied"]
     torch.testing.assert_close(refused.model(x), card.model(x))  # the guard's halves did not apply it either
