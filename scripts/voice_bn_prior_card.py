@@ -27,8 +27,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -46,18 +44,9 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows
+    from fineprune.bench.voice_variants import study_report
 
-    dev, demo, loso, engines = split_rows(rows)
-    lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_bn_prior_card.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", ""]
-    lines += choice_lines(dev, engines, CANDIDATES, "card", CANDIDATES)
-    lines += ["Seconds per personalization (mean over dev individuals, this machine): "
-              + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in CANDIDATES) + ".", ""]
-    lines += report_only_sections(demo, loso, engines, CANDIDATES)
-    lines += dev_individual_lines(dev, CANDIDATES)
-    return "\n".join(lines) + "\n"
-
+    return study_report(rows, __doc__.splitlines()[0], "voice_bn_prior_card.py", CANDIDATES, "card")
 
 def main(argv=None) -> int:
     from fineprune.bench.fanout import run_study

@@ -43,23 +43,15 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows
+    from fineprune.bench.voice_variants import seconds_line, study_report
 
-    dev, demo, loso, engines = split_rows(rows)
-    everyone = dev + demo + loso + engines
-    same = sum(r["card"] == r["without the check"] for r in everyone)
-    lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_check_off.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", "",
-             f"The same test clips correct with and without the check: {same} of {len(everyone)} individuals.", ""]
-    lines += choice_lines(dev, engines, CANDIDATES, "card", CANDIDATES)
-    lines += ["Seconds per personalization (mean over dev individuals, this machine): "
-              + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in CANDIDATES) + ". "
-              "Forward passes over the person's clips (the report's `forward_passes`, mean over dev individuals): "
-              + "; ".join(f"{k} {np.mean([r[k + ': passes'] for r in dev]):.1f}" for k in CANDIDATES) + ".", ""]
-    lines += report_only_sections(demo, loso, engines, CANDIDATES)
-    lines += dev_individual_lines(dev, CANDIDATES)
-    return "\n".join(lines) + "\n"
-
+    same = sum(r["card"] == r["without the check"] for r in rows)
+    return study_report(
+        rows, __doc__.splitlines()[0], "voice_check_off.py", CANDIDATES, "card",
+        preface=[f"The same test clips correct with and without the check: {same} of {len(rows)} individuals.", ""],
+        middle=lambda dev, demo: [seconds_line(dev, CANDIDATES) + " Forward passes over the person's clips (the report's "
+                                  "`forward_passes`, mean over dev individuals): "
+                                  + "; ".join(f"{k} {np.mean([r[k + ': passes'] for r in dev]):.1f}" for k in CANDIDATES) + ".", ""])
 
 def main(argv=None) -> int:
     from fineprune.bench.fanout import run_study

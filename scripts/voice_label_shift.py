@@ -63,31 +63,27 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows
+    from fineprune.bench.voice_variants import seconds_line, study_report
 
-    dev, demo, loso, engines = split_rows(rows)
-    lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_label_shift.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", ""]
-    lines += choice_lines(dev, engines, CANDIDATES, "card", CANDIDATES)
-    lines += ["Seconds per personalization (mean over dev individuals, this machine): "
-              + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in CANDIDATES) + ".", ""]
-    lines += ["## Where the loss comes from (no candidates)", "",
-              "Dev individuals who lose to the general model under the card or gain from the correction, with the other "
-              "runs and the general model's mean top probability over their clips (the gate's signal):", "",
-              "| individual | general | card | " + " | ".join(DIAGNOSTICS) + " | class mix | general model's confidence |",
-              "|---|---|---|" + "---|" * len(DIAGNOSTICS) + "---|---|"]
+    return study_report(rows, __doc__.splitlines()[0], "voice_label_shift.py", CANDIDATES, "card",
+                        middle=lambda dev, demo: [seconds_line(dev, CANDIDATES), ""] + diagnosis_lines(dev, demo))
+
+
+def diagnosis_lines(dev: list[dict], demo: list[dict]) -> list[str]:
+    """Where the loss comes from: the diagnostic runs of the individuals who lose or gain, and the gate's signal."""
+    lines = ["## Where the loss comes from (no candidates)", "",
+             "Dev individuals who lose to the general model under the card or gain from the correction, with the other "
+             "runs and the general model's mean top probability over their clips (the gate's signal):", "",
+             "| individual | general | card | " + " | ".join(DIAGNOSTICS) + " | class mix | general model's confidence |",
+             "|---|---|---|" + "---|" * len(DIAGNOSTICS) + "---|---|"]
     lines += [f"| {r['name']} | {r['general']} | {r['card']} | " + " | ".join(str(r[k]) for k in DIAGNOSTICS)
               + f" | {r['class mix']} | {r['general confidence']:.2f} |"
               for r in dev + demo if r["card"] < r["general"] or r["class mix"] > r["card"]]
-    lines += ["", "Mean over the dev individuals: " + "; ".join(f"{k} {np.mean([r[k] / r['n'] for r in dev]) * 100:.2f}"
-                                                          for k in DIAGNOSTICS) + ".", "",
-              f"The gate (confidence >= {SURE}) lets the correction run for: "
-              + ", ".join(f"{r['name']} {r['general confidence']:.2f}" for r in dev + demo if r["general confidence"] >= SURE) + ".", "",
-              "The demo individuals' confidences: " + ", ".join(f"{r['name']} {r['general confidence']:.2f}" for r in demo) + ".", ""]
-    lines += report_only_sections(demo, loso, engines, CANDIDATES)
-    lines += dev_individual_lines(dev, CANDIDATES)
-    return "\n".join(lines) + "\n"
-
+    return lines + ["", "Mean over the dev individuals: " + "; ".join(f"{k} {np.mean([r[k] / r['n'] for r in dev]) * 100:.2f}"
+                                                                for k in DIAGNOSTICS) + ".", "",
+                    f"The gate (confidence >= {SURE}) lets the correction run for: "
+                    + ", ".join(f"{r['name']} {r['general confidence']:.2f}" for r in dev + demo if r["general confidence"] >= SURE) + ".", "",
+                    "The demo individuals' confidences: " + ", ".join(f"{r['name']} {r['general confidence']:.2f}" for r in demo) + ".", ""]
 
 def main(argv=None) -> int:
     from fineprune.bench.fanout import run_study

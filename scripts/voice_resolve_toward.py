@@ -61,23 +61,18 @@ def measure(part: int, parts: int) -> list[dict]:
 
 
 def report(rows: list[dict]) -> str:
-    from fineprune.bench.voice_variants import choice_lines, dev_individual_lines, report_only_sections, split_rows, wins_ties_losses
+    from fineprune.bench.voice_variants import seconds_line, split_rows, study_report, wins_ties_losses
 
-    dev, demo, loso, engines = split_rows(rows)
-    lines = [f"# {__doc__.splitlines()[0]}", "", "`python scripts/voice_resolve_toward.py` (general = each individual's general "
-             "model; test clips only score; only the dev individuals choose).", ""]
-    lines += choice_lines(dev, engines, CANDIDATES, "parallel", ROWS, extra_comparison="; `toward general` against the same at 1%: "
-                          + wins_ties_losses(dev, "toward general", "toward general, 1%"))
-    lines += ["Share of test clips on which the model gives the general model's answer (mean over dev individuals; the people "
-              "the guard adapts to / the others): "
-              + "; ".join(f"{k} {np.mean([r[k + ': same answer as general'] for r in dev if r['adapted']]):.3f} / "
-                          f"{np.mean([r[k + ': same answer as general'] for r in dev if not r['adapted']]):.3f}" for k in ROWS) + ".", "",
-              "Seconds per personalization (mean over dev individuals, this machine): "
-              + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in ROWS) + ".", ""]
-    lines += report_only_sections(demo, loso, engines, ROWS)
-    lines += dev_individual_lines(dev, ROWS)
-    return "\n".join(lines) + "\n"
+    def middle(dev, demo):
+        return ["Share of test clips on which the model gives the general model's answer (mean over dev individuals; the people "
+                "the guard adapts to / the others): "
+                + "; ".join(f"{k} {np.mean([r[k + ': same answer as general'] for r in dev if r['adapted']]):.3f} / "
+                            f"{np.mean([r[k + ': same answer as general'] for r in dev if not r['adapted']]):.3f}" for k in ROWS) + ".", "",
+                seconds_line(dev, ROWS), ""]
 
+    return study_report(rows, __doc__.splitlines()[0], "voice_resolve_toward.py", CANDIDATES, "parallel", shown=ROWS, middle=middle,
+                        extra_comparison="; `toward general` against the same at 1%: "
+                        + wins_ties_losses(split_rows(rows)[0], "toward general", "toward general, 1%"))
 
 def main(argv=None) -> int:
     from fineprune.bench.fanout import run_study

@@ -159,3 +159,25 @@ def choice_lines(dev: list[dict], engines: list[dict], candidates: Sequence[str]
               + "; ".join(f"{k} {wins_ties_losses(dev, k, base)} / {wins_ties_losses(adapted, k, base)} / "
                           f"{wins_ties_losses(others, k, base)}" for k in candidates if k != base) + extra_comparison + ".", ""]
     return lines
+
+
+def seconds_line(dev: list[dict], keys: Sequence[str]) -> str:
+    return ("Seconds per personalization (mean over dev individuals, this machine): "
+            + "; ".join(f"{k} {np.mean([r[k + ': seconds'] for r in dev]):.2f}" for k in keys) + ".")
+
+
+def study_report(rows: list[dict], title: str, script: str, candidates: Sequence[str], base: str, *,
+                 shown: Sequence[str] | None = None, preface: Sequence[str] = (), middle=None, extra_comparison: str = "") -> str:
+    """A variant study's whole report: its title and command, ``preface`` lines, the dev section
+    (``choice_lines``), what ``middle(dev, demo)`` adds (default: the seconds line), the report-only
+    sections and the dev individuals' table; ``shown``: the candidates' rows in the tables
+    (default: all of them)."""
+    dev, demo, loso, engines = split_rows(rows)
+    shown = candidates if shown is None else shown
+    lines = [f"# {title}", "", f"`python scripts/{script}` (general = each individual's general model; test clips only score; "
+             "only the dev individuals choose).", "", *preface]
+    lines += choice_lines(dev, engines, candidates, base, shown, extra_comparison=extra_comparison)
+    lines += middle(dev, demo) if middle is not None else [seconds_line(dev, candidates), ""]
+    lines += report_only_sections(demo, loso, engines, shown)
+    lines += dev_individual_lines(dev, shown)
+    return "\n".join(lines) + "\n"
