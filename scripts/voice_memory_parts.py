@@ -31,22 +31,15 @@ def one(name: str) -> float:
     """Peak growth in MB of one personalization with the variant's settings (run in this process)."""
     import torch
 
-    from fineprune.bench.perf_measure import inference_pass
-    from fineprune.bench.perf_memory import _peak_bytes, _release_free_memory, _reset_peak, _rss_bytes
-    from fineprune.bench.perf_subjects import demo_people, tile
-    from fineprune.engine.pipeline import fine_prune, settings_for
-    from fineprune.registry import load_model
+    from fineprune.bench.perf_memory import peak_growth
+    from fineprune.bench.perf_subjects import Plan, load_subject
+    from fineprune.engine.pipeline import settings_for
 
     torch.set_num_threads(1)
-    bundle = load_model("voice")
-    x = tile(torch.cat([clips for _, clips, _ in demo_people(bundle)]), 200)
-    settings = settings_for(bundle.card).replace(**VARIANTS[name])
-    inference_pass(bundle.model, x[:2], settings.batch_size)  # kernels loaded before measuring
-    _release_free_memory()
-    base = _rss_bytes()
-    _reset_peak()
-    fine_prune(bundle.model, x, settings)
-    return (_peak_bytes() - base) / 1e6
+    plan = Plan()
+    subject = load_subject("voice", plan)
+    settings = settings_for(subject.bundle.card).replace(**VARIANTS[name])
+    return peak_growth(subject, "personalize", plan.clips, settings)["delta_bytes"] / 1e6
 
 
 def main() -> int:

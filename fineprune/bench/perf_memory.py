@@ -53,10 +53,11 @@ def _release_free_memory() -> None:
         pass
 
 
-def peak_growth(subject: Subject, phase: str, n_clips: int) -> dict:
-    """Peak resident-set growth of one phase over the resident set with model and clips loaded."""
+def peak_growth(subject: Subject, phase: str, n_clips: int, settings=None) -> dict:
+    """Peak resident-set growth of one phase over the resident set with model and clips loaded;
+    ``settings``: what the personalization runs (default: the model's card)."""
     x = tile(subject.clips, n_clips)
-    settings = settings_for(subject.bundle.card)
+    settings = settings or settings_for(subject.bundle.card)
     inference_pass(subject.bundle.model, x[:2], settings.batch_size)  # load kernels before measuring
     _release_free_memory()
     base = _rss_bytes()
