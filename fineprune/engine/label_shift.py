@@ -95,27 +95,34 @@ def moments_of(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] | No
     return getattr(model, ATTRIBUTE, None)
 
 
-def person_correction(model: nn.Module, general_logits: torch.Tensor, *,
-                      min_confidence: float) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
-    """The correction for a person (None: not applied) and what decided it. ``general_logits``:
+LISTENERS = {"general": "the general model", "recalibrated": "the model recalibrated on your clips"}
+
+
+def person_correction(model: nn.Module, logits: torch.Tensor, *, min_confidence: float,
+                      listener: str = "general") -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
+    """The correction for a person (None: not applied) and what decided it. ``logits``:
     ``model``'s outputs on the person's clips (the guard's probe clips: the pipeline computes them
     once for both). Their mean predicted probabilities estimate the class mix, trusted only when the
     mean top probability is at least ``min_confidence`` (a capture the model hears as mush piles its
-    answers onto a few classes too, and that is not a class mix). Without class moments on
+    answers onto a few classes too, and that is not a class mix). ``listener``: whose outputs
+    ``logits`` are (``LISTENERS``: the general model's, or those of ``model`` recalibrated on
+    the person's clips without the correction); the report names it. Without class moments on
     ``model``: None."""
     moments = moments_of(model)
     if moments is None:
         return None, {"applied": False, "why": "the model carries no class moments, so the class mix cannot be separated"}
-    probabilities = general_logits.detach().softmax(1)
+    probabilities = logits.detach().softmax(1)
     shares, confidence = probabilities.mean(0), float(probabilities.max(1).values.mean())
-    info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probabilities)}
+    info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probabilities),
+            "read_by": listener}
+    who = LISTENERS[listener]
     if confidence < min_confidence:
         return None, {**info, "applied": False,
-                      "why": (f"the general model is not sure enough of your clips (mean confidence {confidence:.0%}, "
+                      "why": (f"{who} is not sure enough of your clips (mean confidence {confidence:.0%}, "
                               f"{min_confidence:.0%} needed) for its answers to tell which classes you use")}
     main = [str(c) for c in range(len(shares)) if shares[c] >= 0.5 / len(shares)]  # classes at least half as common as with all equally
     return shift_correction(moments, shares), {
         **info, "applied": True,
         "why": (f"the BatchNorm statistics measured on your clips were corrected for the classes you use (mostly classes "
-                f"{', '.join(main)}, as the general model hears them), so recalibration adapts to how you sound, "
+                f"{', '.join(main)}, as {who} hears them), so recalibration adapts to how you sound, "
                 "not to which classes you say")}

@@ -50,6 +50,7 @@ from fineprune.engine.reconstruct import input_covariances, reconstruct_, recons
 Progress = Callable[[float, str], None]
 RECALIBRATION_MODES = ("none", "before", "after", "both")
 POST_PRUNE_STATISTICS = ("pass", "propagate")
+LABEL_SHIFT_SOURCES = ("general", "recalibrated")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class PruneSettings:
     # ``recalibrate_bn_label_shift_confidence``: its predicted class shares estimate the mix.
     recalibrate_bn_label_shift: bool = False
     recalibrate_bn_label_shift_confidence: float = 0.0
+    # ... whose answers estimate the mix: "general" (the general model's: no extra pass) or
+    # "recalibrated" (the model recalibrated on the person's clips without the correction: one more
+    # pass; a capture the general model hears as mush, it hears as digits again, but it has already
+    # blurred a few-digit speaker's mix: too weak a correction on the voice dev set,
+    # docs/results/voice_label_shift.md)
+    recalibrate_bn_label_shift_from: str = "general"
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
     # person's statistics (measured against the unpruned model in the energy pass; one more
@@ -215,6 +222,9 @@ class PruneSettings:
             raise ConfigError(f"recalibrate_bn_prior must be >= 0, got {self.recalibrate_bn_prior}")
         if self.post_prune_statistics not in POST_PRUNE_STATISTICS:
             raise ConfigError(f"post_prune_statistics must be one of {POST_PRUNE_STATISTICS}, got {self.post_prune_statistics!r}")
+        if self.recalibrate_bn_label_shift_from not in LABEL_SHIFT_SOURCES:
+            raise ConfigError(f"recalibrate_bn_label_shift_from must be one of {LABEL_SHIFT_SOURCES}, "
+                              f"got {self.recalibrate_bn_label_shift_from!r}")
         depth = self.recalibrate_bn_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
@@ -322,6 +332,16 @@ def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: Pru
     return features, record.logits
 
 
+def _recalibrated_logits(model: nn.Module, clips: torch.Tensor, s: PruneSettings, cancel) -> torch.Tensor:
+    """``model``'s outputs on ``clips`` once recalibrated on them as ``s`` asks, without the class-mix
+    correction (a copy: ``model`` is not touched). What ``recalibrate_bn_label_shift_from="recalibrated"``
+    reads the class mix from: the correction cannot come from the model it corrects."""
+    trial = copy.deepcopy(model).eval()
+    record = record_energy(trial, clips, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
+                           recalibrate_depth=s.recalibrate_bn_depth, recalibrate_prior=s.recalibrate_bn_prior, keep_logits=True)
+    return record.logits
+
+
 class PruningSweep:
     """Record the person's energies once; derive a pruned model for any sparsity cheaply."""
 
@@ -353,11 +373,16 @@ class PruningSweep:
         if self.effective.recalibrate_bn_label_shift and self.effective.recalibrate_bn != "none":
             # the general model on the guard's probe clips: the class mix is read from them, and the guard reuses them
             clips = stacked(self.data)
+            probe = spaced_indices(len(clips), self.effective.guard_clips)
             with torch.no_grad():
-                probe_logits = predict_logits(model, clips[spaced_indices(len(clips), self.effective.guard_clips)],
-                                              self.effective.batch_size)
+                probe_logits = predict_logits(model, clips[probe], self.effective.batch_size)
+            listener = "general"
+            mix_logits = probe_logits
+            if self.effective.recalibrate_bn_label_shift_from == "recalibrated":
+                listener = "recalibrated"
+                mix_logits = _recalibrated_logits(model, clips, self.effective, cancel)[probe]
             self.label_shift, self.label_shift_info = person_correction(
-                model, probe_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence)
+                model, mix_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence, listener=listener)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
@@ -401,6 +426,8 @@ class PruningSweep:
             self.passes += 1.0  # the recalibration pass of its own
         if self.guard is None and probe_logits is not None:  # the guard counts its probe clips itself
             self.passes += len(probe_logits) / len(stacked(self.data))
+        if probe_logits is not None and s.recalibrate_bn_label_shift_from == "recalibrated":
+            self.passes += 1.0  # the uncorrected recalibration that read the class mix
         if self.energies is None:
             self.passes += 1.0  # (over the general data for the control: counted as one more pass)
             # one pass: BatchNorm recalibration (when chosen), energies, BatchNorm inputs and

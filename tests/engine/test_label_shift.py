@@ -138,3 +138,23 @@ def test_the_guards_halves_follow_the_persons_verdict_on_the_class_mix(tiny_vgg,
         assert result.report["label_shift"]["applied"] is applied
         assert len(halves) == 2 and all(h.recalibrate_bn_label_shift is applied and h.recalibrate_bn_label_shift_confidence == 0.0
                                         for h in halves)
+
+
+def test_the_class_mix_can_be_read_by_the_model_recalibrated_on_the_clips(tiny_vgg):
+    model, _ = tiny_vgg
+    labels = torch.arange(4).repeat(20)
+    marked = attach(copy.deepcopy(model), class_moments(model, torch.randn(80, 1, 16, 20) + 2.0 * labels.view(-1, 1, 1, 1), labels, 4))
+    x = torch.randn(24, 1, 16, 20) * 2 + 1  # captured far from the general data: the two models hear it differently
+    settings = PruneSettings(sparsity=0.3, recalibrate_bn_prior=8.0, recalibrate_bn_label_shift=True)
+    by_general = fine_prune(marked, x, settings)
+    by_recalibrated = fine_prune(marked, x, settings.replace(recalibrate_bn_label_shift_from="recalibrated"))
+    info = by_recalibrated.report["label_shift"]
+    assert info["applied"] and info["read_by"] == "recalibrated" and by_general.report["label_shift"]["read_by"] == "general"
+    assert "recalibrated on your clips" in info["why"]
+    # the shares are the uncorrected recalibrated model's answers (all 24 clips are probe clips, one batch)
+    heard = recalibrate_batchnorm(copy.deepcopy(marked).eval(), x, prior=8.0)(x).softmax(1).mean(0)
+    torch.testing.assert_close(torch.tensor(info["shares"]), heard, atol=1e-3, rtol=0)
+    assert info["shares"] != by_general.report["label_shift"]["shares"]
+    assert by_recalibrated.report["forward_passes"] == by_general.report["forward_passes"] + 1.0, "one recalibration pass more"
+    with pytest.raises(ConfigError):
+        PruneSettings(recalibrate_bn_label_shift_from="person").validate()
