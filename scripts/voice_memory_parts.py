@@ -5,9 +5,11 @@
 ``bench perf`` measures the voice card's peak memory at 5x an inference pass (docs/PERFORMANCE.md).
 This runs the same measurement (``fineprune.bench.perf_memory``: growth of the resident set's peak
 over the resident set with the model and clips loaded, a fresh subprocess per run) on the same
-200 tiled demo clips for the shipped card and for the card without the split-half check, without
-the guard, with the parallel re-solve instead of the sequential one, and without the re-solve.
-About a minute. Prints a markdown table; nothing is written.
+200 tiled demo clips for the shipped card, for the card with its sequential re-solve reading all
+64 post-pruning clips at once (``reconstruct_batch_size``; the card until the twenty-third session,
+when this script found the re-solve was the peak), without the split-half check, without the guard,
+with the parallel re-solve instead of the sequential one, and without the re-solve. About a
+minute. Prints a markdown table; nothing is written.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ sys.path.insert(0, str(REPO))
 
 VARIANTS = {
     "card": {},
+    "card, re-solving 64 clips at a time (until the twenty-third session)": {"reconstruct_batch_size": 64},
     "without the split-half check": {"guard_min_share_stability": 0.0},
     "without the guard": {"guard": False},
     "parallel re-solve (the card until the twentieth session)": {"reconstruct_sequential": False},

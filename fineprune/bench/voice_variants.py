@@ -31,12 +31,14 @@ def study_people(part: int, parts: int):
     return models, people[part::parts]
 
 
-def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, prepare_models=None, keep=None) -> list[dict]:
+def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, prepare_models=None, keep=None,
+                     keep_answers: bool = False) -> list[dict]:
     """One row per individual: general and each variant's test clips correct, seconds per
     personalization, share of test clips answered as the general model does, and whether the guard
     adapted to the person under ``adapted_by``. ``prepare_models``: applied to the models first
     (what a variant needs the models to carry). ``keep(row, variant, result)``: adds what else a
-    study reads from each run's result to the row."""
+    study reads from each run's result to the row. ``keep_answers``: also each variant's answer on
+    every test clip (``"<variant>: answers"``), for studies of changes that should change none."""
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune
 
@@ -55,6 +57,8 @@ def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, pre
             answers = predict_logits(result.model, p.test_x).argmax(1)
             row[name] = int((answers == p.test_y).sum())
             row[f"{name}: same answer as general"] = round(float((answers == general).float().mean()), 4)
+            if keep_answers:
+                row[f"{name}: answers"] = answers.tolist()
             if name == adapted_by:
                 row["adapted"] = result.report["guard"]["recalibrate_bn"] != "none"
             if keep is not None:

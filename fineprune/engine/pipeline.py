@@ -163,6 +163,10 @@ class PruneSettings:
     # the pruning of the layers before it left. Two partial passes per layer. The voice card's since
     # the twentieth session (docs/results/voice_resolve_toward.md).
     reconstruct_sequential: bool = False
+    # ... reading this many clips at a time: each layer's re-solve unfolds every input patch of its
+    # batch, for both models (64 voice clips: about 90 MB per model at the widest layer). The sums
+    # it solves from are the same in any batches (up to float rounding); the batch only bounds memory.
+    reconstruct_batch_size: int = 8
     # The steps after pruning (BatchNorm re-estimate or shift, prototype head) run on at most this
     # many of the person's clips (evenly spaced, deterministic; 0: all): the statistics they need
     # settle within a few dozen clips, and personalization stays close to one pass over the data.
@@ -218,6 +222,9 @@ class PruneSettings:
                self.post_prune_clips, self.guard_clips) < 0:
             raise ConfigError("guard_drop_min_expected, guard_drop_max_hits, guard_min_information_gain, prototype_head, "
                               "post_prune_clips and guard_clips must be >= 0")
+        size = self.reconstruct_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"reconstruct_batch_size must be a whole number >= 1, got {size!r}")
         if self.recalibrate_bn_prior < 0:
             raise ConfigError(f"recalibrate_bn_prior must be >= 0, got {self.recalibrate_bn_prior}")
         if self.post_prune_statistics not in POST_PRUNE_STATISTICS:
@@ -506,7 +513,8 @@ class PruningSweep:
         if s.reconstruct and self.resolve_reference is not None and sparsity > 0:
             if progress:
                 progress(0.7, "re-solving the kept weights from your clips, layer by layer")
-            reconstructed = reconstruct_sequential_(model, self.resolve_reference, masks, self.after_data, s.batch_size, self.cancel)
+            reconstructed = reconstruct_sequential_(model, self.resolve_reference, masks, self.after_data,
+                                                    min(s.batch_size, s.reconstruct_batch_size), self.cancel)
             after_passes += 2 * len(reconstructed)  # partial passes of both models, counted as whole ones
         elif s.reconstruct and sparsity > 0:
             if progress:

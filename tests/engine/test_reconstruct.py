@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
 from fineprune.engine.masks import apply_masks
 from fineprune.engine.pipeline import PruneSettings, fine_prune
 from fineprune.engine.reconstruct import input_covariances, reconstruct_, reconstruct_sequential_
+from fineprune.errors import ConfigError
 
 
 def small_net():
@@ -159,6 +161,23 @@ def test_sequential_resolve_follows_the_reference_through_the_whole_network():
     assert gap_sequential < gap_parallel
     for name, mask in masks.items():  # the masks still hold
         assert bool(dict(sequential.named_modules())[name].weight[mask == 0].eq(0).all())
+
+
+def test_sequential_resolve_gives_the_same_weights_in_any_batches():
+    # the batch size only bounds how many unfolded patches are held at once (the voice card's peak memory)
+    dense, x = small_net(), correlated_clips()
+    names = ["3", "8", "10"]
+    masks = half_masks(dense, names)
+    solved = {}
+    for size in (len(x), 3):
+        model = copy.deepcopy(dense)
+        apply_masks(model, masks)
+        reconstruct_sequential_(model, copy.deepcopy(dense), masks, x, batch_size=size)
+        solved[size] = model
+    for a, b in zip(solved[len(x)].parameters(), solved[3].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError):
+        PruneSettings(reconstruct_batch_size=0).validate()
 
 
 def distances_to_general_and_recalibrated(dense, solved, x) -> tuple[float, float]:
