@@ -84,6 +84,9 @@ class PruneSettings:
     # blurred a few-digit speaker's mix: too weak a correction on the voice dev set,
     # docs/results/voice_label_shift.md)
     recalibrate_bn_label_shift_from: str = "general"
+    # ... and the recalibrated listener re-estimates only its first N BatchNorm layers (None: as
+    # ``recalibrate_bn_depth``): shallow statistics follow the capture, deep ones blur the class mix
+    recalibrate_bn_label_shift_listener_depth: int | None = None
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
     # person's statistics (measured against the unpruned model in the energy pass; one more
@@ -232,9 +235,10 @@ class PruneSettings:
         if self.recalibrate_bn_label_shift_from not in LABEL_SHIFT_SOURCES:
             raise ConfigError(f"recalibrate_bn_label_shift_from must be one of {LABEL_SHIFT_SOURCES}, "
                               f"got {self.recalibrate_bn_label_shift_from!r}")
-        depth = self.recalibrate_bn_depth
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
-            raise ConfigError(f"recalibrate_bn_depth must be a whole number >= 1 or None (all layers), got {depth!r}")
+        for name in ("recalibrate_bn_depth", "recalibrate_bn_label_shift_listener_depth"):
+            depth = getattr(self, name)
+            if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1 or None (all layers), got {depth!r}")
         return self
 
 
@@ -340,12 +344,14 @@ def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: Pru
 
 
 def _recalibrated_logits(model: nn.Module, clips: torch.Tensor, s: PruneSettings, cancel) -> torch.Tensor:
-    """``model``'s outputs on ``clips`` once recalibrated on them as ``s`` asks, without the class-mix
+    """``model``'s outputs on ``clips`` once recalibrated on them as ``s`` asks (only the first
+    ``recalibrate_bn_label_shift_listener_depth`` BatchNorm layers when set), without the class-mix
     correction (a copy: ``model`` is not touched). What ``recalibrate_bn_label_shift_from="recalibrated"``
     reads the class mix from: the correction cannot come from the model it corrects."""
     trial = copy.deepcopy(model).eval()
+    depth = s.recalibrate_bn_label_shift_listener_depth or s.recalibrate_bn_depth
     record = record_energy(trial, clips, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
-                           recalibrate_depth=s.recalibrate_bn_depth, recalibrate_prior=s.recalibrate_bn_prior, keep_logits=True)
+                           recalibrate_depth=depth, recalibrate_prior=s.recalibrate_bn_prior, keep_logits=True)
     return record.logits
 
 

@@ -156,5 +156,12 @@ def test_the_class_mix_can_be_read_by_the_model_recalibrated_on_the_clips(tiny_v
     torch.testing.assert_close(torch.tensor(info["shares"]), heard, atol=1e-3, rtol=0)
     assert info["shares"] != by_general.report["label_shift"]["shares"]
     assert by_recalibrated.report["forward_passes"] == by_general.report["forward_passes"] + 1.0, "one recalibration pass more"
+    shallow = fine_prune(marked, x, settings.replace(recalibrate_bn_label_shift_from="recalibrated",
+                                                     recalibrate_bn_label_shift_listener_depth=1)).report["label_shift"]
+    heard = recalibrate_batchnorm(copy.deepcopy(marked).eval(), x, prior=8.0, depth=1)(x).softmax(1).mean(0)
+    torch.testing.assert_close(torch.tensor(shallow["shares"]), heard, atol=1e-3, rtol=0)
+    assert shallow["shares"] != info["shares"]
     with pytest.raises(ConfigError):
         PruneSettings(recalibrate_bn_label_shift_from="person").validate()
+    with pytest.raises(ConfigError):
+        PruneSettings(recalibrate_bn_label_shift_listener_depth=0).validate()
