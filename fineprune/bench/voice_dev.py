@@ -155,6 +155,7 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
     """Store the chosen rule in the shipped voice card: inside ``assets/voice.pt`` (what
     ``load_model`` reads) and in ``assets/voice.json`` beside it. The weights are not touched."""
     from fineprune.engine.bundle import load_bundle, save_bundle
+    from fineprune.engine.label_shift import moments_of
     from fineprune.registry import shipped_model_path
 
     model_path = Path(model_path or shipped_model_path("voice"))
@@ -184,7 +185,7 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         "the shipped demo individuals included; never on test clips; the prototype count by `python "
         "scripts/voice_filter_threshold.py`, the split-half check's splits and threshold by `python scripts/voice_stability_splits.py "
         "--write-card`, the statistics' prior by `python scripts/voice_bn_prior_card.py`). See docs/RESULTS.md, 'The guard'.")
-    save_bundle(model_path, bundle.model, bundle.config, card)
+    save_bundle(model_path, bundle.model, bundle.config, card, class_moments=moments_of(bundle.model))  # the moments stay
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 

@@ -24,9 +24,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 from fineprune.engine import sequential  # noqa: F401  (registers the "sequential" architecture)
+from fineprune.engine.label_shift import attach
 from fineprune.engine.models import ModelConfig, build_model
 from fineprune.engine.sparse import SPARSE_FORMAT, state_from_sparse_payload
-from fineprune.errors import ModelFileError
+from fineprune.errors import ConfigError, ModelFileError
 from fineprune.paths import atomic_path
 
 BUNDLE_FORMAT = "fineprune-bundle/1"
@@ -54,13 +55,19 @@ class ModelBundle:
         return ModelBundle(copy.deepcopy(self.model), copy.deepcopy(self.config), copy.deepcopy(self.card))
 
 
-def save_bundle(path: str | Path | io.BytesIO, model: nn.Module, config: ModelConfig, card: dict | None = None) -> None:
+def save_bundle(path: str | Path | io.BytesIO, model: nn.Module, config: ModelConfig, card: dict | None = None, *,
+                class_moments: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+    """``class_moments``: the general model's per-class BatchNorm input moments
+    (``engine.label_shift``), stored only when given: they describe a general model and its
+    training data, so a personalized model's export never carries them."""
     payload = {
         "format": BUNDLE_FORMAT,
         "config": config,
         "card": json.loads(json.dumps(card or {})),  # plain JSON types only
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
+    if class_moments is not None:
+        payload["class_moments"] = [[first.detach().clone(), second.detach().clone()] for first, second in class_moments]
     if not isinstance(path, (str, os.PathLike)):  # a buffer
         torch.save(payload, path)
         return
@@ -143,4 +150,10 @@ def load_bundle(source: str | Path | bytes | io.BytesIO) -> ModelBundle:
         raise ModelFileError(f"{name}: weights do not match its architecture ({' '.join(str(exc).split())[:200]})") from None
     refresh_masked_weights(model)
     model.eval()
+    if payload.get("class_moments") is not None:
+        moments = payload["class_moments"]
+        try:
+            attach(model, [(torch.as_tensor(first), torch.as_tensor(second)) for first, second in moments])
+        except (ConfigError, TypeError, ValueError):
+            raise ModelFileError(f"{name} is damaged: its class moments do not match its BatchNorm layers.") from None
     return ModelBundle(model, config, card)

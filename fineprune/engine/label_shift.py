@@ -98,28 +98,41 @@ def moments_of(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]] | No
 LISTENERS = {"general": "the general model", "recalibrated": "the model recalibrated on your clips"}
 
 
-def person_correction(model: nn.Module, logits: torch.Tensor, *, min_confidence: float,
-                      listener: str = "general") -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
+def effective_classes(shares: torch.Tensor) -> float:
+    """How many classes a mix spreads over: exp of the shares' entropy (all of n equally: n; one: 1)."""
+    p = shares.float() / shares.sum()
+    return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
+
+
+def person_correction(model: nn.Module, logits: torch.Tensor, *, min_confidence: float, listener: str = "general",
+                      max_classes: float = 0.0) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
     """The correction for a person (None: not applied) and what decided it. ``logits``:
     ``model``'s outputs on the person's clips (the guard's probe clips: the pipeline computes them
     once for both). Their mean predicted probabilities estimate the class mix, trusted only when the
     mean top probability is at least ``min_confidence`` (a capture the model hears as mush piles its
     answers onto a few classes too, and that is not a class mix). ``listener``: whose outputs
     ``logits`` are (``LISTENERS``: the general model's, or those of ``model`` recalibrated on
-    the person's clips without the correction); the report names it. Without class moments on
-    ``model``: None."""
+    the person's clips without the correction); the report names it. ``max_classes`` (0: no limit):
+    applied only when the read mix spreads over at most this many classes (``effective_classes``):
+    a misheard voice that says every class reads as a crooked but wide mix, someone who says a few
+    classes as a narrow one. Without class moments on ``model``: None."""
     moments = moments_of(model)
     if moments is None:
         return None, {"applied": False, "why": "the model carries no class moments, so the class mix cannot be separated"}
     probabilities = logits.detach().softmax(1)
     shares, confidence = probabilities.mean(0), float(probabilities.max(1).values.mean())
     info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probabilities),
-            "read_by": listener}
+            "read_by": listener, "effective_classes": round(effective_classes(shares), 3)}
     who = LISTENERS[listener]
     if confidence < min_confidence:
         return None, {**info, "applied": False,
                       "why": (f"{who} is not sure enough of your clips (mean confidence {confidence:.0%}, "
                               f"{min_confidence:.0%} needed) for its answers to tell which classes you use")}
+    if max_classes > 0 and info["effective_classes"] > max_classes:
+        return None, {**info, "applied": False,
+                      "why": (f"as {who} hears them, your clips spread over about {info['effective_classes']:.1f} classes "
+                              f"(at most {max_classes:g} needed to correct for the classes you use): a wide mix that "
+                              "reads uneven is more likely classes the model mishears than classes you do not say")}
     main = [str(c) for c in range(len(shares)) if shares[c] >= 0.5 / len(shares)]  # classes at least half as common as with all equally
     return shift_correction(moments, shares), {
         **info, "applied": True,

@@ -87,6 +87,9 @@ class PruneSettings:
     # ... and the recalibrated listener re-estimates only its first N BatchNorm layers (None: as
     # ``recalibrate_bn_depth``): shallow statistics follow the capture, deep ones blur the class mix
     recalibrate_bn_label_shift_listener_depth: int | None = None
+    # ... and applied only when the read mix spreads over at most this many classes (exp of its
+    # entropy; 0: no limit): a misheard voice that says every class reads wide and uneven
+    recalibrate_bn_label_shift_max_classes: float = 0.0
     bias_correction: bool = True  # add E[pruned contribution] to the bias where a bias exists
     # After pruning, move each BatchNorm's stored statistics by the change pruning caused in the
     # person's statistics (measured against the unpruned model in the energy pass; one more
@@ -228,6 +231,8 @@ class PruneSettings:
         size = self.reconstruct_batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"reconstruct_batch_size must be a whole number >= 1, got {size!r}")
+        if self.recalibrate_bn_label_shift_max_classes < 0:
+            raise ConfigError(f"recalibrate_bn_label_shift_max_classes must be >= 0, got {self.recalibrate_bn_label_shift_max_classes}")
         if self.recalibrate_bn_prior < 0:
             raise ConfigError(f"recalibrate_bn_prior must be >= 0, got {self.recalibrate_bn_prior}")
         if self.post_prune_statistics not in POST_PRUNE_STATISTICS:
@@ -395,7 +400,8 @@ class PruningSweep:
                 listener = "recalibrated"
                 mix_logits = _recalibrated_logits(model, clips, self.effective, cancel)[probe]
             self.label_shift, self.label_shift_info = person_correction(
-                model, mix_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence, listener=listener)
+                model, mix_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence, listener=listener,
+                max_classes=self.effective.recalibrate_bn_label_shift_max_classes)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
@@ -405,8 +411,9 @@ class PruningSweep:
             judged = self.effective
             if judged.recalibrate_bn_label_shift:  # the split-half check's halves follow this person's verdict on the
                 # class mix (each half estimates its own mix): a half is not asked again whether the model is sure
+                # or the mix narrow
                 judged = judged.replace(recalibrate_bn_label_shift=self.label_shift is not None,
-                                        recalibrate_bn_label_shift_confidence=0.0)
+                                        recalibrate_bn_label_shift_confidence=0.0, recalibrate_bn_label_shift_max_classes=0.0)
             self.guard, recalibrated, energies = decide(model, self.data, judged, cancel=cancel, personalize=fine_prune,
                                                         correction=self.label_shift, general_logits=probe_logits)
             self.effective = self.effective.replace(recalibrate_bn=self.guard.recalibrate_bn, bn_shift=self.guard.bn_shift,

@@ -7,7 +7,7 @@ from torch import nn
 
 from fineprune import PruneSettings, fine_prune, recalibrate_batchnorm
 from fineprune.engine.calibration import batchnorm_layers
-from fineprune.engine.label_shift import attach, class_moments, moments_of, person_correction, shift_correction
+from fineprune.engine.label_shift import attach, class_moments, effective_classes, moments_of, person_correction, shift_correction
 from fineprune.errors import ConfigError, InputDataError
 
 CLASS_CENTRES = torch.tensor([[4.0, 0.0], [0.0, 4.0], [-4.0, 0.0], [0.0, -4.0]])
@@ -165,3 +165,42 @@ def test_the_class_mix_can_be_read_by_the_model_recalibrated_on_the_clips(tiny_v
         PruneSettings(recalibrate_bn_label_shift_from="person").validate()
     with pytest.raises(ConfigError):
         PruneSettings(recalibrate_bn_label_shift_listener_depth=0).validate()
+
+
+def test_the_correction_can_be_kept_to_narrow_mixes():
+    assert effective_classes(torch.full((10,), 0.1)) == pytest.approx(10.0)
+    assert effective_classes(torch.tensor([0.5, 0.5, 0.0, 0.0])) == pytest.approx(2.0)
+    model, _ = _general_model()
+    narrow = torch.tensor([[9.0, 0.0, 0.0, 0.0]] * 10 + [[0.0, 9.0, 0.0, 0.0]] * 10)  # confident: two classes
+    wide = torch.eye(4).repeat(5, 1) * 9.0  # confident: all four
+    correction, info = person_correction(model, narrow, min_confidence=0.0, max_classes=2.5)
+    assert correction is not None and info["applied"] and info["effective_classes"] < 2.5
+    correction, info = person_correction(model, wide, min_confidence=0.0, max_classes=2.5)
+    assert correction is None and not info["applied"] and "spread over" in info["why"]
+    assert person_correction(model, wide, min_confidence=0.0, max_classes=0.0)[0] is not None  # 0: no limit
+    with pytest.raises(ConfigError):
+        PruneSettings(recalibrate_bn_label_shift_max_classes=-1.0).validate()
+
+
+def test_class_moments_travel_in_a_bundle_only_when_given(tiny_vgg):
+    import io
+
+    from fineprune.engine.bundle import load_bundle, save_bundle
+    from fineprune.errors import ModelFileError
+
+    model, config = tiny_vgg
+    labels = torch.arange(4).repeat(20)
+    moments = class_moments(model, torch.randn(80, 1, 16, 20) + 2.0 * labels.view(-1, 1, 1, 1), labels, 4)
+    marked = attach(copy.deepcopy(model), moments)
+    plain, stored = io.BytesIO(), io.BytesIO()
+    save_bundle(plain, marked, config)  # an export of a model that carries moments: they stay behind
+    save_bundle(stored, marked, config, class_moments=moments)
+    assert moments_of(load_bundle(plain.getvalue()).model) is None
+    loaded = load_bundle(stored.getvalue())
+    for (a, b), (c, d) in zip(moments_of(loaded.model), moments):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    assert moments_of(loaded.copy().model) is not None
+    wrong = io.BytesIO()
+    save_bundle(wrong, marked, config, class_moments=moments[:-1])
+    with pytest.raises(ModelFileError, match="class moments"):
+        load_bundle(wrong.getvalue())
