@@ -35,10 +35,10 @@ CANDIDATES = ("card", *(f"prior {n}" for n in PRIORS))
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule()).replace(recalibrate_bn_prior=0.0)  # the card as it was when this was measured
+    card = rule_settings(shipped_rule()).replace(recalibrate_bn_prior=0.0, **NO_LABEL_SHIFT)  # the card as it was when this was measured
     variants = {"card": card, **{f"prior {n}": card.replace(recalibrate_bn_prior=float(n)) for n in PRIORS}}
     return measure_variants(variants, part, parts, adapted_by="card")
 

@@ -33,10 +33,10 @@ CANDIDATES = ("card", "without the check")
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule()).replace(guard_min_share_stability=0.65, guard_stability_splits=3)  # the card as it was
+    card = rule_settings(shipped_rule()).replace(guard_min_share_stability=0.65, guard_stability_splits=3, **NO_LABEL_SHIFT)  # the card as it was
     return measure_variants({"card": card, "without the check": card.replace(guard_min_share_stability=0.0)}, part, parts,
                             adapted_by="card", keep=lambda row, name, result: row.__setitem__(
                                 f"{name}: passes", result.report["forward_passes"]))

@@ -51,10 +51,10 @@ DIAGNOSTICS = ("card unpruned", "card without recalibration", "card, N = 1024")
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule())
+    card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
     variants = {"card": card, "class mix": card.replace(recalibrate_bn_label_shift=True),
                 "class mix if sure": card.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_confidence=SURE),
                 "class mix heard adapted": card.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_from="recalibrated"),

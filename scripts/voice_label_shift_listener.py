@@ -35,10 +35,10 @@ CANDIDATES = ("card",) + tuple(f"mix heard at depth {d}" for d in DEPTHS)
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule())
+    card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
     variants = {"card": card}
     for depth in DEPTHS:
         variants[f"mix heard at depth {depth}"] = card.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_from="recalibrated",

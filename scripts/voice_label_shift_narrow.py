@@ -1,6 +1,7 @@
 """The class-mix correction kept to people whose clips read as a narrow mix.
 
-    python scripts/voice_label_shift_narrow.py [--jobs 2] [--out docs/results/voice_label_shift_narrow.md]
+    python scripts/voice_label_shift_narrow.py [--jobs 2] [--out docs/results/voice_label_shift_narrow.md] [--write-card]
+    python scripts/voice_label_shift_narrow.py --report-only [--write-card]   # from the rows kept by the last run
 
 The correction of recalibrated statistics for the person's class mix (``fineprune.engine.label_shift``)
 gives the dev set's three-digit room speakers their clips back, but every listener that reads the
@@ -39,10 +40,10 @@ CANDIDATES = ("card",) + tuple(f"narrow mix <= {k:g}" for k in LIMITS)
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule())
+    card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
     variants = {"card": card}
     for k, name in zip(LIMITS, CANDIDATES[1:]):
         variants[name] = card.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_from="recalibrated",
@@ -76,11 +77,34 @@ def report(rows: list[dict]) -> str:
     return study_report(rows, __doc__.splitlines()[0], "voice_label_shift_narrow.py", CANDIDATES, "card", middle=middle)
 
 
+def write_card(rows: list[dict]) -> None:
+    """Store the candidate this run ships in the voice card, with the model's class moments measured on
+    its training data; it must be the limit ``fineprune.bench.voice_dev`` names."""
+    from fineprune.bench import voice_dev
+    from fineprune.bench.voice_variants import shipped_choice, split_rows
+
+    dev, _, _, engines = split_rows(rows)
+    shipped, _ = shipped_choice(dev, engines, CANDIDATES, "card")
+    wanted = f"narrow mix <= {voice_dev.LABEL_SHIFT_MAX_CLASSES:g}" if voice_dev.LABEL_SHIFT["recalibrate_bn_label_shift"] else "card"
+    if shipped != wanted:
+        raise SystemExit(f"this run ships {shipped!r}: set LABEL_SHIFT in fineprune/bench/voice_dev.py to match first")
+    voice_dev.write_card(voice_dev.shipped_rule(), measure_moments=True)
+    print(f"stored {shipped!r} and the class moments in the shipped voice card")
+
+
 def main(argv=None) -> int:
+    """``--write-card``: then store the candidate chosen in the shipped voice card (``write_card``)."""
+    import json
+
     from fineprune.bench.fanout import run_study
 
-    return run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_label_shift_narrow.md",
-                     argv=argv, keep_rows=REPO / "runs" / "voice_label_shift_narrow_rows.json")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rows_path = REPO / "runs" / "voice_label_shift_narrow_rows.json"
+    code = run_study(measure, report, description=__doc__, out=REPO / "docs" / "results" / "voice_label_shift_narrow.md",
+                     argv=[a for a in argv if a != "--write-card"], keep_rows=rows_path)
+    if "--write-card" in argv and not code:
+        write_card(json.loads(rows_path.read_text()))
+    return code
 
 
 if __name__ == "__main__":

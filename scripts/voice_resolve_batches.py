@@ -29,10 +29,10 @@ CANDIDATES = ("64 clips at a time", "8 clips at a time")
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import rule_settings, shipped_rule
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
-    card = rule_settings(shipped_rule())
+    card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
     return measure_variants({"64 clips at a time": card.replace(reconstruct_batch_size=64),
                              "8 clips at a time": card.replace(reconstruct_batch_size=8)}, part, parts,
                             adapted_by="8 clips at a time", keep_answers=True)

@@ -93,12 +93,29 @@ RESOLVE_SEQUENTIAL = True
 # twenty-first session, by ``python scripts/voice_bn_prior_card.py``, docs/results/voice_bn_prior_card.md,
 # of 0 / 4 / 16 / 64): ``card_pipeline`` against ``card_pipeline_no_prior``.
 BN_PRIOR = 64.0
+# ... and frees the re-estimated statistics of the person's class mix when their clips read as a narrow
+# mix: the mix is read by the model recalibrated in its first LABEL_SHIFT_LISTENER_DEPTH BatchNorm layers,
+# and the correction runs only when it spreads over at most LABEL_SHIFT_MAX_CLASSES classes (someone who
+# says a few digits; a misheard voice that says every digit reads wide). It needs the model's class
+# moments (``with_class_moments``; the shipped bundle carries them). The twenty-third session, by
+# ``python scripts/voice_label_shift_narrow.py`` (docs/results/voice_label_shift_narrow.md, of 4 / 5.5 / 7;
+# the listeners by scripts/voice_label_shift.py and scripts/voice_label_shift_listener.py):
+# ``card_pipeline`` against ``card_pipeline_no_label_shift``.
+LABEL_SHIFT_LISTENER_DEPTH = 4
+LABEL_SHIFT_MAX_CLASSES = 7.0
+LABEL_SHIFT = {"recalibrate_bn_label_shift": True, "recalibrate_bn_label_shift_from": "recalibrated",
+               "recalibrate_bn_label_shift_listener_depth": LABEL_SHIFT_LISTENER_DEPTH,
+               "recalibrate_bn_label_shift_max_classes": LABEL_SHIFT_MAX_CLASSES}
+# the card before the twenty-third session, for the studies that measured against it
+NO_LABEL_SHIFT = {"recalibrate_bn_label_shift": False, "recalibrate_bn_label_shift_from": "general",
+                  "recalibrate_bn_label_shift_listener_depth": None, "recalibrate_bn_label_shift_max_classes": 0.0}
 # ``card_shipped``: the card in assets/voice.pt when the run starts, as it is. It equals ``card_pipeline``
 # unless the rule chosen in this run differs from the shipped one (other LOSO models, say): then the
 # table shows both what ships and what the run would ship.
 PIPELINE_ROWS = ("card_pipeline", "card_shipped", "card_pipeline_unchecked", "card_pipeline_dense", "card_pipeline_plain",
                  "card_pipeline_magnitude", "card_pipeline_head_always", "card_pipeline_own_fallback", "card_pipeline_filter20",
-                 "card_pipeline_one_split", "card_pipeline_parallel", "card_pipeline_toward_general", "card_pipeline_no_prior")
+                 "card_pipeline_one_split", "card_pipeline_parallel", "card_pipeline_toward_general", "card_pipeline_no_prior",
+                 "card_pipeline_no_label_shift")
 
 
 def weights_fingerprint(models: dict) -> str:
@@ -123,7 +140,7 @@ def rule_settings(rule: dict, base=None):
                         guard_drop_min_confidence=float(rule.get("drop_min_confidence", 0.0)), prototype_head=PROTOTYPE_HEAD,
                         reconstruct=RECONSTRUCT, guard_min_share_stability=SHARE_STABILITY, guard_stability_splits=STABILITY_SPLITS,
                         guard_head_needs_recalibration=HEAD_NEEDS_RECALIBRATION, guard_fallback_criterion=FALLBACK_CRITERION,
-                        reconstruct_sequential=RESOLVE_SEQUENTIAL, recalibrate_bn_prior=BN_PRIOR)
+                        reconstruct_sequential=RESOLVE_SEQUENTIAL, recalibrate_bn_prior=BN_PRIOR, **LABEL_SHIFT)
 
 
 def card_defaults(rule: dict) -> dict:
@@ -135,7 +152,7 @@ def card_defaults(rule: dict) -> dict:
             "prototype_head": PROTOTYPE_HEAD, "reconstruct": RECONSTRUCT, "guard_min_share_stability": SHARE_STABILITY,
             "guard_stability_splits": STABILITY_SPLITS, "guard_head_needs_recalibration": HEAD_NEEDS_RECALIBRATION,
             "guard_fallback_criterion": FALLBACK_CRITERION, "reconstruct_sequential": RESOLVE_SEQUENTIAL,
-            "recalibrate_bn_prior": BN_PRIOR}
+            "recalibrate_bn_prior": BN_PRIOR, **LABEL_SHIFT}
 
 
 def shipped_rule(card: dict | None = None) -> dict:
@@ -151,15 +168,20 @@ def shipped_rule(card: dict | None = None) -> dict:
             "drop_max_hits": d["guard_drop_max_hits"], "drop_min_confidence": d["guard_drop_min_confidence"]}
 
 
-def write_card(rule: dict, model_path: Path | None = None) -> dict:
+def write_card(rule: dict, model_path: Path | None = None, *, measure_moments: bool = False) -> dict:
     """Store the chosen rule in the shipped voice card: inside ``assets/voice.pt`` (what
-    ``load_model`` reads) and in ``assets/voice.json`` beside it. The weights are not touched."""
+    ``load_model`` reads) and in ``assets/voice.json`` beside it. The weights are not touched.
+    ``measure_moments``: also measure the model's class moments on its training data
+    (``with_class_moments``, needs ../shared) and store them in the bundle; otherwise the ones
+    it carries stay."""
     from fineprune.engine.bundle import load_bundle, save_bundle
     from fineprune.engine.label_shift import moments_of
     from fineprune.registry import shipped_model_path
 
     model_path = Path(model_path or shipped_model_path("voice"))
     bundle = load_bundle(model_path)
+    if measure_moments:
+        with_class_moments({"shipped": bundle.model})
     card = dict(bundle.card)
     card["prune_defaults"] = card_defaults(rule)
     card["prune_defaults_note"] = (
@@ -168,6 +190,11 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         "on average, the person gets neither BatchNorm recalibration nor the prototype output layer. "
         + (f"Recalibration mixes the person's BatchNorm statistics with the general ones, which count as {BN_PRIOR:g} clips "
            f"(n clips weigh n / (n + {BN_PRIOR:g})). " if BN_PRIOR > 0 else "")
+        + ("When the person's clips, heard by the model recalibrated in its first "
+           f"{LABEL_SHIFT_LISTENER_DEPTH} BatchNorm layers, spread over at most {LABEL_SHIFT_MAX_CLASSES:g} digits (exp of the "
+           "entropy of its mean predicted probabilities), the person says only a few digits: the re-estimated statistics are "
+           "corrected for that class mix with the class moments stored in this bundle (fineprune/engine/label_shift.py), so "
+           "recalibration adapts to how they sound, not to which digits they say. " if LABEL_SHIFT["recalibrate_bn_label_shift"] else "")
         + "Otherwise it decides whether BatchNorm is recalibrated: yes unless "
         "recalibration raises the mean prediction entropy on the person's clips by more than "
         f"{-rule['min_entropy_drop']:g} nats, and yes whenever it raises SHOT's information score by >= "
@@ -184,7 +211,8 @@ def write_card(rule: dict, model_path: Path | None = None) -> dict:
         + "Chosen by `python -m fineprune bench voice_dev --write-card` (nested over the dev set's groups, "
         "the shipped demo individuals included; never on test clips; the prototype count by `python "
         "scripts/voice_filter_threshold.py`, the split-half check's splits and threshold by `python scripts/voice_stability_splits.py "
-        "--write-card`, the statistics' prior by `python scripts/voice_bn_prior_card.py`). See docs/RESULTS.md, 'The guard'.")
+        "--write-card`, the statistics' prior by `python scripts/voice_bn_prior_card.py`, the class-mix correction by `python "
+        "scripts/voice_label_shift_narrow.py --write-card`). See docs/RESULTS.md, 'The guard'.")
     save_bundle(model_path, bundle.model, bundle.config, card, class_moments=moments_of(bundle.model))  # the moments stay
     model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -209,12 +237,18 @@ def scoring_models(shipped, models_dir: Path = LOSO_MODELS) -> dict:
     ``shipped`` one, and each FSDD speaker's leave-one-speaker-out model found in ``models_dir``."""
     from fineprune.domains.voice_training import FSDD_SPEAKERS
     from fineprune.engine.bundle import load_bundle
+    from fineprune.engine.label_shift import moments_of
 
     models = {"shipped": shipped.eval()}
     for s in FSDD_SPEAKERS:
         path = Path(models_dir) / f"loso_{s}.pt"
         if path.exists():
             models[f"loso:{s}"] = load_bundle(path).model.eval()
+    # the card's class-mix correction needs each model's class moments: the shipped bundle carries
+    # its own, the leave-one-speaker-out models get theirs from their training data here
+    bare = {key: model for key, model in models.items() if moments_of(model) is None}
+    if bare:
+        with_class_moments(bare)
     return models
 
 
@@ -415,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         replay, _ = replay_guard(r["out"], chosen["<all>"])
         # the replay reads the stored BN-adapt outputs, i.e. the person's statistics alone
         for method, s in (("replay_check", settings.replace(prototype_head=0, reconstruct=False, guard_min_share_stability=0.0,
-                                                          guard_fallback_criterion="", recalibrate_bn_prior=0.0)),
+                                                          guard_fallback_criterion="", recalibrate_bn_prior=0.0,
+                                                          recalibrate_bn_label_shift=False)),
                           ("card_pipeline", settings), ("card_shipped", shipped_card),
                           ("card_pipeline_unchecked", settings.replace(guard_min_share_stability=0.0)),
                           ("card_pipeline_dense", settings.replace(sparsity=0.0)),
@@ -427,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                           ("card_pipeline_one_split", settings.replace(guard_min_share_stability=0.52, guard_stability_splits=1)),
                           ("card_pipeline_parallel", settings.replace(reconstruct_sequential=False)),
                           ("card_pipeline_toward_general", settings.replace(reconstruct_sequential=False, reconstruct_toward_general=True)),
-                          ("card_pipeline_no_prior", settings.replace(recalibrate_bn_prior=0.0))):
+                          ("card_pipeline_no_prior", settings.replace(recalibrate_bn_prior=0.0)),
+                          ("card_pipeline_no_label_shift", settings.replace(recalibrate_bn_label_shift=False))):
             result = fine_prune(models[p.model_key], p.adapt_x, s)
             correct = int((predict_logits(result.model, p.test_x).argmax(1) == p.test_y).sum())
             if method == "replay_check":
