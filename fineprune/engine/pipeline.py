@@ -594,6 +594,8 @@ class PruningSweep:
                                          "why": "the general statistics were kept, so there was nothing to correct"}
             elif self.label_shift is not None:
                 before_steps.append(self.label_shift_info["why"][0].upper() + self.label_shift_info["why"][1:] + ".")
+            elif s.recalibrate_bn != "none":  # recalibrated, and the correction decided against: say why
+                before_steps.append(f"The BatchNorm statistics were not corrected for a class mix: {self.label_shift_info['why']}.")
         if s.recalibrate_bn_prior > 0 and s.recalibrate_bn != "none":
             measured_on = len(self.after_data) if s.recalibrate_bn == "after" else self.n_clips  # "after" re-measures the subsample
             share = prior_share(measured_on, s.recalibrate_bn_prior)

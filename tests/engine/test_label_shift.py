@@ -102,6 +102,8 @@ def test_the_pipeline_applies_it_reports_it_and_without_moments_changes_nothing(
         fine_prune(marked, x, PruneSettings(**unguarded)).report["forward_passes"] + 1.0, "without the guard its own 24 clips: one pass"
     refused = fine_prune(marked, x, base.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_confidence=1.0))
     assert not refused.report["label_shift"]["applied"]
+    assert any(line.startswith("The BatchNorm statistics were not corrected for a class mix: ") and "not sure enough" in line
+               for line in refused.report["steps_before_pruning"])  # the decision is said, as the Studio's notes show it
     torch.testing.assert_close(refused.model(x), card.model(x))  # the guard's halves did not apply it either
     kept = fine_prune(marked, x, base.replace(recalibrate_bn_label_shift=True, guard_min_entropy_drop=10.0))
     assert kept.report["guard"]["recalibrate_bn"] == "none" and not kept.report["label_shift"]["applied"]
