@@ -105,14 +105,15 @@ def effective_classes(shares: torch.Tensor) -> float:
 
 
 def person_correction(model: nn.Module, logits: torch.Tensor, *, min_confidence: float, listener: str = "general",
-                      max_classes: float = 0.0) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
+                      listener_depth: int | None = None, max_classes: float = 0.0) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, dict]:
     """The correction for a person (None: not applied) and what decided it. ``logits``:
     ``model``'s outputs on the person's clips (the guard's probe clips: the pipeline computes them
     once for both). Their mean predicted probabilities estimate the class mix, trusted only when the
     mean top probability is at least ``min_confidence`` (a capture the model hears as mush piles its
     answers onto a few classes too, and that is not a class mix). ``listener``: whose outputs
     ``logits`` are (``LISTENERS``: the general model's, or those of ``model`` recalibrated on
-    the person's clips without the correction); the report names it. ``max_classes`` (0: no limit):
+    the person's clips without the correction, in its first ``listener_depth`` BatchNorm layers
+    when given); the report names it. ``max_classes`` (0: no limit):
     applied only when the read mix spreads over at most this many classes (``effective_classes``):
     a misheard voice that says every class reads as a crooked but wide mix, someone who says a few
     classes as a narrow one. Without class moments on ``model``: None."""
@@ -124,6 +125,9 @@ def person_correction(model: nn.Module, logits: torch.Tensor, *, min_confidence:
     info = {"shares": [round(float(v), 4) for v in shares], "confidence": round(confidence, 4), "clips": len(probabilities),
             "read_by": listener, "effective_classes": round(effective_classes(shares), 3)}
     who = LISTENERS[listener]
+    if listener == "recalibrated" and listener_depth:
+        who += f" in its first {listener_depth} BatchNorm layers"
+        info["listener_depth"] = listener_depth
     if confidence < min_confidence:
         return None, {**info, "applied": False,
                       "why": (f"{who} is not sure enough of your clips (mean confidence {confidence:.0%}, "

@@ -401,6 +401,7 @@ class PruningSweep:
                 mix_logits = _recalibrated_logits(model, clips, self.effective, cancel)[probe]
             self.label_shift, self.label_shift_info = person_correction(
                 model, mix_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence, listener=listener,
+                listener_depth=self.effective.recalibrate_bn_label_shift_listener_depth or self.effective.recalibrate_bn_depth,
                 max_classes=self.effective.recalibrate_bn_label_shift_max_classes)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)

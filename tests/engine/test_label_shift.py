@@ -163,6 +163,7 @@ def test_the_class_mix_can_be_read_by_the_model_recalibrated_on_the_clips(tiny_v
     heard = recalibrate_batchnorm(copy.deepcopy(marked).eval(), x, prior=8.0, depth=1)(x).softmax(1).mean(0)
     torch.testing.assert_close(torch.tensor(shallow["shares"]), heard, atol=1e-3, rtol=0)
     assert shallow["shares"] != info["shares"]
+    assert shallow["listener_depth"] == 1 and "in its first 1 BatchNorm layers" in shallow["why"]
     with pytest.raises(ConfigError):
         PruneSettings(recalibrate_bn_label_shift_from="person").validate()
     with pytest.raises(ConfigError):
