@@ -8,13 +8,18 @@ room lose clips to recalibration (docs/results/voice_label_shift.md).
 
 The correction removes the class mix's part. From the general model's training data it keeps,
 per BatchNorm layer, each class's mean input and mean squared input (``class_moments``). For a
-person whose class shares are estimated as ``shares`` (label-free: the general model's mean
-predicted probabilities over their clips), the general model's statistics under that class mix
+person whose class shares are estimated as ``shares`` (label-free: a listener's mean predicted
+probabilities over their clips -- the general model's, or the model recalibrated on the clips,
+in its first layers only for the voice card), the general model's statistics under that class mix
 differ from its statistics under all classes equally by an offset in the mean and a ratio in the
 variance (``shift_correction``); the person's measured statistics are corrected by the same
 offset and ratio before use (``energy._Recalibration``). With equal shares the correction is
 nothing. The moments describe one model: they travel with it as an attribute (``attach``),
-which ``copy.deepcopy`` keeps.
+which ``copy.deepcopy`` keeps, and in its bundle file when saved with them (``bundle.save_bundle``).
+
+No listener tells a digit the person never says from a digit it mishears, so the voice card
+corrects only a *narrow* mix (``effective_classes`` at most 7): someone who says a few digits,
+not a misheard voice that says all ten (docs/results/voice_label_shift_narrow.md).
 """
 from __future__ import annotations
 

@@ -80,9 +80,9 @@ class PruneSettings:
     recalibrate_bn_label_shift_confidence: float = 0.0
     # ... whose answers estimate the mix: "general" (the general model's: no extra pass) or
     # "recalibrated" (the model recalibrated on the person's clips without the correction: one more
-    # pass; a capture the general model hears as mush, it hears as digits again, but it has already
-    # blurred a few-digit speaker's mix: too weak a correction on the voice dev set,
-    # docs/results/voice_label_shift.md)
+    # pass; a capture the general model hears as mush, it hears as digits again, but recalibrated in
+    # every layer it has already blurred a few-digit speaker's mix: docs/results/voice_label_shift.md;
+    # the voice card's listener is recalibrated in its first 4 of 6)
     recalibrate_bn_label_shift_from: str = "general"
     # ... and the recalibrated listener re-estimates only its first N BatchNorm layers (None: as
     # ``recalibrate_bn_depth``): shallow statistics follow the capture, deep ones blur the class mix
