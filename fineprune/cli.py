@@ -162,6 +162,8 @@ def test_accuracy_of(card: dict) -> str:
 
 
 def describe_model(name: str, bundle) -> None:
+    from fineprune.engine.label_shift import moments_of
+
     card = bundle.card
     n_params = sum(p.numel() for p in bundle.model.parameters())
     print(f"{name}: {card.get('description', card.get('name', name))}")
@@ -170,6 +172,8 @@ def describe_model(name: str, bundle) -> None:
     print(f"  classes: {shown}")
     print(f"  domain:  {bundle.domain}; input: {card.get('input_format') or json.dumps(card.get('input', {}))}")
     print(f"  params:  {n_params:,}; test accuracy: {test_accuracy_of(card)}")
+    if moments_of(bundle.model) is not None:
+        print("  class moments: stored (recalibrated BatchNorm statistics can be freed of a person's class mix)")
     if card.get("personalized"):
         report = card.get("prune_report") or {}
         print(f"  personalized from {card.get('base_model', '?')}: sparsity {report.get('sparsity', float('nan')):.1%} "

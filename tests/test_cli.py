@@ -172,6 +172,8 @@ def test_bad_input_in_a_real_process(tmp_path, generic_model, case):
 def test_info_and_unknown_subcommands():
     proc = run_cli("info")
     assert proc.returncode == 0 and "torchvision" in proc.stdout
+    voice = proc.stdout.split("face:")[0]  # the shipped voice bundle carries its class moments (the card's correction needs them)
+    assert voice.startswith("voice:") and "class moments: stored" in voice
     for args in (["bench", "nonsense"], ["train", "nonsense"], ["frobnicate"]):
         proc = run_cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -350,6 +350,7 @@ def train_and_save(
 ) -> tuple[VoiceTraining, dict]:
     from fineprune.engine.bundle import save_bundle
     from fineprune.engine.evaluation import accuracy, count_flops
+    from fineprune.engine.label_shift import class_moments
 
     features = feature_settings(arch)
     fsdd = load_fsdd(data_dir, features)
@@ -387,7 +388,9 @@ def train_and_save(
         "license": "trained on the Free Spoken Digit Dataset (CC BY-SA 4.0, Zohar Jackson et al.)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_bundle(out, result.model, result.config, card)
+    # the model's class moments on its own training data: the voice card's class-mix correction reads them
+    moments = class_moments(result.model, train.x, train.y, len(CLASSES))
+    save_bundle(out, result.model, result.config, card, class_moments=moments)
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return result, card
 

@@ -93,6 +93,9 @@ def test_train_command_writes_bundle_and_card(tmp_path, capsys):
     from fineprune.registry import load_model
 
     bundle = load_model(str(out))
+    from fineprune.engine.label_shift import moments_of
+
+    assert moments_of(bundle.model) is not None  # measured on its training data, for the card's class-mix correction
     # the held-out accuracy is the saved model's on all of george's clips, and the command prints it
     george = voice.load_fsdd(root, FeatureSettings.from_dict(card["features"]), cache=False).of_speaker("george")
     assert len(george) == 70
