@@ -122,3 +122,15 @@ def test_stored_outputs_are_keyed_by_the_models_weights():
     assert before == weights_fingerprint({"loso:x": b, "shipped": a})
     b.running_mean[0] += 1e-6
     assert weights_fingerprint({"shipped": a, "loso:x": b}) != before
+
+
+def test_the_shipped_card_is_the_one_the_bench_describes():
+    # what ships is what voice_dev's constants say (the bench and the studies measure those), and the
+    # class-mix correction it switches on has the class moments it reads
+    from fineprune.bench.voice_dev import card_defaults, shipped_rule
+    from fineprune.engine.label_shift import moments_of
+    from fineprune.registry import load_model
+
+    shipped = load_model("voice")
+    assert shipped.card["prune_defaults"] == card_defaults(shipped_rule(shipped.card))
+    assert shipped.card["prune_defaults"]["recalibrate_bn_label_shift"] and moments_of(shipped.model) is not None
