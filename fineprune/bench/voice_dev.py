@@ -334,7 +334,8 @@ def summarize(rows: list[dict], chosen: dict, meta: dict) -> str:
               "`card_pipeline_parallel`: every pruned layer re-solved on the unpruned model's inputs, the card until the twentieth "
               "session; `card_pipeline_toward_general`: re-solved one layer after another toward the general model (not the "
               "recalibrated one); `card_pipeline_no_prior`: the person's BatchNorm statistics alone, not mixed with the general "
-              "ones (the card until the twenty-first session); `card_shipped`: the card in "
+              "ones (the card until the twenty-first session); `card_pipeline_no_label_shift`: without the correction of "
+              "recalibrated statistics for a narrow class mix (the card until the twenty-third session); `card_shipped`: the card in "
               "assets/voice.pt when the run started, the same as `card_pipeline` unless this run chose another rule):", ""]
     body = []
     pairs = [("card", o) for o in ("general", "bn_adapt", "guard_only", "card_magnitude", "card_general_energy", "old_card", "t3a", "lame")]
