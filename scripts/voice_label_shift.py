@@ -51,7 +51,7 @@ DIAGNOSTICS = ("card unpruned", "card without recalibration", "card, N = 1024")
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
     card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
@@ -67,7 +67,7 @@ def measure(part: int, parts: int) -> list[dict]:
         if name == "class mix heard adapted":
             row["adapted confidence"] = result.report["label_shift"]["confidence"]
 
-    return measure_variants(variants, part, parts, adapted_by="card", prepare_models=with_class_moments, keep=keep)
+    return measure_variants(variants, part, parts, adapted_by="card", keep=keep)
 
 
 def report(rows: list[dict]) -> str:

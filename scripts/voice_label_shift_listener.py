@@ -35,7 +35,7 @@ CANDIDATES = ("card",) + tuple(f"mix heard at depth {d}" for d in DEPTHS)
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
     card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
@@ -48,7 +48,7 @@ def measure(part: int, parts: int) -> list[dict]:
         if name != "card":
             row[f"{name}: confidence"] = result.report["label_shift"]["confidence"]
 
-    return measure_variants(variants, part, parts, adapted_by="card", prepare_models=with_class_moments, keep=keep)
+    return measure_variants(variants, part, parts, adapted_by="card", keep=keep)
 
 
 def report(rows: list[dict]) -> str:

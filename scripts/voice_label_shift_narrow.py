@@ -22,7 +22,7 @@ in its first four BatchNorm layers (it read demo noah and nadia right). Candidat
 
 Measured on ``bench voice_dev``'s individuals and models (dev set, demo individuals and,
 report-only, the six 450-clip leave-one-speaker-out FSDD speakers and the 14 voices of other speech
-engines). About 12 minutes on two cores with the dev set cached (16 beside another job). Dev individuals only choose; never
+engines). 16 minutes on two cores with the dev set cached, beside another job. Dev individuals only choose; never
 FSDD test takes.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ CANDIDATES = ("card",) + tuple(f"narrow mix <= {k:g}" for k in LIMITS)
 
 
 def measure(part: int, parts: int) -> list[dict]:
-    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import measure_variants
 
     card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
@@ -53,7 +53,7 @@ def measure(part: int, parts: int) -> list[dict]:
         if name == CANDIDATES[1]:  # the same listener in every candidate: its mix once
             row["effective classes"] = result.report["label_shift"]["effective_classes"]
 
-    return measure_variants(variants, part, parts, adapted_by="card", prepare_models=with_class_moments, keep=keep)
+    return measure_variants(variants, part, parts, adapted_by="card", keep=keep)
 
 
 def report(rows: list[dict]) -> str:

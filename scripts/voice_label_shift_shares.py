@@ -24,7 +24,7 @@ DEFAULT = ("theo/room/249", "flite_awb/clean", "festival_slt/pitch_up")
 def main(argv=None) -> int:
     import torch
 
-    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule, with_class_moments
+    from fineprune.bench.voice_dev import NO_LABEL_SHIFT, rule_settings, shipped_rule
     from fineprune.bench.voice_variants import study_people
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune
@@ -32,7 +32,6 @@ def main(argv=None) -> int:
     names = tuple(argv if argv is not None else sys.argv[1:]) or DEFAULT
     models, people = study_people(0, 1)
     people = [p for p in people if p.name in names]
-    models = with_class_moments({k: v for k, v in models.items() if k in {p.model_key for p in people}})
     card = rule_settings(shipped_rule()).replace(**NO_LABEL_SHIFT)  # the card before the class-mix correction
     runs = {"card": card, "general model reads": card.replace(recalibrate_bn_label_shift=True),
             "depth-4 listener reads": card.replace(recalibrate_bn_label_shift=True, recalibrate_bn_label_shift_from="recalibrated",

@@ -31,20 +31,17 @@ def study_people(part: int, parts: int):
     return models, people[part::parts]
 
 
-def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, prepare_models=None, keep=None,
-                     keep_answers: bool = False) -> list[dict]:
+def measure_variants(variants: dict, part: int, parts: int, adapted_by: str, keep=None, keep_answers: bool = False) -> list[dict]:
     """One row per individual: general and each variant's test clips correct, seconds per
     personalization, share of test clips answered as the general model does, and whether the guard
-    adapted to the person under ``adapted_by``. ``prepare_models``: applied to the models first
-    (what a variant needs the models to carry). ``keep(row, variant, result)``: adds what else a
+    adapted to the person under ``adapted_by`` (the models carry their class moments:
+    ``voice_dev.scoring_models``). ``keep(row, variant, result)``: adds what else a
     study reads from each run's result to the row. ``keep_answers``: also each variant's answer on
     every test clip (``"<variant>: answers"``), for studies of changes that should change none."""
     from fineprune.engine.evaluation import predict_logits
     from fineprune.engine.pipeline import fine_prune
 
     models, people = study_people(part, parts)
-    if prepare_models is not None:
-        models = prepare_models(models)
     rows = []
     for p in people:
         model = models[p.model_key]

@@ -348,13 +348,12 @@ def _recalibrate_recording_features(model: nn.Module, data: torch.Tensor, s: Pru
     return features, record.logits
 
 
-def _recalibrated_logits(model: nn.Module, clips: torch.Tensor, s: PruneSettings, cancel) -> torch.Tensor:
-    """``model``'s outputs on ``clips`` once recalibrated on them as ``s`` asks (only the first
-    ``recalibrate_bn_label_shift_listener_depth`` BatchNorm layers when set), without the class-mix
-    correction (a copy: ``model`` is not touched). What ``recalibrate_bn_label_shift_from="recalibrated"``
-    reads the class mix from: the correction cannot come from the model it corrects."""
+def _recalibrated_logits(model: nn.Module, clips: torch.Tensor, s: PruneSettings, depth: int | None, cancel) -> torch.Tensor:
+    """``model``'s outputs on ``clips`` once recalibrated on them as ``s`` asks, in its first ``depth``
+    BatchNorm layers (None: all), without the class-mix correction (a copy: ``model`` is not touched).
+    What ``recalibrate_bn_label_shift_from="recalibrated"`` reads the class mix from: the correction
+    cannot come from the model it corrects."""
     trial = copy.deepcopy(model).eval()
-    depth = s.recalibrate_bn_label_shift_listener_depth or s.recalibrate_bn_depth
     record = record_energy(trial, clips, layers=[], batch_size=s.batch_size, cancel=cancel, recalibrate=True,
                            recalibrate_depth=depth, recalibrate_prior=s.recalibrate_bn_prior, keep_logits=True)
     return record.logits
@@ -394,15 +393,13 @@ class PruningSweep:
             probe = spaced_indices(len(clips), self.effective.guard_clips)
             with torch.no_grad():
                 probe_logits = predict_logits(model, clips[probe], self.effective.batch_size)
-            listener = "general"
-            mix_logits = probe_logits
-            if self.effective.recalibrate_bn_label_shift_from == "recalibrated":
-                listener = "recalibrated"
-                mix_logits = _recalibrated_logits(model, clips, self.effective, cancel)[probe]
+            listener = self.effective.recalibrate_bn_label_shift_from
+            depth = self.effective.recalibrate_bn_label_shift_listener_depth or self.effective.recalibrate_bn_depth
+            mix_logits = probe_logits if listener == "general" else \
+                _recalibrated_logits(model, clips, self.effective, depth, cancel)[probe]
             self.label_shift, self.label_shift_info = person_correction(
                 model, mix_logits, min_confidence=self.effective.recalibrate_bn_label_shift_confidence, listener=listener,
-                listener_depth=self.effective.recalibrate_bn_label_shift_listener_depth or self.effective.recalibrate_bn_depth,
-                max_classes=self.effective.recalibrate_bn_label_shift_max_classes)
+                listener_depth=depth, max_classes=self.effective.recalibrate_bn_label_shift_max_classes)
         layers_to_record = prunable_layers(model)  # all layers: heatmaps show the spared ones too
         if self.settings.guard:  # the label-free guard decides this person's steps (engine/guard.py)
             from fineprune.engine.guard import decide
